@@ -1,0 +1,123 @@
+// One fill request per tensor (the descriptor packed by fastinit/plan.py) and the per-element
+// values of each distribution, shared by the CPU fallback and the CUDA kernels.
+#pragma once
+
+#include <cstdint>
+
+#include "distributions.h"
+#include "philox.h"
+
+namespace fastinit {
+
+enum Distribution : int32_t {
+  kConstant = 0,
+  kUniform = 1,
+  kNormal = 2,
+  kTruncNormal = 3,      // fp32 math (Giles' erfinv)
+  kTruncNormalFp64 = 4,  // fp64 math (AS241): fp64 outputs, and intervals beyond Giles' fit
+};
+
+enum DType : int32_t { kFloat32 = 0, kFloat64 = 1, kFloat16 = 2, kBFloat16 = 3 };
+
+// Host-computed parameters, per distribution (fastinit/plan.py fills them):
+//   constant:        [value already rounded to the output dtype]
+//   uniform:         [scale = hi - lo (taken in fp64), shift = lo]
+//   normal:          [mean, std]
+//   trunc_normal(*): [mean, s * std, Phi(alpha), Phi(beta) - Phi(alpha), alpha, beta,
+//                     a rounded inward to the dtype, b rounded inward to the dtype]
+//                    with (alpha, beta, s) mirrored so that alpha + beta <= 0.
+// Layout is fixed: 112 bytes, little-endian, struct format "<QqqQQii8d" in plan.py.
+struct FillDescriptor {
+  uint64_t data;         // address of element 0 (contiguous storage)
+  int64_t numel;         // elements to write
+  int64_t first_index;   // contract index of element 0 (non-zero for a shard)
+  uint64_t seed;
+  uint64_t stream;
+  int32_t dist;
+  int32_t dtype;
+  double param[8];
+};
+static_assert(sizeof(FillDescriptor) == 112, "descriptor layout is shared with plan.py");
+
+// Contract elements per Philox call: 4 for fp32 math, 2 for fp64 math.
+FASTINIT_HD int elements_per_block(int32_t dist, int32_t dtype) {
+  return (dtype == kFloat64 || dist == kTruncNormalFp64) ? 2 : 4;
+}
+
+struct ParamsF32 {
+  float p[8];
+};
+
+FASTINIT_HD ParamsF32 params_f32(const FillDescriptor& d) {
+  ParamsF32 r;
+  for (int i = 0; i < 8; ++i) r.p[i] = static_cast<float>(d.param[i]);
+  return r;
+}
+
+FASTINIT_HD float uniform_value_f32(uint32_t w, float scale, float shift) {
+  return std::fma(u24(w), scale, shift);
+}
+
+// Box-Muller on one pair of words: (cos, sin) branch for (even, odd) t.
+FASTINIT_HD void normal_pair_f32(uint32_t wa, uint32_t wb, float mean, float std_,
+                                 float& x_even, float& x_odd) {
+  const float r = std::sqrt(-2.0f * log_f32(u24o(wa)));
+  const float theta = 6.2831853071795864769f * u24(wb);
+  float s, c;
+  sincos_f32(theta, s, c);
+  x_even = std::fma(r * c, std_, mean);
+  x_odd = std::fma(r * s, std_, mean);
+}
+
+FASTINIT_HD float trunc_normal_value_f32(uint32_t w, const ParamsF32& q) {
+  const float p = std::fma(u24m(w), q.p[3], q.p[2]);
+  float z = normal_quantile_f32(p);
+  z = std::fmin(std::fmax(z, q.p[4]), q.p[5]);
+  const float x = std::fma(z, q.p[1], q.p[0]);
+  return std::fmin(std::fmax(x, q.p[6]), q.p[7]);
+}
+
+// fp32-math distributions: the four values of one Philox block (element 4*block + t).
+FASTINIT_HD void block_values_f32(int32_t dist, const ParamsF32& q, const Words4& w, float v[4]) {
+  switch (dist) {
+    case kUniform:
+      for (int t = 0; t < 4; ++t) v[t] = uniform_value_f32(w.w[t], q.p[0], q.p[1]);
+      break;
+    case kNormal:
+      normal_pair_f32(w.w[0], w.w[1], q.p[0], q.p[1], v[0], v[1]);
+      normal_pair_f32(w.w[2], w.w[3], q.p[0], q.p[1], v[2], v[3]);
+      break;
+    case kTruncNormal:
+      for (int t = 0; t < 4; ++t) v[t] = trunc_normal_value_f32(w.w[t], q);
+      break;
+    default:
+      for (int t = 0; t < 4; ++t) v[t] = q.p[0];
+      break;
+  }
+}
+
+// fp64-math distributions: the value of element 2*block + t, t in {0, 1}.
+FASTINIT_HD double element_value_f64(int32_t dist, const double* param, const Words4& w, int t) {
+  switch (dist) {
+    case kUniform:
+      return std::fma(u53(w.w[2 * t], w.w[2 * t + 1]), param[0], param[1]);
+    case kNormal: {
+      const double r = std::sqrt(-2.0 * std::log(u53o(w.w[0], w.w[1])));
+      const double theta = 6.283185307179586476925 * u53(w.w[2], w.w[3]);
+      const double z = r * (t == 0 ? std::cos(theta) : std::sin(theta));
+      return std::fma(z, param[1], param[0]);
+    }
+    case kTruncNormal:
+    case kTruncNormalFp64: {
+      const double p = std::fma(u53(w.w[2 * t], w.w[2 * t + 1]), param[3], param[2]);
+      double z = normal_quantile_f64(p);
+      z = std::fmin(std::fmax(z, param[4]), param[5]);
+      const double x = std::fma(z, param[1], param[0]);
+      return std::fmin(std::fmax(x, param[6]), param[7]);
+    }
+    default:
+      return param[0];
+  }
+}
+
+}  // namespace fastinit
