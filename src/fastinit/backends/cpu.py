@@ -1,0 +1,29 @@
+"""The `cpu` backend: the C++ fill of csrc/ (OpenMP threads, SIMD across Philox counters)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from ..plan import Fill, pack_descriptors
+
+NAME = "cpu"
+
+try:
+    from .. import _C
+except ImportError as exc:  # the build was skipped or failed; kept to re-raise on request
+    _C = None
+    IMPORT_ERROR: ImportError | None = exc
+else:
+    IMPORT_ERROR = None
+
+
+def supports(device) -> bool:
+    return device.type == "cpu"
+
+
+def run(fills: Sequence[Fill], num_threads: int = 0) -> None:
+    if fills:
+        _C.fill(pack_descriptors(fills), num_threads)
+
+
+def simd_level() -> str:
+    return _C.simd_level()

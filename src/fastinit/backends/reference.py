@@ -1,0 +1,168 @@
+"""The `reference` backend: the random-number contract of DESIGN.md in plain NumPy integer and
+float64 arithmetic. It is the executable specification the other backends are tested against;
+it is slow and meant for tests, small tensors and devices no other backend serves.
+
+Where the contract asks for an fp32 fma (uniform, the trunc_normal probability) the result is
+computed exactly: the fp32 product is exact in fp64, the sum is carried as an fp64 value plus
+its exact error (TwoSum) and rounded to odd, and a round-to-odd fp64 value rounds to fp32
+correctly. Transcendentals (log, cos, sin, the normal quantile) are evaluated in fp64; the
+contract's tolerance covers the device's fp32 versions.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..contract import (
+    PHILOX_M0,
+    PHILOX_M1,
+    PHILOX_W0,
+    PHILOX_W1,
+    Distribution,
+    elements_per_block,
+)
+from ..plan import Fill
+
+NAME = "reference"
+IMPORT_ERROR = None
+MASK32 = np.uint64(0xFFFFFFFF)
+TWO_PI_F32 = float(np.float32(6.2831853071795864769))
+
+
+def philox4x32_10(c0, c1, c2, c3, k0: int, k1: int):
+    """Philox4x32-10 on arrays of 32-bit counters (held in uint64), scalar key."""
+    c0, c1, c2, c3 = (np.asarray(c, dtype=np.uint64) & MASK32 for c in (c0, c1, c2, c3))
+    m0, m1 = np.uint64(PHILOX_M0), np.uint64(PHILOX_M1)
+    for _ in range(10):
+        p0 = m0 * c0
+        p1 = m1 * c2
+        hi0, lo0 = p0 >> np.uint64(32), p0 & MASK32
+        hi1, lo1 = p1 >> np.uint64(32), p1 & MASK32
+        c0, c1, c2, c3 = hi1 ^ c1 ^ np.uint64(k0), lo1, hi0 ^ c3 ^ np.uint64(k1), lo0
+        k0 = (k0 + PHILOX_W0) & 0xFFFFFFFF
+        k1 = (k1 + PHILOX_W1) & 0xFFFFFFFF
+    return c0, c1, c2, c3
+
+
+def block_words(blocks: np.ndarray, stream: int, seed: int) -> np.ndarray:
+    """Words (n, 4) of the contract's counters (block, stream) under key(seed)."""
+    blocks = blocks.astype(np.uint64)
+    w = philox4x32_10(
+        blocks & MASK32,
+        blocks >> np.uint64(32),
+        np.full(blocks.shape, stream & 0xFFFFFFFF, dtype=np.uint64),
+        np.full(blocks.shape, stream >> 32, dtype=np.uint64),
+        seed & 0xFFFFFFFF,
+        seed >> 32,
+    )
+    return np.stack(w, axis=-1)
+
+
+def u24(w):
+    return (w >> np.uint64(8)).astype(np.float64) * 2.0**-24
+
+
+def u24o(w):
+    return ((w >> np.uint64(8)) + np.uint64(1)).astype(np.float64) * 2.0**-24
+
+
+def u24m(w):
+    return ((w >> np.uint64(8)).astype(np.float64) + 0.5) * 2.0**-24
+
+
+def u53(a, b):
+    bits = ((a >> np.uint64(5)) << np.uint64(26)) | (b >> np.uint64(6))
+    return bits.astype(np.float64) * 2.0**-53
+
+
+def f32(x):
+    return np.asarray(x, dtype=np.float64).astype(np.float32).astype(np.float64)
+
+
+def fma_f32(a, b, c):
+    """Correctly rounded fp32 fma of fp32-valued arrays (see the module docstring)."""
+    a, b, c = (np.asarray(v, dtype=np.float64) for v in (a, b, c))
+    p = a * b  # exact: 24 x 24 bits
+    s = p + c
+    bb = s - p
+    err = (p - (s - bb)) + (c - bb)
+    even = (s.view(np.int64) & 1) == 0
+    toward = np.where(err > 0, np.inf, -np.inf)
+    s = np.where((err != 0) & even, np.nextafter(s, toward), s)
+    return s.astype(np.float32).astype(np.float64)
+
+
+def ndtri(p: np.ndarray) -> np.ndarray:
+    return torch.special.ndtri(torch.from_numpy(np.ascontiguousarray(p))).numpy()
+
+
+def values_fp32_math(dist: int, params: Sequence[float], words: np.ndarray) -> np.ndarray:
+    """Values (n, 4) of Philox blocks with words (n, 4) for the fp32-math distributions."""
+    if dist == Distribution.UNIFORM:
+        return fma_f32(u24(words), f32(params[0]), f32(params[1]))
+    if dist == Distribution.NORMAL:
+        mean, std = f32(params[0]), f32(params[1])
+        out = np.empty(words.shape, dtype=np.float64)
+        for pair in (0, 1):
+            r = np.sqrt(-2.0 * np.log(u24o(words[:, 2 * pair])))
+            theta = f32(TWO_PI_F32 * u24(words[:, 2 * pair + 1]))
+            out[:, 2 * pair] = r * np.cos(theta) * std + mean
+            out[:, 2 * pair + 1] = r * np.sin(theta) * std + mean
+        return out
+    if dist == Distribution.TRUNC_NORMAL:
+        q = [f32(v) for v in params]
+        p = fma_f32(u24m(words), q[3], q[2])
+        z = np.clip(ndtri(p), q[4], q[5])
+        return np.clip(z * q[1] + q[0], q[6], q[7])
+    raise ValueError(f"distribution {dist} has no fp32-math form")
+
+
+def values_fp64_math(dist: int, params: Sequence[float], words: np.ndarray) -> np.ndarray:
+    """Values (n, 2) of Philox blocks with words (n, 4) for the fp64-math distributions."""
+    if dist == Distribution.UNIFORM:
+        u = np.stack([u53(words[:, 0], words[:, 1]), u53(words[:, 2], words[:, 3])], axis=-1)
+        return u * params[0] + params[1]
+    if dist == Distribution.NORMAL:
+        r = np.sqrt(-2.0 * np.log(u53(words[:, 0], words[:, 1]) + 2.0**-53))
+        theta = 2.0 * math.pi * u53(words[:, 2], words[:, 3])
+        z = np.stack([r * np.cos(theta), r * np.sin(theta)], axis=-1)
+        return z * params[1] + params[0]
+    if dist in (Distribution.TRUNC_NORMAL, Distribution.TRUNC_NORMAL_FP64):
+        u = np.stack([u53(words[:, 0], words[:, 1]), u53(words[:, 2], words[:, 3])], axis=-1)
+        z = np.clip(ndtri(u * params[3] + params[2]), params[4], params[5])
+        return np.clip(z * params[1] + params[0], params[6], params[7])
+    raise ValueError(f"distribution {dist} has no fp64-math form")
+
+
+def contract_values(fill: Fill) -> torch.Tensor:
+    """The contract's values of `fill`, in logical order, as a flat tensor of its dtype."""
+    n = fill.tensor.numel()
+    dtype = fill.tensor.dtype
+    if fill.dist == Distribution.CONSTANT:
+        return torch.full((n,), fill.params[0], dtype=dtype)
+    per_block = elements_per_block(fill.dist, dtype)
+    first = fill.first_index
+    blocks = np.arange(first // per_block, (first + n + per_block - 1) // per_block, dtype=np.uint64)
+    words = block_words(blocks, fill.stream, fill.seed)
+    if per_block == 4:
+        values = values_fp32_math(fill.dist, fill.params, words)
+    else:
+        values = values_fp64_math(fill.dist, fill.params, words)
+    start = first % per_block
+    flat = torch.from_numpy(np.ascontiguousarray(values.reshape(-1)[start : start + n]))
+    if dtype == torch.float64:
+        return flat
+    # fp32 first, then the output dtype: the rounding path of the device backends.
+    return flat.to(torch.float32).to(dtype)
+
+
+def supports(device) -> bool:
+    return True
+
+
+def run(fills: Sequence[Fill]) -> None:
+    for fill in fills:
+        fill.tensor.view(-1).copy_(contract_values(fill))

@@ -1,0 +1,565 @@
+"""The drop-in API: every public function of ``torch.nn.init`` with the same signature, errors
+and warnings, plus a keyword-only ``seed=``; and LeCun and variance-scaling initialisers.
+
+Each random function validates its input completely, then draws its seed (``seed=`` or one draw
+from ``generator`` / the default CPU generator, whatever the tensor's device), then fills the
+tensor through the selected backend under the random-number contract, stream 0.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Callable, Literal, Optional, TypeVar, Union
+
+import torch
+from torch import Tensor
+
+from . import backends
+from .contract import (
+    Distribution,
+    constant_params,
+    draw_seed,
+    normal_params,
+    trunc_normal_params,
+    uniform_params,
+)
+from .errors import InitValueError, ZeroStdError
+from .gains import _calculate_correct_fan, _calculate_fan_in_and_fan_out, calculate_gain
+from .plan import (
+    DTYPE_CODES,
+    check_finite,
+    check_float_dtype,
+    check_no_internal_overlap,
+    make_fill,
+)
+
+_NonlinearityType = Literal[
+    "linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+    "conv_transpose3d", "sigmoid", "tanh", "relu", "leaky_relu", "selu",
+]
+_FanMode = Literal["fan_in", "fan_out"]
+
+# JAX / Keras: the std of a standard normal truncated to [-2, 2].
+TRUNCATED_NORMAL_STD_CORRECTION = 0.87962566103423978
+
+_F = TypeVar("_F", bound=Callable)
+
+
+def _fill_random(fn_name, tensor, dist, params, generator, seed) -> Tensor:
+    if tensor.is_meta or tensor.numel() == 0:
+        return tensor
+    if seed is None:
+        seed = draw_seed(generator)
+    backends.execute([make_fill(tensor, dist, params, seed)])
+    return tensor
+
+
+def _check_random_target(tensor: Tensor, fn_name: str) -> None:
+    check_float_dtype(tensor, fn_name)
+    check_no_internal_overlap(tensor, fn_name)
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+def _uniform_checked(fn_name, tensor, a, b, generator, seed) -> Tensor:
+    _check_random_target(tensor, fn_name)
+    check_finite(fn_name, a=a, b=b)
+    a, b = float(a), float(b)
+    if a > b:
+        raise InitValueError(
+            f"uniform_ expects to return a [from, to) range, but found from={_fmt(a)} > to={_fmt(b)}"
+        )
+    finfo = torch.finfo(tensor.dtype)
+    if a < finfo.min or b > finfo.max or b - a > finfo.max:
+        raise InitValueError(
+            f"{fn_name}: the range [{_fmt(a)}, {_fmt(b)}) does not fit dtype {tensor.dtype} "
+            f"(to - from must be <= {_fmt(finfo.max)})"
+        )
+    return _fill_random(fn_name, tensor, Distribution.UNIFORM, uniform_params(a, b), generator, seed)
+
+
+def _normal_checked(fn_name, tensor, mean, std, generator, seed) -> Tensor:
+    _check_random_target(tensor, fn_name)
+    check_finite(fn_name, mean=mean, std=std)
+    if std < 0:
+        raise InitValueError(f"normal expects std >= 0.0, but found std {_fmt(std)}")
+    return _fill_random(fn_name, tensor, Distribution.NORMAL, normal_params(mean, std), generator, seed)
+
+
+def _trunc_normal_checked(fn_name, tensor, mean, std, a, b, generator, seed, stacklevel=3) -> Tensor:
+    _check_random_target(tensor, fn_name)
+    check_finite(fn_name, mean=mean, std=std)
+    for name, bound in (("a", a), ("b", b)):
+        if math.isnan(float(bound)):
+            raise InitValueError(f"{fn_name}: {name} must not be nan")
+    mean, std, a, b = float(mean), float(std), float(a), float(b)
+    if std == 0:
+        raise ZeroStdError(f"{fn_name}: std must be positive, got std=0")
+    if std < 0:
+        raise InitValueError(f"{fn_name}: std must be positive, got std={_fmt(std)}")
+    if a > b:
+        raise InitValueError(
+            f"uniform_ expects to return a [from, to) range, but found from={_fmt(a)} > to={_fmt(b)}"
+        )
+    if (mean < a - 2 * std) or (mean > b + 2 * std):
+        warnings.warn(
+            "mean is more than 2 std from [a, b] in nn.init.trunc_normal_. "
+            "The distribution of values may be incorrect.",
+            stacklevel=stacklevel,
+        )
+    dist, params = trunc_normal_params(mean, std, a, b, tensor.dtype)
+    return _fill_random(fn_name, tensor, dist, params, generator, seed)
+
+
+def uniform_(
+    tensor: Tensor,
+    a: float = 0.0,
+    b: float = 1.0,
+    generator: Optional[torch.Generator] = None,
+    *,
+    seed: Optional[int] = None,
+) -> Tensor:
+    r"""Fill the input Tensor with values drawn from the uniform distribution :math:`\mathcal{U}(a, b)`.
+
+    Args:
+        tensor: an n-dimensional `torch.Tensor`
+        a: the lower bound of the uniform distribution
+        b: the upper bound of the uniform distribution
+        generator: the torch Generator to draw the seed from (default: the CPU generator)
+        seed: use this 64-bit seed instead of drawing one
+
+    Examples:
+        >>> w = torch.empty(3, 5)
+        >>> fastinit.uniform_(w)
+    """
+    return _uniform_checked("uniform_", tensor, a, b, generator, seed)
+
+
+def normal_(
+    tensor: Tensor,
+    mean: float = 0.0,
+    std: float = 1.0,
+    generator: Optional[torch.Generator] = None,
+    *,
+    seed: Optional[int] = None,
+) -> Tensor:
+    r"""Fill the input Tensor with values drawn from the normal distribution :math:`\mathcal{N}(\text{mean}, \text{std}^2)`.
+
+    Examples:
+        >>> w = torch.empty(3, 5)
+        >>> fastinit.normal_(w)
+    """
+    return _normal_checked("normal_", tensor, mean, std, generator, seed)
+
+
+def trunc_normal_(
+    tensor: Tensor,
+    mean: float = 0.0,
+    std: float = 1.0,
+    a: float = -2.0,
+    b: float = 2.0,
+    generator: Optional[torch.Generator] = None,
+    *,
+    seed: Optional[int] = None,
+) -> Tensor:
+    r"""Fill the input Tensor with values drawn from a truncated normal distribution.
+
+    The values are effectively drawn from :math:`\mathcal{N}(\text{mean}, \text{std}^2)` with
+    values outside :math:`[a, b]` excluded, by inverse-CDF sampling in one pass (no rejection
+    loop): exact in the far tails too, e.g. ``a=4, b=5``. Every value lies in ``[a, b]`` after
+    rounding to the tensor's dtype.
+
+    Examples:
+        >>> w = torch.empty(3, 5)
+        >>> fastinit.trunc_normal_(w, std=0.02)
+    """
+    return _trunc_normal_checked("trunc_normal_", tensor, mean, std, a, b, generator, seed)
+
+
+def constant_(tensor: Tensor, val: float) -> Tensor:
+    r"""Fill the input Tensor with the value :math:`\text{val}`.
+
+    Examples:
+        >>> w = torch.empty(3, 5)
+        >>> fastinit.constant_(w, 0.3)
+    """
+    if tensor.is_meta or tensor.numel() == 0:
+        return tensor
+    if tensor.dtype not in DTYPE_CODES or torch._debug_has_internal_overlap(tensor) == 1:
+        # Integer, bool and complex tensors and expanded views: torch's own fill is the
+        # general path (every element gets the same value, so nothing depends on indices).
+        with torch.no_grad():
+            return tensor.fill_(val)
+    backends.execute([make_fill(tensor, Distribution.CONSTANT, constant_params(val, tensor.dtype), 0)])
+    return tensor
+
+
+def ones_(tensor: Tensor) -> Tensor:
+    r"""Fill the input Tensor with the scalar value `1`.
+
+    Examples:
+        >>> w = torch.empty(3, 5)
+        >>> fastinit.ones_(w)
+    """
+    return constant_(tensor, 1.0)
+
+
+def zeros_(tensor: Tensor) -> Tensor:
+    r"""Fill the input Tensor with the scalar value `0`.
+
+    Examples:
+        >>> w = torch.empty(3, 5)
+        >>> fastinit.zeros_(w)
+    """
+    return constant_(tensor, 0.0)
+
+
+def eye_(tensor: Tensor) -> Tensor:
+    r"""Fill the 2-dimensional input `Tensor` with the identity matrix.
+
+    Examples:
+        >>> w = torch.empty(3, 5)
+        >>> fastinit.eye_(w)
+    """
+    if tensor.ndimension() != 2:
+        raise ValueError("Only tensors with 2 dimensions are supported")
+    with torch.no_grad():
+        torch.eye(*tensor.shape, out=tensor, requires_grad=tensor.requires_grad)
+    return tensor
+
+
+def dirac_(tensor: Tensor, groups: int = 1) -> Tensor:
+    r"""Fill the {3, 4, 5}-dimensional input `Tensor` with the Dirac delta function.
+
+    Preserves the identity of the inputs in convolutional layers, as many input channels as
+    possible; with ``groups > 1`` each group of channels preserves identity.
+
+    Examples:
+        >>> w = torch.empty(3, 24, 5, 5)
+        >>> fastinit.dirac_(w, 3)
+    """
+    dimensions = tensor.ndimension()
+    if dimensions not in [3, 4, 5]:
+        raise ValueError("Only tensors with 3, 4, or 5 dimensions are supported")
+    sizes = tensor.size()
+    if sizes[0] % groups != 0:
+        raise ValueError("dim 0 must be divisible by groups")
+    if tensor.is_meta:
+        return tensor
+    out_chans_per_grp = sizes[0] // groups
+    min_dim = min(out_chans_per_grp, sizes[1])
+    centre = tuple(s // 2 for s in sizes[2:])
+    with torch.no_grad():
+        tensor.zero_()
+        for g in range(groups):
+            for d in range(min_dim):
+                tensor[(g * out_chans_per_grp + d, d) + centre] = 1
+    return tensor
+
+
+def xavier_uniform_(
+    tensor: Tensor,
+    gain: float = 1.0,
+    generator: Optional[torch.Generator] = None,
+    *,
+    seed: Optional[int] = None,
+) -> Tensor:
+    r"""Fill the input `Tensor` with values using a Xavier uniform distribution.
+
+    :math:`\mathcal{U}(-a, a)` with
+    :math:`a = \text{gain} \times \sqrt{\frac{6}{\text{fan\_in} + \text{fan\_out}}}`
+    (Glorot, X. & Bengio, Y. 2010).
+
+    Examples:
+        >>> w = torch.empty(3, 5)
+        >>> fastinit.xavier_uniform_(w, gain=fastinit.calculate_gain("relu"))
+    """
+    fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
+    std = gain * math.sqrt(2.0 / float(fan_in + fan_out))
+    a = math.sqrt(3.0) * std
+    return _uniform_checked("xavier_uniform_", tensor, -a, a, generator, seed)
+
+
+def xavier_normal_(
+    tensor: Tensor,
+    gain: float = 1.0,
+    generator: Optional[torch.Generator] = None,
+    *,
+    seed: Optional[int] = None,
+) -> Tensor:
+    r"""Fill the input `Tensor` with values using a Xavier normal distribution.
+
+    :math:`\mathcal{N}(0, \text{std}^2)` with
+    :math:`\text{std} = \text{gain} \times \sqrt{\frac{2}{\text{fan\_in} + \text{fan\_out}}}`.
+
+    Examples:
+        >>> w = torch.empty(3, 5)
+        >>> fastinit.xavier_normal_(w)
+    """
+    fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
+    std = gain * math.sqrt(2.0 / float(fan_in + fan_out))
+    return _normal_checked("xavier_normal_", tensor, 0.0, std, generator, seed)
+
+
+def _kaiming_std(tensor: Tensor, a, mode, nonlinearity) -> float:
+    fan = _calculate_correct_fan(tensor, mode)
+    gain = calculate_gain(nonlinearity, a)
+    return gain / math.sqrt(fan)
+
+
+def kaiming_uniform_(
+    tensor: Tensor,
+    a: float = 0,
+    mode: _FanMode = "fan_in",
+    nonlinearity: _NonlinearityType = "leaky_relu",
+    generator: Optional[torch.Generator] = None,
+    *,
+    seed: Optional[int] = None,
+) -> Tensor:
+    r"""Fill the input `Tensor` with values using a Kaiming uniform distribution.
+
+    :math:`\mathcal{U}(-\text{bound}, \text{bound})` with
+    :math:`\text{bound} = \text{gain} \times \sqrt{\frac{3}{\text{fan\_mode}}}` (He, K. et al.
+    2015). ``nonlinearity`` also takes fastinit's extra names ("prelu", "gelu", "silu", ...) and
+    callables, see :func:`calculate_gain`.
+
+    Examples:
+        >>> w = torch.empty(3, 5)
+        >>> fastinit.kaiming_uniform_(w, mode="fan_in", nonlinearity="relu")
+    """
+    if 0 in tensor.shape:
+        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=2)
+        return tensor
+    bound = math.sqrt(3.0) * _kaiming_std(tensor, a, mode, nonlinearity)
+    return _uniform_checked("kaiming_uniform_", tensor, -bound, bound, generator, seed)
+
+
+def kaiming_normal_(
+    tensor: Tensor,
+    a: float = 0,
+    mode: _FanMode = "fan_in",
+    nonlinearity: _NonlinearityType = "leaky_relu",
+    generator: Optional[torch.Generator] = None,
+    *,
+    seed: Optional[int] = None,
+) -> Tensor:
+    r"""Fill the input `Tensor` with values using a Kaiming normal distribution.
+
+    :math:`\mathcal{N}(0, \text{std}^2)` with
+    :math:`\text{std} = \frac{\text{gain}}{\sqrt{\text{fan\_mode}}}`.
+
+    Examples:
+        >>> w = torch.empty(3, 5)
+        >>> fastinit.kaiming_normal_(w, mode="fan_out", nonlinearity="relu")
+    """
+    if 0 in tensor.shape:
+        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=2)
+        return tensor
+    std = _kaiming_std(tensor, a, mode, nonlinearity)
+    return _normal_checked("kaiming_normal_", tensor, 0.0, std, generator, seed)
+
+
+def orthogonal_(
+    tensor: Tensor,
+    gain: float = 1,
+    generator: Optional[torch.Generator] = None,
+    *,
+    seed: Optional[int] = None,
+) -> Tensor:
+    r"""Fill the input `Tensor` with a (semi) orthogonal matrix (Saxe, A. et al. 2013).
+
+    The matrix is the Q of the QR factorisation of a contract-generated standard normal matrix
+    (computed in fp32, fp64 for fp64 tensors, on the tensor's device), with torch's sign fix.
+    Dimensions beyond the first are flattened.
+
+    Examples:
+        >>> w = torch.empty(3, 5)
+        >>> fastinit.orthogonal_(w)
+    """
+    if tensor.ndimension() < 2:
+        raise ValueError("Only tensors with 2 or more dimensions are supported")
+    if tensor.numel() == 0 or tensor.is_meta:
+        return tensor
+    check_float_dtype(tensor, "orthogonal_")
+    check_no_internal_overlap(tensor, "orthogonal_")
+    check_finite("orthogonal_", gain=gain)
+    rows = tensor.size(0)
+    cols = tensor.numel() // rows
+    work_dtype = torch.float64 if tensor.dtype == torch.float64 else torch.float32
+    flattened = torch.empty((rows, cols), dtype=work_dtype, device=tensor.device)
+    _normal_checked("orthogonal_", flattened, 0.0, 1.0, generator, seed)
+    if rows < cols:
+        flattened.t_()
+    q, r = torch.linalg.qr(flattened)
+    q *= torch.diag(r, 0).sign()
+    if rows < cols:
+        q.t_()
+    with torch.no_grad():
+        tensor.copy_(q.reshape(tensor.shape))
+        tensor.mul_(gain)
+    return tensor
+
+
+def sparse_(
+    tensor: Tensor,
+    sparsity: float,
+    std: float = 0.01,
+    generator: Optional[torch.Generator] = None,
+    *,
+    seed: Optional[int] = None,
+) -> Tensor:
+    r"""Fill the 2D input `Tensor` as a sparse matrix (Martens, J. 2010).
+
+    Non-zero elements are drawn from :math:`\mathcal{N}(0, \text{std}^2)` (stream 0); in each
+    column the ``ceil(sparsity * rows)`` rows with the smallest contract-uniform keys (stream 1 of
+    the same seed) are set to zero, so the zero positions are a function of the seed too.
+
+    Examples:
+        >>> w = torch.empty(3, 5)
+        >>> fastinit.sparse_(w, sparsity=0.1)
+    """
+    if tensor.ndimension() != 2:
+        raise ValueError("Only tensors with 2 dimensions are supported")
+    if tensor.is_meta:
+        return tensor
+    check_finite("sparse_", sparsity=sparsity)
+    if not 0.0 <= sparsity <= 1.0:
+        raise InitValueError(f"sparse_: sparsity must be in [0, 1], got sparsity={sparsity}")
+    _check_random_target(tensor, "sparse_")
+    check_finite("sparse_", std=std)
+    if std < 0:
+        raise InitValueError(f"normal expects std >= 0.0, but found std {_fmt(std)}")
+    if tensor.numel() == 0:
+        return tensor
+    rows, cols = tensor.shape
+    num_zeros = math.ceil(sparsity * rows)
+    if seed is None:
+        seed = draw_seed(generator)
+    keys = torch.empty((rows, cols), dtype=torch.float32)
+    backends.execute(
+        [
+            make_fill(tensor, Distribution.NORMAL, normal_params(0.0, std), seed, stream=0),
+            make_fill(keys, Distribution.UNIFORM, uniform_params(0.0, 1.0), seed, stream=1),
+        ]
+    )
+    if num_zeros:
+        zero_rows = keys.argsort(dim=0, stable=True)[:num_zeros].to(tensor.device)
+        with torch.no_grad():
+            tensor.scatter_(0, zero_rows, 0.0)
+    return tensor
+
+
+def lecun_uniform_(
+    tensor: Tensor, generator: Optional[torch.Generator] = None, *, seed: Optional[int] = None
+) -> Tensor:
+    r"""LeCun uniform: :math:`\mathcal{U}(-\sqrt{3 / \text{fan\_in}}, \sqrt{3 / \text{fan\_in}})`,
+    i.e. ``variance_scaling_(tensor, 1.0, "fan_in", "uniform")`` (JAX ``lecun_uniform``).
+
+    Examples:
+        >>> w = torch.empty(3, 5)
+        >>> fastinit.lecun_uniform_(w)
+    """
+    return variance_scaling_(tensor, 1.0, "fan_in", "uniform", generator, seed=seed)
+
+
+def lecun_normal_(
+    tensor: Tensor, generator: Optional[torch.Generator] = None, *, seed: Optional[int] = None
+) -> Tensor:
+    r"""LeCun normal: a normal truncated to two standard deviations with variance
+    :math:`1 / \text{fan\_in}`, i.e. ``variance_scaling_(tensor, 1.0, "fan_in",
+    "truncated_normal")`` (JAX and Keras ``lecun_normal``, used with SELU).
+
+    Examples:
+        >>> w = torch.empty(3, 5)
+        >>> fastinit.lecun_normal_(w)
+    """
+    return variance_scaling_(tensor, 1.0, "fan_in", "truncated_normal", generator, seed=seed)
+
+
+VARIANCE_SCALING_MODES = ("fan_in", "fan_out", "fan_avg")
+VARIANCE_SCALING_DISTRIBUTIONS = ("truncated_normal", "normal", "untruncated_normal", "uniform")
+
+
+def variance_scaling_(
+    tensor: Tensor,
+    scale: float = 1.0,
+    mode: str = "fan_in",
+    distribution: str = "truncated_normal",
+    generator: Optional[torch.Generator] = None,
+    *,
+    seed: Optional[int] = None,
+) -> Tensor:
+    r"""Variance scaling with JAX / Keras semantics, on torch's fans (dim 1 in, dim 0 out).
+
+    With :math:`n` = fan_in, fan_out or (fan_in + fan_out) / 2 for ``mode`` = "fan_in",
+    "fan_out", "fan_avg", and :math:`\sigma^2 = \text{scale} / \max(1, n)`:
+
+    * "truncated_normal": a normal of std :math:`\sigma / 0.87962566103423978` truncated to
+      :math:`\pm 2` of its std, so the result has std :math:`\sigma`;
+    * "normal" (or "untruncated_normal"): :math:`\mathcal{N}(0, \sigma^2)`;
+    * "uniform": :math:`\mathcal{U}(-\sqrt{3}\sigma, \sqrt{3}\sigma)`.
+
+    Examples:
+        >>> w = torch.empty(256, 128)
+        >>> fastinit.variance_scaling_(w, 2.0, "fan_in", "truncated_normal")  # He normal, JAX style
+    """
+    if mode not in VARIANCE_SCALING_MODES:
+        raise ValueError(
+            f"variance_scaling_: mode {mode!r} not supported, please use one of "
+            f"{list(VARIANCE_SCALING_MODES)}"
+        )
+    if distribution not in VARIANCE_SCALING_DISTRIBUTIONS:
+        raise ValueError(
+            f"variance_scaling_: distribution {distribution!r} not supported, please use one of "
+            f"{list(VARIANCE_SCALING_DISTRIBUTIONS)}"
+        )
+    check_finite("variance_scaling_", scale=scale)
+    if scale <= 0:
+        raise InitValueError(f"variance_scaling_: scale must be positive, got scale={scale}")
+    fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
+    n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}[mode]
+    variance = scale / max(1.0, n)
+    if distribution == "truncated_normal":
+        std = math.sqrt(variance) / TRUNCATED_NORMAL_STD_CORRECTION
+        return _trunc_normal_checked(
+            "variance_scaling_", tensor, 0.0, std, -2.0 * std, 2.0 * std, generator, seed
+        )
+    if distribution in ("normal", "untruncated_normal"):
+        return _normal_checked("variance_scaling_", tensor, 0.0, math.sqrt(variance), generator, seed)
+    limit = math.sqrt(3.0 * variance)
+    return _uniform_checked("variance_scaling_", tensor, -limit, limit, generator, seed)
+
+
+def _make_deprecate(meth: _F) -> _F:
+    new_name = meth.__name__
+    old_name = new_name[:-1]
+
+    def deprecated_init(*args, **kwargs):
+        warnings.warn(
+            f"`fastinit.{old_name}` is now deprecated in favor of `fastinit.{new_name}`.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return meth(*args, **kwargs)
+
+    deprecated_init.__doc__ = (
+        f"\n    {old_name}(...)\n\n    .. warning::\n        This method is now deprecated in favor "
+        f"of :func:`fastinit.{new_name}`.\n\n    See :func:`~fastinit.{new_name}` for details."
+    )
+    deprecated_init.__name__ = old_name
+    return deprecated_init
+
+
+uniform = _make_deprecate(uniform_)
+normal = _make_deprecate(normal_)
+constant = _make_deprecate(constant_)
+eye = _make_deprecate(eye_)
+dirac = _make_deprecate(dirac_)
+xavier_uniform = _make_deprecate(xavier_uniform_)
+xavier_normal = _make_deprecate(xavier_normal_)
+kaiming_uniform = _make_deprecate(kaiming_uniform_)
+kaiming_normal = _make_deprecate(kaiming_normal_)
+orthogonal = _make_deprecate(orthogonal_)
+sparse = _make_deprecate(sparse_)

@@ -1,0 +1,119 @@
+"""Tensors -> fill descriptors. One `Fill` per tensor; the backends receive lists of them.
+
+Validation happens here, for every tensor of a call, before any backend writes anything.
+"""
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import torch
+
+from .contract import DTYPE_CODES, Distribution, check_seed
+from .errors import InitValueError, UnsupportedDtypeError
+
+# struct FillDescriptor in csrc/fastinit/fill.h: data, numel, first_index, seed, stream,
+# dist, dtype, param[8].
+DESCRIPTOR_FORMAT = "<QqqQQii8d"
+DESCRIPTOR_SIZE = struct.calcsize(DESCRIPTOR_FORMAT)
+NUM_PARAMS = 8
+
+OVERLAP_MESSAGE = (
+    "unsupported operation: more than one element of the written-to tensor refers to a single "
+    "memory location. Please clone() the tensor before performing the operation."
+)
+
+
+@dataclass(frozen=True)
+class Fill:
+    """One tensor to fill with a distribution, its host parameters, seed and stream."""
+
+    tensor: torch.Tensor
+    dist: Distribution
+    params: tuple
+    seed: int
+    stream: int = 0
+    first_index: int = 0
+
+    def pack(self) -> bytes:
+        params = list(self.params) + [0.0] * (NUM_PARAMS - len(self.params))
+        return struct.pack(
+            DESCRIPTOR_FORMAT,
+            self.tensor.data_ptr(),
+            self.tensor.numel(),
+            self.first_index,
+            self.seed,
+            self.stream,
+            int(self.dist),
+            int(DTYPE_CODES[self.tensor.dtype]),
+            *params,
+        )
+
+
+def pack_descriptors(fills: Sequence[Fill]) -> bytes:
+    return b"".join(f.pack() for f in fills)
+
+
+def check_float_dtype(tensor: torch.Tensor, fn_name: str) -> None:
+    if tensor.dtype not in DTYPE_CODES:
+        raise UnsupportedDtypeError(
+            f"{fn_name}: cannot fill a tensor of dtype {tensor.dtype}; fastinit's random "
+            f"initialisers support {', '.join(str(d) for d in DTYPE_CODES)}"
+        )
+
+
+def check_no_internal_overlap(tensor: torch.Tensor, fn_name: str) -> None:
+    if torch._debug_has_internal_overlap(tensor) == 1:
+        raise InitValueError(
+            f"{fn_name}: tensor of shape {tuple(tensor.shape)} with strides {tensor.stride()}: "
+            + OVERLAP_MESSAGE
+        )
+
+
+def check_finite(fn_name: str, **values: float) -> None:
+    for name, value in values.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise TypeError(f"{fn_name}: {name} must be a real number, got {value!r}") from None
+        if not math.isfinite(value):
+            raise InitValueError(f"{fn_name}: {name} must be finite, got {name}={value}")
+
+
+def check_same_device(tensors: Sequence[torch.Tensor], fn_name: str) -> None:
+    devices = {t.device for t in tensors}
+    if len(devices) > 1:
+        raise InitValueError(
+            f"{fn_name}: all tensors of one call must be on one device, got "
+            f"{sorted(str(d) for d in devices)}"
+        )
+
+
+def make_fill(tensor, dist, params, seed, stream=0, first_index=0) -> Fill:
+    return Fill(tensor, Distribution(dist), tuple(float(p) for p in params), check_seed(seed),
+                check_seed(stream), int(first_index))
+
+
+def contiguous_fills(
+    fills: Sequence[Fill],
+) -> tuple[list[Fill], list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Fills over contiguous memory, plus (target, scratch) pairs to copy back afterwards.
+
+    A non-contiguous target (channels_last, transposed, sliced) is generated into a contiguous
+    scratch tensor in logical order and then copied into the target, so it receives the values
+    of its logical indices and is always written.
+    """
+    out: list[Fill] = []
+    copy_back: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for f in fills:
+        if f.tensor.numel() == 0:
+            continue
+        if not f.tensor.is_contiguous():
+            scratch = torch.empty(f.tensor.shape, dtype=f.tensor.dtype, device=f.tensor.device)
+            copy_back.append((f.tensor, scratch))
+            f = replace(f, tensor=scratch)
+        out.append(f)
+    return out, copy_back
