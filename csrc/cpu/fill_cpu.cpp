@@ -9,6 +9,10 @@
 
 #include <omp.h>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -21,12 +25,6 @@ namespace {
 constexpr int64_t kChunkElements = 65536;
 constexpr int kBatchBlocks = 64;  // Philox blocks per vectorised batch
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define FASTINIT_MULTIVERSION \
-  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define FASTINIT_MULTIVERSION
-#endif
 
 // Rounds `count` fp32 values into the output dtype at `out`.
 inline __attribute__((always_inline)) void store_f32(const float* v, int64_t count, int32_t dtype,
@@ -54,23 +52,128 @@ inline __attribute__((always_inline)) size_t element_size(int32_t dtype) {
   return dtype == kFloat64 ? 8 : (dtype == kFloat32 ? 4 : 2);
 }
 
+// Philox words of counters (c0 + i, c1, c2, c3), i in [0, n), into structure-of-arrays
+// buffers. Portable form: the compiler vectorises it as well as it can.
+struct PhiloxPortable {
+  static inline __attribute__((always_inline)) void words(uint32_t c0, uint32_t c1, uint32_t c2,
+                                                          uint32_t c3, uint32_t k0, uint32_t k1,
+                                                          int n, uint32_t* w0, uint32_t* w1,
+                                                          uint32_t* w2, uint32_t* w3) {
+#pragma omp simd
+    for (int i = 0; i < n; ++i) {
+      const Words4 w = philox4x32_10(c0 + static_cast<uint32_t>(i), c1, c2, c3, k0, k1);
+      w0[i] = w.w[0];
+      w1[i] = w.w[1];
+      w2[i] = w.w[2];
+      w3[i] = w.w[3];
+    }
+  }
+};
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define FASTINIT_HAVE_X86_KERNELS 1
+#define FASTINIT_V4 __attribute__((target("arch=x86-64-v4")))
+#define FASTINIT_V3 __attribute__((target("arch=x86-64-v3")))
+
+// AVX-512: 8 counters per vector, one per 64-bit lane, in its low half. vpmuludq reads only
+// the low halves and returns the full 64-bit product, so hi is one shift away and lo is the
+// product itself (its high half is ignored by every later step); the three-way xors are one
+// vpternlogd each. vpmovqd packs the low halves at the end.
+struct PhiloxAvx512 {
+  static FASTINIT_V4 inline void words(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3,
+                                       uint32_t k0, uint32_t k1, int n, uint32_t* w0,
+                                       uint32_t* w1, uint32_t* w2, uint32_t* w3) {
+    const __m512i m0 = _mm512_set1_epi64(kPhiloxM0);
+    const __m512i m1 = _mm512_set1_epi64(kPhiloxM1);
+    __m512i key0[10], key1[10];
+    for (int round = 0; round < 10; ++round) {
+      key0[round] = _mm512_set1_epi64(static_cast<uint32_t>(k0 + round * kPhiloxW0));
+      key1[round] = _mm512_set1_epi64(static_cast<uint32_t>(k1 + round * kPhiloxW1));
+    }
+    const __m512i lane = _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int i = 0; i < n; i += 8) {
+      __m512i x0 = _mm512_add_epi64(_mm512_set1_epi64(c0 + static_cast<uint32_t>(i)), lane);
+      __m512i x1 = _mm512_set1_epi64(c1);
+      __m512i x2 = _mm512_set1_epi64(c2);
+      __m512i x3 = _mm512_set1_epi64(c3);
+      for (int round = 0; round < 10; ++round) {
+        const __m512i p0 = _mm512_mul_epu32(x0, m0);
+        const __m512i p1 = _mm512_mul_epu32(x2, m1);
+        x0 = _mm512_ternarylogic_epi64(_mm512_srli_epi64(p1, 32), x1, key0[round], 0x96);
+        x1 = p1;
+        x2 = _mm512_ternarylogic_epi64(_mm512_srli_epi64(p0, 32), x3, key1[round], 0x96);
+        x3 = p0;
+      }
+      _mm256_store_si256(reinterpret_cast<__m256i*>(w0 + i), _mm512_cvtepi64_epi32(x0));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(w1 + i), _mm512_cvtepi64_epi32(x1));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(w2 + i), _mm512_cvtepi64_epi32(x2));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(w3 + i), _mm512_cvtepi64_epi32(x3));
+    }
+  }
+};
+
+// AVX2: the same with 8 counters per vector.
+struct PhiloxAvx2 {
+  static FASTINIT_V3 inline void mulhilo(__m256i a, __m256i m,
+                                                                         __m256i& hi, __m256i& lo) {
+    const __m256i even = _mm256_mul_epu32(a, m);
+    const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);
+    hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
+    lo = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+  }
+  static FASTINIT_V3 inline void words(
+      uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0, uint32_t k1, int n,
+      uint32_t* w0, uint32_t* w1, uint32_t* w2, uint32_t* w3) {
+    const __m256i m0 = _mm256_set1_epi32(static_cast<int>(kPhiloxM0));
+    const __m256i m1 = _mm256_set1_epi32(static_cast<int>(kPhiloxM1));
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int i = 0; i < n; i += 8) {
+      __m256i x0 = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(c0 + i)), lane);
+      __m256i x1 = _mm256_set1_epi32(static_cast<int>(c1));
+      __m256i x2 = _mm256_set1_epi32(static_cast<int>(c2));
+      __m256i x3 = _mm256_set1_epi32(static_cast<int>(c3));
+      uint32_t key0 = k0, key1 = k1;
+      for (int round = 0; round < 10; ++round) {
+        __m256i hi0, lo0, hi1, lo1;
+        mulhilo(x0, m0, hi0, lo0);
+        mulhilo(x2, m1, hi1, lo1);
+        x0 = _mm256_xor_si256(_mm256_xor_si256(hi1, x1), _mm256_set1_epi32(static_cast<int>(key0)));
+        x1 = lo1;
+        x2 = _mm256_xor_si256(_mm256_xor_si256(hi0, x3), _mm256_set1_epi32(static_cast<int>(key1)));
+        x3 = lo0;
+        key0 += kPhiloxW0;
+        key1 += kPhiloxW1;
+      }
+      _mm256_store_si256(reinterpret_cast<__m256i*>(w0 + i), x0);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(w1 + i), x1);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(w2 + i), x2);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(w3 + i), x3);
+    }
+  }
+};
+#endif
+
 // Values of Philox blocks [block0, block0 + nblocks) for the fp32-math distributions, into
 // v[4 * i + t]. Words go through structure-of-arrays buffers so each loop vectorises.
+template <typename Philox>
 inline __attribute__((always_inline)) void batch_values_f32(const FillDescriptor& d,
                                                             const ParamsF32& q, uint64_t block0,
                                                             int nblocks, float* v) {
   alignas(64) uint32_t w0[kBatchBlocks], w1[kBatchBlocks], w2[kBatchBlocks], w3[kBatchBlocks];
   const uint32_t s0 = static_cast<uint32_t>(d.stream), s1 = static_cast<uint32_t>(d.stream >> 32);
   const uint32_t k0 = static_cast<uint32_t>(d.seed), k1 = static_cast<uint32_t>(d.seed >> 32);
-#pragma omp simd
-  for (int i = 0; i < nblocks; ++i) {
-    const uint64_t block = block0 + static_cast<uint64_t>(i);
-    const Words4 w = philox4x32_10(static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32),
-                                   s0, s1, k0, k1);
-    w0[i] = w.w[0];
-    w1[i] = w.w[1];
-    w2[i] = w.w[2];
-    w3[i] = w.w[3];
+  const uint32_t c0 = static_cast<uint32_t>(block0), c1 = static_cast<uint32_t>(block0 >> 32);
+  if (static_cast<uint64_t>(c0) + kBatchBlocks <= (uint64_t{1} << 32)) {
+    // The whole batch (padded to kBatchBlocks) shares the high counter word.
+    Philox::words(c0, c1, s0, s1, k0, k1, kBatchBlocks, w0, w1, w2, w3);
+  } else {
+    for (int i = 0; i < nblocks; ++i) {
+      const Words4 w = philox_block(block0 + static_cast<uint64_t>(i), d.stream, d.seed);
+      w0[i] = w.w[0];
+      w1[i] = w.w[1];
+      w2[i] = w.w[2];
+      w3[i] = w.w[3];
+    }
   }
   switch (d.dist) {
     case kUniform: {
@@ -112,7 +215,9 @@ inline __attribute__((always_inline)) void batch_values_f32(const FillDescriptor
 }
 
 // Elements [begin, end) (local indices) of one tensor.
-FASTINIT_MULTIVERSION void fill_range(const FillDescriptor& d, int64_t begin, int64_t end) {
+template <typename Philox>
+inline __attribute__((always_inline)) void fill_range_impl(const FillDescriptor& d, int64_t begin,
+                                                           int64_t end) {
   char* const base = reinterpret_cast<char*>(d.data);
   const size_t esize = element_size(d.dtype);
   if (d.dist == kConstant) {
@@ -156,12 +261,51 @@ FASTINIT_MULTIVERSION void fill_range(const FillDescriptor& d, int64_t begin, in
   while (pos < end) {
     const int64_t wanted_blocks = (skip + (end - pos) + 3) / 4;
     const int nblocks = static_cast<int>(std::min<int64_t>(kBatchBlocks, wanted_blocks));
-    batch_values_f32(d, q, block, nblocks, v);
+    batch_values_f32<Philox>(d, q, block, nblocks, v);
     const int64_t count = std::min<int64_t>(4 * nblocks - skip, end - pos);
     store_f32(v + skip, count, d.dtype, base + pos * esize);
     pos += count;
     block += static_cast<uint64_t>(nblocks);
     skip = 0;
+  }
+}
+
+__attribute__((flatten)) void fill_range_portable(const FillDescriptor& d, int64_t begin, int64_t end) {
+  fill_range_impl<PhiloxPortable>(d, begin, end);
+}
+
+#if defined(FASTINIT_HAVE_X86_KERNELS)
+FASTINIT_V4 __attribute__((flatten)) void fill_range_avx512(const FillDescriptor& d, int64_t begin, int64_t end) {
+  fill_range_impl<PhiloxAvx512>(d, begin, end);
+}
+FASTINIT_V3 __attribute__((flatten)) void fill_range_avx2(const FillDescriptor& d, int64_t begin, int64_t end) {
+  fill_range_impl<PhiloxAvx2>(d, begin, end);
+}
+#endif
+
+using FillRangeFn = void (*)(const FillDescriptor&, int64_t, int64_t);
+
+enum class SimdLevel { kPortable, kAvx2, kAvx512 };
+
+SimdLevel detect_simd_level() {
+#if defined(FASTINIT_HAVE_X86_KERNELS)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("x86-64-v4")) return SimdLevel::kAvx512;
+  if (__builtin_cpu_supports("x86-64-v3")) return SimdLevel::kAvx2;
+#endif
+  return SimdLevel::kPortable;
+}
+
+FillRangeFn select_fill_range() {
+  switch (detect_simd_level()) {
+#if defined(FASTINIT_HAVE_X86_KERNELS)
+    case SimdLevel::kAvx512:
+      return fill_range_avx512;
+    case SimdLevel::kAvx2:
+      return fill_range_avx2;
+#endif
+    default:
+      return fill_range_portable;
   }
 }
 
@@ -180,6 +324,7 @@ void fill_cpu(const FillDescriptor* descriptors, int64_t count, int num_threads)
   }
   const int64_t n = static_cast<int64_t>(chunks.size());
   const int threads = num_threads > 0 ? num_threads : omp_get_max_threads();
+  static const FillRangeFn fill_range = select_fill_range();
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (n > 1)
   for (int64_t c = 0; c < n; ++c) {
     const FillDescriptor& d = descriptors[chunks[c].descriptor];
@@ -188,14 +333,14 @@ void fill_cpu(const FillDescriptor* descriptors, int64_t count, int num_threads)
 }
 
 const char* cpu_simd_level() {
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("x86-64-v4")) return "avx512 (x86-64-v4)";
-  if (__builtin_cpu_supports("x86-64-v3")) return "avx2+fma (x86-64-v3)";
-  return "baseline x86-64";
-#else
-  return "portable (compiler auto-vectorised)";
-#endif
+  switch (detect_simd_level()) {
+    case SimdLevel::kAvx512:
+      return "avx512 (x86-64-v4)";
+    case SimdLevel::kAvx2:
+      return "avx2+fma (x86-64-v3)";
+    default:
+      return "portable (compiler auto-vectorised)";
+  }
 }
 
 }  // namespace fastinit

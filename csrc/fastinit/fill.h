@@ -69,12 +69,17 @@ FASTINIT_HD void normal_pair_f32(uint32_t wa, uint32_t wb, float mean, float std
   x_odd = std::fma(r * s, std_, mean);
 }
 
+// Clamp written as selects (not fminf/fmaxf, whose NaN rules block vectorisation).
+template <typename T>
+FASTINIT_HD T clamp_to(T x, T lo, T hi) {
+  x = x < lo ? lo : x;
+  return x > hi ? hi : x;
+}
+
 FASTINIT_HD float trunc_normal_value_f32(uint32_t w, const ParamsF32& q) {
   const float p = std::fma(u24m(w), q.p[3], q.p[2]);
-  float z = normal_quantile_f32(p);
-  z = std::fmin(std::fmax(z, q.p[4]), q.p[5]);
-  const float x = std::fma(z, q.p[1], q.p[0]);
-  return std::fmin(std::fmax(x, q.p[6]), q.p[7]);
+  const float z = clamp_to(normal_quantile_f32(p), q.p[4], q.p[5]);
+  return clamp_to(std::fma(z, q.p[1], q.p[0]), q.p[6], q.p[7]);
 }
 
 // fp32-math distributions: the four values of one Philox block (element 4*block + t).
@@ -110,10 +115,8 @@ FASTINIT_HD double element_value_f64(int32_t dist, const double* param, const Wo
     case kTruncNormal:
     case kTruncNormalFp64: {
       const double p = std::fma(u53(w.w[2 * t], w.w[2 * t + 1]), param[3], param[2]);
-      double z = normal_quantile_f64(p);
-      z = std::fmin(std::fmax(z, param[4]), param[5]);
-      const double x = std::fma(z, param[1], param[0]);
-      return std::fmin(std::fmax(x, param[6]), param[7]);
+      const double z = clamp_to(normal_quantile_f64(p), param[4], param[5]);
+      return clamp_to(std::fma(z, param[1], param[0]), param[6], param[7]);
     }
     default:
       return param[0];

@@ -67,8 +67,11 @@ FASTINIT_HD float u24(uint32_t w) { return static_cast<float>(w >> 8) * 5.960464
 FASTINIT_HD float u24o(uint32_t w) {
   return static_cast<float>((w >> 8) + 1u) * 5.9604644775390625e-8f;
 }
+// Midpoint map: the 24-bit integer with its lowest bit set, i.e. ((w >> 9) + 1/2) * 2^-23.
+// Odd numerators keep it exact in fp32 and strictly inside (0, 1); the literal
+// ((w >> 8) + 0.5) * 2^-24 needs 25 bits and rounds to 1.0 at the top of the range.
 FASTINIT_HD float u24m(uint32_t w) {
-  return (static_cast<float>(w >> 8) + 0.5f) * 5.9604644775390625e-8f;
+  return static_cast<float>((w >> 8) | 1u) * 5.9604644775390625e-8f;
 }
 FASTINIT_HD double u53(uint32_t a, uint32_t b) {
   const uint64_t bits = (static_cast<uint64_t>(a >> 5) << 26) | static_cast<uint64_t>(b >> 6);

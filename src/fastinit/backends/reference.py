@@ -70,7 +70,8 @@ def u24o(w):
 
 
 def u24m(w):
-    return ((w >> np.uint64(8)).astype(np.float64) + 0.5) * 2.0**-24
+    """Odd 24-bit numerators: exact in fp32 and strictly inside (0, 1) (see philox.h)."""
+    return ((w >> np.uint64(8)) | np.uint64(1)).astype(np.float64) * 2.0**-24
 
 
 def u53(a, b):
