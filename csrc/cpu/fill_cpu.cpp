@@ -202,12 +202,22 @@ inline __attribute__((always_inline)) void batch_values_f32(const FillDescriptor
       break;
     }
     default: {  // kTruncNormal
+      if (central_quantile_range(d.param[2], d.param[2] + d.param[3])) {
 #pragma omp simd
-      for (int i = 0; i < nblocks; ++i) {
-        v[4 * i + 0] = trunc_normal_value_f32(w0[i], q);
-        v[4 * i + 1] = trunc_normal_value_f32(w1[i], q);
-        v[4 * i + 2] = trunc_normal_value_f32(w2[i], q);
-        v[4 * i + 3] = trunc_normal_value_f32(w3[i], q);
+        for (int i = 0; i < nblocks; ++i) {
+          v[4 * i + 0] = trunc_normal_value_f32<false>(w0[i], q);
+          v[4 * i + 1] = trunc_normal_value_f32<false>(w1[i], q);
+          v[4 * i + 2] = trunc_normal_value_f32<false>(w2[i], q);
+          v[4 * i + 3] = trunc_normal_value_f32<false>(w3[i], q);
+        }
+      } else {
+#pragma omp simd
+        for (int i = 0; i < nblocks; ++i) {
+          v[4 * i + 0] = trunc_normal_value_f32(w0[i], q);
+          v[4 * i + 1] = trunc_normal_value_f32(w1[i], q);
+          v[4 * i + 2] = trunc_normal_value_f32(w2[i], q);
+          v[4 * i + 3] = trunc_normal_value_f32(w3[i], q);
+        }
       }
       break;
     }
@@ -221,16 +231,20 @@ inline __attribute__((always_inline)) void fill_range_impl(const FillDescriptor&
   char* const base = reinterpret_cast<char*>(d.data);
   const size_t esize = element_size(d.dtype);
   if (d.dist == kConstant) {
-    alignas(64) float v[4 * kBatchBlocks];
+    // The value is already rounded to the dtype on the host: store its bit pattern.
     if (d.dtype == kFloat64) {
       double* o = reinterpret_cast<double*>(base);
-      std::fill(o + begin, o + end, d.param[0]);
-      return;
-    }
-    std::fill(v, v + 4 * kBatchBlocks, static_cast<float>(d.param[0]));
-    for (int64_t i = begin; i < end; i += 4 * kBatchBlocks) {
-      const int64_t count = std::min<int64_t>(4 * kBatchBlocks, end - i);
-      store_f32(v, count, d.dtype, base + i * esize);
+      const double value = d.param[0];
+      for (int64_t i = begin; i < end; ++i) o[i] = value;
+    } else if (d.dtype == kFloat32) {
+      float* o = reinterpret_cast<float*>(base);
+      const float value = static_cast<float>(d.param[0]);
+      for (int64_t i = begin; i < end; ++i) o[i] = value;
+    } else {
+      uint16_t* o = reinterpret_cast<uint16_t*>(base);
+      const float value = static_cast<float>(d.param[0]);
+      const uint16_t bits = d.dtype == kFloat16 ? half_bits_rne(value) : bf16_bits_rne(value);
+      for (int64_t i = begin; i < end; ++i) o[i] = bits;
     }
     return;
   }

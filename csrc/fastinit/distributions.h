@@ -118,6 +118,9 @@ FASTINIT_HD void sincos_f32(float theta, float& s, float& c) {
 
 // sqrt(2) * erfinv(2p - 1) by M. Giles' single-precision approximation, with its log term taken
 // from p directly, w = -log(4p(1-p)), which keeps the lower tail free of cancellation.
+// Giles' tail polynomial serves w >= 5; a caller that knows every p it passes has w < 5 (see
+// central_quantile_range) may drop it with kWithTail = false: the values are the same.
+template <bool kWithTail = true>
 FASTINIT_HD float normal_quantile_f32(float p) {
   const float x = std::fma(2.0f, p, -1.0f);
   const float w = -log_f32((4.0f * p) * (1.0f - p));
@@ -131,6 +134,7 @@ FASTINIT_HD float normal_quantile_f32(float p) {
   pc = std::fma(pc, wc, -0.00417768164f);
   pc = std::fma(pc, wc, 0.246640727f);
   pc = std::fma(pc, wc, 1.50140941f);
+  if (!kWithTail) return 1.41421356237309505f * (pc * x);
   const float wt = std::sqrt(w) - 3.0f;
   float pt = -0.000200214257f;
   pt = std::fma(pt, wt, 0.000100950558f);
@@ -143,6 +147,14 @@ FASTINIT_HD float normal_quantile_f32(float p) {
   pt = std::fma(pt, wt, 2.83297682f);
   const float poly = w < 5.0f ? pc : pt;
   return 1.41421356237309505f * (poly * x);
+}
+
+// True when every p in [lo, hi] has Giles' w = -log(4p(1-p)) below 4.9 (a margin under the
+// branch point 5 for the rounding of p): the central polynomial alone then gives every value.
+FASTINIT_HD bool central_quantile_range(double lo, double hi) {
+  const double w_lo = -std::log(4.0 * lo * (1.0 - lo));
+  const double w_hi = -std::log(4.0 * hi * (1.0 - hi));
+  return lo > 0.0 && hi < 1.0 && w_lo < 4.9 && w_hi < 4.9;
 }
 
 // Standard normal quantile in fp64: Wichura's AS241 (PPND16), accurate to about 1e-16.

@@ -76,9 +76,10 @@ FASTINIT_HD T clamp_to(T x, T lo, T hi) {
   return x > hi ? hi : x;
 }
 
+template <bool kWithTail = true>
 FASTINIT_HD float trunc_normal_value_f32(uint32_t w, const ParamsF32& q) {
   const float p = std::fma(u24m(w), q.p[3], q.p[2]);
-  const float z = clamp_to(normal_quantile_f32(p), q.p[4], q.p[5]);
+  const float z = clamp_to(normal_quantile_f32<kWithTail>(p), q.p[4], q.p[5]);
   return clamp_to(std::fma(z, q.p[1], q.p[0]), q.p[6], q.p[7]);
 }
 

@@ -1,0 +1,598 @@
+"""The fused fill in Triton: one launch writes a whole list of tensors of one dtype.
+
+Maths (DESIGN.md, "The random-number contract"; the C++ twin is csrc/fastinit/fill.h):
+
+- Philox4x32-10 with counter (block lo, block hi, stream lo, stream hi) and key (seed lo,
+  seed hi); the 32x32 -> 64 products are ``tl.umulhi`` plus a wrapping 32-bit multiply, and
+  all four words of every call are used.
+- fp32, fp16, bf16 outputs: element j of a tensor is word t = j % 4 of Philox block j // 4,
+  math in fp32, one round-to-nearest-even into the output dtype at the store.
+  uniform: x = fma(u24(w), scale, shift). normal: Box-Muller on the word pairs (0, 1) and
+  (2, 3), r = sqrt(-2 log u24o(w_a)), theta = fp32(2 pi) * u24(w_b), cos for even t, sin for
+  odd t, x = fma(z, std, mean). trunc_normal: p = fma(u24m(w), dP, Pa),
+  z = sqrt2 erfinv(2p - 1) (Giles, log term w = -log(4 p (1 - p))), clamped to [alpha, beta],
+  x = fma(z, s std, mean), clamped to [a, b] rounded inward. constant: the host-rounded value.
+  log, sin/cos and the quantile are the exact fp32 polynomials of distributions.h (log_f32,
+  sincos_f32, normal_quantile_f32) with the same explicit fmas, so the numbers match the C++
+  backends, not only the contract's tolerance.
+- fp64 outputs, and TRUNC_NORMAL_FP64 for any dtype: element j is value t = j % 2 of block
+  j // 2, math in fp64: u53 words, Box-Muller with libm-quality log/cos/sin, Wichura's AS241
+  quantile. For fp32/fp16/bf16 outputs the fp64 value is rounded to fp32, then to the dtype.
+
+Rounding. Uniform must be bitwise identical to the reference, i.e. an fp32 fma with a single
+rounding. ``tl.fma`` is ``fma.rn.f32`` on the GPU, and under TRITON_INTERPRET=1 Triton 3.9
+evaluates it with a real C fma (``_interpreter.fma_fp32``); older interpreters computed
+``x * y + z`` in numpy with two roundings. ``interpreter_fma_is_fused()`` probes this once,
+and where it is not fused the kernels take the constexpr path EXACT_FMA: the product of two
+fp32 values is exact in fp64, the fp64 sum is corrected to round-to-odd from its exact error
+(TwoSum), and a round-to-odd fp64 value rounds to fp32 correctly (53 >= 24 + 2 bits), exactly
+the method of the reference backend's ``fma_f32``. Each kernel is launched with
+``enable_fp_fusion=False`` so the compiler does not contract a separate multiply and add into
+an fma (the C++ build likewise uses -ffp-contract=off / --fmad=false); rint is the
+add-and-subtract of 1.5 * 2^23, exact round-to-nearest-even for |x| < 2^22, which relies on it.
+
+Work layout (apex multi_tensor_apply style). The host packs, per tensor, one descriptor row of
+DESC_WORDS int64 (below) and, per program, one row (tensor, chunk) of the block map; both go
+to the device as one int64 tensor. Chunk c of a tensor covers the Philox blocks
+[first // PB + c * CHUNK / PB, ... + CHUNK / PB) (PB elements per block, 4 or 2), and writes
+those of their elements whose local index lies in [0, numel): every element belongs to
+exactly one chunk, whatever ``first_index % PB`` is. A program walks its chunk in tiles of
+TILE Philox blocks (4 * TILE or 2 * TILE contiguous elements, one coalesced masked store),
+with 64-bit scalar index math per tile only; inside a tile offsets are 32-bit and the 64-bit
+block counter is carried by a 32-bit add and compare.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import triton
+import triton.language as tl
+
+# Distribution codes of csrc/fastinit/fill.h and fastinit.contract.Distribution.
+CONSTANT = tl.constexpr(0)
+UNIFORM = tl.constexpr(1)
+NORMAL = tl.constexpr(2)
+TRUNC_NORMAL = tl.constexpr(3)
+TRUNC_NORMAL_FP64 = tl.constexpr(4)
+
+# One descriptor row: int64 words, params as the bits of their fp64 values.
+DESC_ADDR, DESC_NUMEL, DESC_FIRST = 0, 1, 2
+DESC_SEED_LO, DESC_SEED_HI, DESC_STREAM_LO, DESC_STREAM_HI, DESC_DIST = 3, 4, 5, 6, 7
+DESC_PARAM = 8
+DESC_WORDS = 16
+_DESC_WORDS = tl.constexpr(DESC_WORDS)
+_INF = tl.constexpr(float("inf"))
+_NEG_INF = tl.constexpr(float("-inf"))
+
+OUT_DTYPES = {
+    torch.float32: tl.float32,
+    torch.float16: tl.float16,
+    torch.bfloat16: tl.bfloat16,
+    torch.float64: tl.float64,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Launch constants: the one place they are chosen.
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """How a fill is cut into programs.
+
+    chunk: elements per program (a power of two, multiple of 4 * tile_blocks); None picks it
+      per launch from the total size (``chunk_for``): big enough to amortise a program's setup,
+      small enough to give every SM several programs.
+    tile_blocks: Philox blocks per loop iteration of a program (4 * tile_blocks fp32-math
+      elements); 256 blocks over 128 threads is 2 Philox calls and 8 outputs per thread.
+    num_warps: 4, a memory-bound fill needs occupancy, not a wide block.
+    max_programs: programs per launch; the block map is split over several launches above it.
+      2^31 - 1 is CUDA's grid.x limit; tests set it small to exercise the split.
+    """
+
+    chunk: int | None = None
+    tile_blocks: int = 256
+    num_warps: int = 4
+    max_programs: int = 2**31 - 1
+    min_chunk: int = 4096
+    max_chunk: int = 65536
+    programs_per_sm: int = 8
+
+
+DEFAULT_CONFIG = LaunchConfig()
+
+
+def _sm_count(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 1
+
+
+def chunk_for(total_elements: int, device: torch.device, config: LaunchConfig) -> int:
+    """Elements per program: about programs_per_sm programs per SM, within [min, max] chunk."""
+    if config.chunk is not None:
+        chunk = config.chunk
+    else:
+        target = max(1, total_elements // (config.programs_per_sm * _sm_count(device)))
+        chunk = 1 << max(0, (target - 1).bit_length())
+        chunk = min(max(chunk, config.min_chunk), config.max_chunk)
+    tile = 4 * config.tile_blocks
+    if chunk <= 0 or chunk % tile or chunk & (chunk - 1):
+        raise ValueError(
+            f"chunk must be a power of two and a multiple of 4 * tile_blocks = {tile}, "
+            f"got {chunk}"
+        )
+    return chunk
+
+
+# ---------------------------------------------------------------------------------------------
+# Device functions.
+
+@triton.jit
+def _philox4x32_10(c0, c1, c2, c3, k0, k1):
+    """Ten Philox rounds on uint32 counters (c0..c3) with key (k0, k1); returns the 4 words."""
+    for _ in tl.static_range(10):
+        hi0 = tl.umulhi(c0, 0xD2511F53)
+        lo0 = tl.mul(c0, 0xD2511F53, sanitize_overflow=False)
+        hi1 = tl.umulhi(c2, 0xCD9E8D57)
+        lo1 = tl.mul(c2, 0xCD9E8D57, sanitize_overflow=False)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+        k0 = tl.add(k0, 0x9E3779B9, sanitize_overflow=False)
+        k1 = tl.add(k1, 0xBB67AE85, sanitize_overflow=False)
+    return c0, c1, c2, c3
+
+
+@triton.jit
+def _u24(w):
+    return (w >> 8).to(tl.int32).to(tl.float32) * 5.9604644775390625e-8
+
+
+@triton.jit
+def _u24o(w):
+    return ((w >> 8).to(tl.int32) + 1).to(tl.float32) * 5.9604644775390625e-8
+
+
+@triton.jit
+def _u24m(w):
+    # As in philox.h: (w >> 8) + 0.5 is formed in fp32 (rounded for w >> 8 >= 2^23).
+    return ((w >> 8).to(tl.int32).to(tl.float32) + 0.5) * 5.9604644775390625e-8
+
+
+@triton.jit
+def _u53(a, b):
+    hi = (a >> 5).to(tl.int32).to(tl.float64)
+    lo = (b >> 6).to(tl.int32).to(tl.float64)
+    return (hi * 67108864.0 + lo) * 1.1102230246251565404e-16  # exact: < 2^53
+
+
+@triton.jit
+def _fma32(a, b, c, EXACT_FMA: tl.constexpr):
+    """fp32 fma with one rounding; EXACT_FMA: via fp64 and round-to-odd (module docstring)."""
+    if EXACT_FMA:
+        p = tl.cast(a, tl.float32).to(tl.float64) * tl.cast(b, tl.float32).to(tl.float64)
+        cc = tl.cast(c, tl.float32).to(tl.float64)  # the product above is exact: 24 x 24 bits
+        s = p + cc
+        bb = s - p
+        err = (p - (s - bb)) + (cc - bb)
+        bits = s.to(tl.int64, bitcast=True)
+        inexact_even = (err != 0.0) & ((bits & 1) == 0)
+        away = (err > 0.0) == (s > 0.0)
+        bits = tl.where(inexact_even, tl.where(away, bits + 1, bits - 1), bits)
+        return bits.to(tl.float64, bitcast=True).to(tl.float32)
+    else:
+        return tl.fma(a, b, c)
+
+
+@triton.jit
+def _log_f32(x, EXACT_FMA: tl.constexpr):
+    """log_f32 of distributions.h: Cephes logf, explicit fmas; x >= 0, log(0) = -inf."""
+    u = x.to(tl.int32, bitcast=True)
+    biased = (u >> 23) & 0xFF
+    m = ((u & 0x007FFFFF) | 0x3F000000).to(tl.float32, bitcast=True)  # x = m 2^e, m in [.5, 1)
+    e = biased - 126
+    below = m < 0.707106781186547524
+    e = tl.where(below, e - 1, e)
+    f = tl.where(below, (m + m) - 1.0, m - 1.0)
+    fe = e.to(tl.float32)
+    z = f * f
+    p = _fma32(f, 7.0376836292e-2, -1.1514610310e-1, EXACT_FMA)
+    p = _fma32(p, f, 1.1676998740e-1, EXACT_FMA)
+    p = _fma32(p, f, -1.2420140846e-1, EXACT_FMA)
+    p = _fma32(p, f, 1.4249322787e-1, EXACT_FMA)
+    p = _fma32(p, f, -1.6668057665e-1, EXACT_FMA)
+    p = _fma32(p, f, 2.0000714765e-1, EXACT_FMA)
+    p = _fma32(p, f, -2.4999993993e-1, EXACT_FMA)
+    p = _fma32(p, f, 3.3333331174e-1, EXACT_FMA)
+    y = (p * f) * z
+    y = _fma32(fe, -2.12194440e-4, y, EXACT_FMA)
+    y = _fma32(z, -0.5, y, EXACT_FMA)
+    r = f + y
+    r = _fma32(fe, 0.693359375, r, EXACT_FMA)
+    return tl.where(x == 0.0, _NEG_INF, r)
+
+
+@triton.jit
+def _sincos_f32(theta, EXACT_FMA: tl.constexpr):
+    """sincos_f32 of distributions.h for theta in [0, 2 pi]: Cody-Waite by pi/2, minimax."""
+    q = theta * 0.636619772367581343
+    k = (q + 12582912.0) - 12582912.0  # rint, ties to even (1.5 * 2^23; no fp fusion)
+    y = _fma32(k, -1.5703125, theta, EXACT_FMA)
+    y = _fma32(k, -4.837512969970703125e-4, y, EXACT_FMA)
+    y = _fma32(k, -7.54978995489188216e-8, y, EXACT_FMA)
+    quadrant = k.to(tl.int32) & 3
+    z = y * y
+    sp = _fma32(z, -1.9515295891e-4, 8.3321608736e-3, EXACT_FMA)
+    sp = _fma32(sp, z, -1.6666654611e-1, EXACT_FMA)
+    sin_y = _fma32(sp * z, y, y, EXACT_FMA)
+    cp = _fma32(z, 2.443315711809948e-5, -1.388731625493765e-3, EXACT_FMA)
+    cp = _fma32(cp, z, 4.166664568298827e-2, EXACT_FMA)
+    cos_y = _fma32(cp * z, z, _fma32(z, -0.5, 1.0, EXACT_FMA), EXACT_FMA)
+    swap = (quadrant & 1) != 0
+    s0 = tl.where(swap, cos_y, sin_y)
+    c0 = tl.where(swap, sin_y, cos_y)
+    s = tl.where((quadrant & 2) != 0, -s0, s0)
+    c = tl.where(((quadrant + 1) & 2) != 0, -c0, c0)
+    return s, c
+
+
+@triton.jit
+def _normal_quantile_f32(p, EXACT_FMA: tl.constexpr):
+    """normal_quantile_f32 of distributions.h: sqrt2 erfinv(2p - 1), Giles, w from p."""
+    x = _fma32(p, 2.0, -1.0, EXACT_FMA)
+    w = -_log_f32((4.0 * p) * (1.0 - p), EXACT_FMA)
+    wc = w - 2.5
+    pc = _fma32(wc, 2.81022636e-08, 3.43273939e-07, EXACT_FMA)
+    pc = _fma32(pc, wc, -3.5233877e-06, EXACT_FMA)
+    pc = _fma32(pc, wc, -4.39150654e-06, EXACT_FMA)
+    pc = _fma32(pc, wc, 0.00021858087, EXACT_FMA)
+    pc = _fma32(pc, wc, -0.00125372503, EXACT_FMA)
+    pc = _fma32(pc, wc, -0.00417768164, EXACT_FMA)
+    pc = _fma32(pc, wc, 0.246640727, EXACT_FMA)
+    pc = _fma32(pc, wc, 1.50140941, EXACT_FMA)
+    wt = tl.sqrt_rn(w) - 3.0
+    pt = _fma32(wt, -0.000200214257, 0.000100950558, EXACT_FMA)
+    pt = _fma32(pt, wt, 0.00134934322, EXACT_FMA)
+    pt = _fma32(pt, wt, -0.00367342844, EXACT_FMA)
+    pt = _fma32(pt, wt, 0.00573950773, EXACT_FMA)
+    pt = _fma32(pt, wt, -0.0076224613, EXACT_FMA)
+    pt = _fma32(pt, wt, 0.00943887047, EXACT_FMA)
+    pt = _fma32(pt, wt, 1.00167406, EXACT_FMA)
+    pt = _fma32(pt, wt, 2.83297682, EXACT_FMA)
+    poly = tl.where(w < 5.0, pc, pt)
+    return 1.41421356237309505 * (poly * x)
+
+
+@triton.jit
+def _normal_quantile_f64(p):
+    """normal_quantile_f64 of distributions.h: Wichura's AS241 (PPND16), branch-free."""
+    q = p - 0.5
+    r = 0.180625 - q * q
+    num = ((((((2.5090809287301226727e+3 * r + 3.3430575583588128105e+4) * r
+                + 6.7265770927008700853e+4) * r + 4.5921953931549871457e+4) * r
+              + 1.3731693765509461125e+4) * r + 1.9715909503065514427e+3) * r
+           + 1.3314166789178437745e+2) * r + 3.3871328727963666080e+0
+    den = ((((((5.2264952788528545610e+3 * r + 2.8729085735721942674e+4) * r
+                + 3.9307895800092710610e+4) * r + 2.1213794301586595867e+4) * r
+              + 5.3941960214247511077e+3) * r + 6.8718700749205790830e+2) * r
+           + 4.2313330701600911252e+1) * r + 1.0
+    central = q * num / den
+
+    t = tl.where(q < 0.0, p, 1.0 - p)
+    t = tl.sqrt(-tl.log(t))  # t == 0 gives inf here and NaN below, replaced by +-inf
+    a = t - 1.6
+    num_a = ((((((7.74545014278341407640e-4 * a + 2.27238449892691845833e-2) * a
+                 + 2.41780725177450611770e-1) * a + 1.27045825245236838258e+0) * a
+               + 3.64784832476320460504e+0) * a + 5.76949722146069140550e+0) * a
+             + 4.63033784615654529590e+0) * a + 1.42343711074968357734e+0
+    den_a = ((((((1.05075007164441684324e-9 * a + 5.47593808499534494600e-4) * a
+                 + 1.51986665636164571966e-2) * a + 1.48103976427480074590e-1) * a
+               + 6.89767334985100004550e-1) * a + 1.67638483018380384940e+0) * a
+             + 2.05319162663775882187e+0) * a + 1.0
+    b = t - 5.0
+    num_b = ((((((2.01033439929228813265e-7 * b + 2.71155556874348757815e-5) * b
+                 + 1.24266094738807843860e-3) * b + 2.65321895265761230930e-2) * b
+               + 2.96560571828504891230e-1) * b + 1.78482653991729133580e+0) * b
+             + 5.46378491116411436990e+0) * b + 6.65790464350110377720e+0
+    den_b = ((((((2.04426310338993978564e-15 * b + 1.42151175831644588870e-7) * b
+                 + 1.84631831751005468180e-5) * b + 7.86869131145613259100e-4) * b
+               + 1.48753612908506148525e-2) * b + 1.36929880922735805310e-1) * b
+             + 5.99832206555887937690e-1) * b + 1.0
+    tail = tl.where(t <= 5.0, num_a / den_a, num_b / den_b)
+    tail = tl.where(tl.where(q < 0.0, p, 1.0 - p) <= 0.0, _INF, tail)
+    tail = tl.where(q < 0.0, -tail, tail)
+    return tl.where(tl.abs(q) <= 0.425, central, tail)
+
+
+@triton.jit
+def _block_counter(block, TILE: tl.constexpr):
+    """Counter words (c0, c1) of the TILE Philox blocks block, block + 1, ... (block int64)."""
+    lo = block.to(tl.uint32)
+    hi = (block >> 32).to(tl.uint32)
+    c0 = lo + tl.arange(0, TILE).to(tl.uint32)
+    c1 = hi + (c0 < lo).to(tl.uint32)
+    return c0, c1
+
+
+@triton.jit
+def _to_bf16_rne(x):
+    """fp32 -> bf16, round to nearest even, in integer ops (bf16_bits_rne of distributions.h).
+
+    Written out because the interpreter's fp32 -> bf16 cast rounds ties away and can drop the
+    carry into the exponent; on the GPU this equals cvt.rn.bf16.f32. NaN never reaches it.
+    """
+    u = x.to(tl.uint32, bitcast=True)
+    rounded = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
+    return rounded.to(tl.uint16).to(tl.bfloat16, bitcast=True)
+
+
+@triton.jit
+def _round_f32(x, OUT_DTYPE: tl.constexpr):
+    """fp32 values into the output dtype, one round-to-nearest-even."""
+    if OUT_DTYPE == tl.bfloat16:
+        return _to_bf16_rne(x)
+    else:
+        return x.to(OUT_DTYPE)
+
+
+@triton.jit
+def _store_tile(out_ptr, tile_local, numel, vals, N: tl.constexpr):
+    """Store N values for local indices tile_local + [0, N), those inside [0, numel) only."""
+    offs = tl.arange(0, N)
+    lo = tl.maximum(-tile_local, 0).to(tl.int32)
+    hi = tl.minimum(numel - tile_local, N).to(tl.int32)
+    tl.store(out_ptr + tile_local + offs, vals, mask=(offs >= lo) & (offs < hi))
+
+
+@triton.jit
+def _fill_chunk_f32_math(out_ptr, numel, first, chunk, k0, k1, s0, s1, dist,
+                         p0, p1, p2, p3, p4, p5, p6, p7,
+                         OUT_DTYPE: tl.constexpr, CHUNK: tl.constexpr, TILE: tl.constexpr,
+                         EXACT_FMA: tl.constexpr):
+    """Chunk `chunk` of one tensor, fp32-math distributions (4 elements per Philox block)."""
+    base_block = first // 4 + chunk * (CHUNK // 4)
+    base_local = chunk * CHUNK - first % 4  # local index of word 0 of base_block
+    n_tiles = tl.cdiv(tl.minimum(numel - base_local, CHUNK), 4 * TILE)
+    q0 = p0.to(tl.float32)
+    q1 = p1.to(tl.float32)
+    q2 = p2.to(tl.float32)
+    q3 = p3.to(tl.float32)
+    q4 = p4.to(tl.float32)
+    q5 = p5.to(tl.float32)
+    q6 = p6.to(tl.float32)
+    q7 = p7.to(tl.float32)
+    for i in range(n_tiles):
+        if dist == CONSTANT:
+            vals = tl.full([4 * TILE], 0.0, tl.float32) + q0
+        else:
+            c0, c1 = _block_counter(base_block + i * TILE, TILE)
+            c2 = tl.full([TILE], 0, tl.uint32) + s0
+            c3 = tl.full([TILE], 0, tl.uint32) + s1
+            w0, w1, w2, w3 = _philox4x32_10(c0, c1, c2, c3, k0, k1)
+            wa = tl.interleave(w0, w2)  # even words of pairs (0, 1) and (2, 3)
+            wb = tl.interleave(w1, w3)  # odd words
+            if dist == NORMAL:
+                r = tl.sqrt_rn(-2.0 * _log_f32(_u24o(wa), EXACT_FMA))
+                theta = 6.2831853071795864769 * _u24(wb)
+                s, c = _sincos_f32(theta, EXACT_FMA)
+                vals = tl.interleave(_fma32(r * c, q1, q0, EXACT_FMA),
+                                     _fma32(r * s, q1, q0, EXACT_FMA))
+            else:
+                w = tl.interleave(wa, wb)  # words 0, 1, 2, 3 of each block, in element order
+                if dist == UNIFORM:
+                    vals = _fma32(_u24(w), q0, q1, EXACT_FMA)
+                else:  # TRUNC_NORMAL
+                    p = _fma32(_u24m(w), q3, q2, EXACT_FMA)
+                    z = _normal_quantile_f32(p, EXACT_FMA)
+                    z = tl.minimum(tl.maximum(z, q4), q5)
+                    x = _fma32(z, q1, q0, EXACT_FMA)
+                    vals = tl.minimum(tl.maximum(x, q6), q7)
+        _store_tile(out_ptr, base_local + i * (4 * TILE), numel, _round_f32(vals, OUT_DTYPE),
+                    4 * TILE)
+
+
+@triton.jit
+def _fill_chunk_f64_math(out_ptr, numel, first, chunk, k0, k1, s0, s1, dist,
+                         p0, p1, p2, p3, p4, p5, p6, p7,
+                         OUT_DTYPE: tl.constexpr, CHUNK: tl.constexpr, TILE: tl.constexpr):
+    """Chunk `chunk` of one tensor, fp64 math (2 elements per Philox block)."""
+    base_block = first // 2 + chunk * (CHUNK // 2)
+    base_local = chunk * CHUNK - first % 2
+    n_tiles = tl.cdiv(tl.minimum(numel - base_local, CHUNK), 2 * TILE)
+    for i in range(n_tiles):
+        if dist == CONSTANT:
+            vals = tl.full([2 * TILE], 0.0, tl.float64) + p0
+        else:
+            c0, c1 = _block_counter(base_block + i * TILE, TILE)
+            c2 = tl.full([TILE], 0, tl.uint32) + s0
+            c3 = tl.full([TILE], 0, tl.uint32) + s1
+            w0, w1, w2, w3 = _philox4x32_10(c0, c1, c2, c3, k0, k1)
+            if dist == NORMAL:
+                r = tl.sqrt(-2.0 * tl.log(_u53(w0, w1) + 1.1102230246251565404e-16))
+                theta = 6.283185307179586476925 * _u53(w2, w3)
+                z = tl.interleave(r * tl.cos(theta), r * tl.sin(theta))
+                vals = tl.fma(z, p1, p0)
+            else:
+                u = tl.interleave(_u53(w0, w1), _u53(w2, w3))
+                if dist == UNIFORM:
+                    vals = tl.fma(u, p0, p1)
+                else:  # TRUNC_NORMAL, TRUNC_NORMAL_FP64
+                    z = _normal_quantile_f64(tl.fma(u, p3, p2))
+                    z = tl.minimum(tl.maximum(z, p4), p5)
+                    x = tl.fma(z, p1, p0)
+                    vals = tl.minimum(tl.maximum(x, p6), p7)
+        if OUT_DTYPE == tl.float64:
+            _store_tile(out_ptr, base_local + i * (2 * TILE), numel, vals, 2 * TILE)
+        else:  # the contract's rounding path: fp32 first, then the dtype
+            _store_tile(out_ptr, base_local + i * (2 * TILE), numel,
+                        _round_f32(vals.to(tl.float32), OUT_DTYPE), 2 * TILE)
+
+
+@triton.jit
+def _fill_kernel(table_ptr, map_ptr, OUT_DTYPE: tl.constexpr, CHUNK: tl.constexpr,
+                 TILE: tl.constexpr, EXACT_FMA: tl.constexpr):
+    """Program pid fills chunk map[pid, 1] of tensor map[pid, 0] (descriptor rows of table)."""
+    pid = tl.program_id(0).to(tl.int64)
+    tensor = tl.load(map_ptr + 2 * pid)
+    chunk = tl.load(map_ptr + 2 * pid + 1)
+    row = table_ptr + tensor * _DESC_WORDS
+    out_ptr = tl.load(row + 0).to(tl.pointer_type(OUT_DTYPE))
+    numel = tl.load(row + 1)
+    first = tl.load(row + 2)
+    k0 = tl.load(row + 3).to(tl.uint32)
+    k1 = tl.load(row + 4).to(tl.uint32)
+    s0 = tl.load(row + 5).to(tl.uint32)
+    s1 = tl.load(row + 6).to(tl.uint32)
+    dist = tl.load(row + 7).to(tl.int32)
+    p0 = tl.load(row + 8).to(tl.float64, bitcast=True)
+    p1 = tl.load(row + 9).to(tl.float64, bitcast=True)
+    p2 = tl.load(row + 10).to(tl.float64, bitcast=True)
+    p3 = tl.load(row + 11).to(tl.float64, bitcast=True)
+    p4 = tl.load(row + 12).to(tl.float64, bitcast=True)
+    p5 = tl.load(row + 13).to(tl.float64, bitcast=True)
+    p6 = tl.load(row + 14).to(tl.float64, bitcast=True)
+    p7 = tl.load(row + 15).to(tl.float64, bitcast=True)
+    if OUT_DTYPE == tl.float64:
+        _fill_chunk_f64_math(out_ptr, numel, first, chunk, k0, k1, s0, s1, dist,
+                             p0, p1, p2, p3, p4, p5, p6, p7, OUT_DTYPE, CHUNK, TILE)
+    else:
+        if dist == TRUNC_NORMAL_FP64:
+            _fill_chunk_f64_math(out_ptr, numel, first, chunk, k0, k1, s0, s1, dist,
+                                 p0, p1, p2, p3, p4, p5, p6, p7, OUT_DTYPE, CHUNK, TILE)
+        else:
+            _fill_chunk_f32_math(out_ptr, numel, first, chunk, k0, k1, s0, s1, dist,
+                                 p0, p1, p2, p3, p4, p5, p6, p7, OUT_DTYPE, CHUNK, TILE,
+                                 EXACT_FMA)
+
+
+# ---------------------------------------------------------------------------------------------
+# Host side.
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@triton.jit
+def _fma_probe_kernel(x_ptr, out_ptr):
+    a = tl.load(x_ptr)
+    c = tl.load(x_ptr + 1)
+    tl.store(out_ptr, tl.fma(a, a, c))
+
+
+@functools.lru_cache(maxsize=None)
+def interpreter_fma_is_fused() -> bool:
+    """Whether this Triton's interpreter evaluates tl.fma(a, b, c) with a single rounding.
+
+    a = 1 + 2^-12, c = -(1 + 2^-11): a * a = 1 + 2^-11 + 2^-24 exactly, so a fused fma gives
+    2^-24 and a multiply then add (the product ties to 1 + 2^-11) gives 0.
+    """
+    a, c = 1.0 + 2.0**-12, -(1.0 + 2.0**-11)
+    x = torch.tensor([a, c], dtype=torch.float32)
+    out = torch.zeros(1, dtype=torch.float32)
+    _fma_probe_kernel[(1,)](x, out)
+    return float(out[0]) == 2.0**-24
+
+
+def _exact_fma_path(device: torch.device) -> bool:
+    return interpreting() and not interpreter_fma_is_fused()
+
+
+def _chunks(numel: int, first: int, per_block: int, chunk: int) -> int:
+    return -(-(first % per_block + numel) // chunk)
+
+
+def build_tables(fills: Sequence, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    """Host descriptor rows (n, DESC_WORDS) and block map (programs, 2), both int64.
+
+    Empty tensors get a row (so indices line up with `fills`) but no program.
+    """
+    from fastinit.contract import elements_per_block
+
+    desc = np.zeros((len(fills), DESC_WORDS), dtype=np.int64)
+    counts = np.zeros(len(fills), dtype=np.int64)
+    for i, f in enumerate(fills):
+        t = f.tensor
+        numel = t.numel()
+        params = np.zeros(8, dtype=np.float64)
+        params[: len(f.params)] = f.params
+        desc[i, DESC_ADDR] = t.data_ptr() if numel else 0
+        desc[i, DESC_NUMEL] = numel
+        desc[i, DESC_FIRST] = f.first_index
+        # 64-bit seeds and streams can exceed 2^63: split into 32-bit halves here.
+        desc[i, DESC_SEED_LO] = f.seed & 0xFFFFFFFF
+        desc[i, DESC_SEED_HI] = f.seed >> 32
+        desc[i, DESC_STREAM_LO] = f.stream & 0xFFFFFFFF
+        desc[i, DESC_STREAM_HI] = f.stream >> 32
+        desc[i, DESC_DIST] = int(f.dist)
+        desc[i, DESC_PARAM:] = params.view(np.int64)
+        if numel:
+            counts[i] = _chunks(numel, f.first_index, elements_per_block(f.dist, t.dtype), chunk)
+    block_map = np.empty((int(counts.sum()), 2), dtype=np.int64)
+    block_map[:, 0] = np.repeat(np.arange(len(fills), dtype=np.int64), counts)
+    starts = np.cumsum(counts) - counts
+    block_map[:, 1] = np.arange(len(block_map), dtype=np.int64) - np.repeat(starts, counts)
+    return desc, block_map
+
+
+def _check_fills(fills: Sequence) -> tuple[torch.device, torch.dtype]:
+    device, dtype = fills[0].tensor.device, fills[0].tensor.dtype
+    if dtype not in OUT_DTYPES:
+        raise TypeError(f"the Triton fill writes {list(OUT_DTYPES)}, got {dtype}")
+    for f in fills:
+        t = f.tensor
+        if t.device != device or t.dtype != dtype:
+            raise ValueError(
+                f"one Triton launch fills one (device, dtype); got {t.device}/{t.dtype} after "
+                f"{device}/{dtype}"
+            )
+        if t.numel() and not t.is_contiguous():
+            raise ValueError(
+                f"the Triton fill writes contiguous tensors only; got shape {tuple(t.shape)} "
+                f"with strides {t.stride()} (plan.contiguous_fills makes a scratch copy)"
+            )
+        if f.first_index < 0:
+            raise ValueError(f"first_index must be >= 0, got {f.first_index}")
+    return device, dtype
+
+
+def fill(fills: Sequence, config: LaunchConfig = DEFAULT_CONFIG) -> int:
+    """Fill every tensor of `fills` (one device, one dtype) in one launch; returns launches.
+
+    More than one launch only when the block map exceeds config.max_programs.
+    """
+    fills = [f for f in fills if f.tensor.numel()]
+    if not fills:
+        return 0
+    device, dtype = _check_fills(fills)
+    total = sum(f.tensor.numel() for f in fills)
+    chunk = chunk_for(total, device, config)
+    desc, block_map = build_tables(fills, chunk)
+    host = np.concatenate([desc.reshape(-1), block_map.reshape(-1)])
+    table = torch.from_numpy(host).to(device)
+    map_all = table[desc.size:]
+    exact_fma = _exact_fma_path(device)
+    launches = 0
+    programs = len(block_map)
+    context = torch.cuda.device(device) if device.type == "cuda" else _null_context()
+    with context:
+        for start in range(0, programs, config.max_programs):
+            n = min(config.max_programs, programs - start)
+            _fill_kernel[(n,)](
+                table, map_all[2 * start:], OUT_DTYPE=OUT_DTYPES[dtype], CHUNK=chunk,
+                TILE=config.tile_blocks, EXACT_FMA=exact_fma,
+                num_warps=config.num_warps, enable_fp_fusion=False,
+            )
+            launches += 1
+    return launches
+
+
+class _null_context:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
