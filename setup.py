@@ -1,37 +1,254 @@
 """Build of fastinit's native code.
 
-Always: the pybind11 module ``fastinit._C`` (C++ CPU backend, OpenMP, -O3). It takes raw
-pointers and sizes and does not link against libtorch, and this file never imports torch
-(pip builds in an isolated environment without it).
+Always: the pybind11 module ``fastinit._C`` (C++ CPU backend, OpenMP, -O3).
+With a CUDA toolkit: the pybind11 module ``fastinit._cuda`` (the CUDA kernels of csrc/cuda,
+compiled by nvcc into an object linked into the extension, with the CUDA runtime linked
+statically so that only the driver is needed at run time). A separate module, so ``_C`` always
+loads even where ``_cuda`` cannot.
+
+Environment (read here, never from sys.argv, so that ``pip install`` works):
+  FASTINIT_CUDA          auto (default): build the CUDA module when nvcc is found, else warn and
+                         build CPU-only; 1: require it (no nvcc, or a failing CUDA compile, fails
+                         the build); 0: CPU-only.
+  CUDA_HOME, CUDA_PATH   the toolkit to use (else nvcc on PATH, else /usr/local/cuda).
+  TORCH_CUDA_ARCH_LIST   GPU architectures, e.g. "8.0;9.0+PTX" (default: that).
+
+Neither module links against libtorch, and this file never imports torch (pip builds in an
+isolated environment without it).
 """
 import os
+import re
+import shutil
+import subprocess
 import sys
+import warnings
 
 from pybind11.setup_helpers import Pybind11Extension, build_ext
 from setuptools import setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+CSRC = os.path.join(HERE, "csrc")
+
+# ---------------------------------------------------------------------------------------------
+# Compile flags, all of them here. Floating-point contraction is off everywhere: every fma in
+# csrc/ is explicit, so the numbers depend neither on the instruction set nor on CPU vs GPU.
+CXX_FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math"]
+OPENMP_FLAGS = ["-fopenmp"]
+DARWIN_CXX_FLAGS = ["-O3", "-Xpreprocessor", "-fopenmp", "-ffp-contract=off", "-fno-math-errno"]
+# --fmad=false: no contraction on the device; IEEE division and square root and no
+# flush-to-zero (the defaults, spelled out) keep the device's fp32 results equal to the CPU's.
+NVCC_FLAGS = [
+    "-O3",
+    "-std=c++17",
+    "--fmad=false",
+    "-ftz=false",
+    "-prec-div=true",
+    "-prec-sqrt=true",
+    "--threads=0",  # compile the architectures in parallel
+    "-Xcompiler=-fPIC",
+    "-Xcompiler=-ffp-contract=off",
+]
+CUDA_LINK_LIBRARIES = ["cudart_static", "dl", "rt", "pthread"]
+DEFAULT_CUDA_ARCH_LIST = "8.0;9.0+PTX"  # A100 and H100 code, PTX for later GPUs
+CUDA_SOURCES = ["csrc/cuda/fill_cuda.cu"]
+CUDA_HEADERS = [
+    "csrc/cuda/fill_chunk.cuh",
+    "csrc/cuda/fill_cuda.h",
+    "csrc/cuda/launch_table.h",
+    "csrc/fastinit/distributions.h",
+    "csrc/fastinit/fill.h",
+    "csrc/fastinit/philox.h",
+]
+
+# Where a toolkit is looked for when neither CUDA_HOME nor CUDA_PATH is set and nvcc is not on
+# PATH (a module-level name so tests can point it elsewhere).
+DEFAULT_CUDA_HOMES = ("/usr/local/cuda",)
+
+CUDA_MODE_ENV = "FASTINIT_CUDA"
 
 
-def cpu_extension():
-    # Floating-point contraction is off: every fma in csrc/ is explicit, so the numbers do not
-    # depend on which instruction set the compiler picked.
-    compile_args = ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math"]
-    if sys.platform == "darwin":
-        compile_args = ["-O3", "-Xpreprocessor", "-fopenmp", "-ffp-contract=off", "-fno-math-errno"]
+class CudaBuildError(RuntimeError):
+    """The CUDA module was required (FASTINIT_CUDA=1) and cannot be built."""
+
+
+def cuda_mode(environ=os.environ) -> str:
+    """'auto', '1' or '0' from FASTINIT_CUDA."""
+    raw = environ.get(CUDA_MODE_ENV, "auto").strip().lower()
+    aliases = {"": "auto", "auto": "auto", "1": "1", "on": "1", "true": "1", "yes": "1",
+               "0": "0", "off": "0", "false": "0", "no": "0"}
+    if raw not in aliases:
+        raise CudaBuildError(
+            f"{CUDA_MODE_ENV}={environ.get(CUDA_MODE_ENV)!r} is not one of auto, 1, 0"
+        )
+    return aliases[raw]
+
+
+def find_nvcc(environ=os.environ):
+    """(nvcc path, where it was found) or (None, the places looked in)."""
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        home = environ.get(var)
+        if home:
+            # An explicit toolkit is used or nothing: falling back elsewhere would hide a typo.
+            nvcc = os.path.join(home, "bin", "nvcc")
+            if os.path.isfile(nvcc) and os.access(nvcc, os.X_OK):
+                return nvcc, f"{var}={home}"
+            return None, f"{var}={home} (no executable bin/nvcc there)"
+    nvcc = shutil.which("nvcc", path=environ.get("PATH", ""))
+    if nvcc:
+        return nvcc, "PATH"
+    for home in DEFAULT_CUDA_HOMES:
+        candidate = os.path.join(home, "bin", "nvcc")
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate, home
+    looked = ["CUDA_HOME and CUDA_PATH (unset)", "PATH"] + [f"{h}/bin" for h in DEFAULT_CUDA_HOMES]
+    return None, ", ".join(looked)
+
+
+def cuda_arch_flags(arch_list=None) -> list:
+    """nvcc -gencode flags for a TORCH_CUDA_ARCH_LIST value such as "8.0;9.0+PTX" (entries split
+    on ';', ',' or spaces; "9.0a" style suffixes kept; "+PTX" also embeds that PTX)."""
+    if arch_list is None or not arch_list.strip():
+        arch_list = DEFAULT_CUDA_ARCH_LIST
+    flags = []
+    for entry in re.split(r"[;,\s]+", arch_list.strip()):
+        if not entry:
+            continue
+        match = re.fullmatch(r"(\d+)\.(\d+)([af]?)(\+PTX)?", entry, flags=re.IGNORECASE)
+        if not match:
+            raise CudaBuildError(
+                f"TORCH_CUDA_ARCH_LIST entry {entry!r} is not of the form 8.0, 9.0a or 9.0+PTX "
+                f"(whole value: {arch_list!r})"
+            )
+        major, minor, suffix, ptx = match.groups()
+        arch = f"{major}{minor}{suffix.lower()}"
+        codes = [f"sm_{arch}"] + ([f"compute_{arch}"] if ptx else [])
+        flags += ["-gencode", f"arch=compute_{arch},code=[{','.join(codes)}]"]
+    if not flags:
+        raise CudaBuildError(f"TORCH_CUDA_ARCH_LIST={arch_list!r} names no architecture")
+    return flags
+
+
+def cuda_library_dirs(nvcc: str) -> list:
+    """Directories holding libcudart_static.a: those nvcc itself links from, else the usual ones
+    under the toolkit (nvcc may be a wrapper script outside its toolkit)."""
+    dirs = []
+    try:
+        out = subprocess.run(
+            [nvcc, "--dryrun", "-x", "cu", "-c", os.devnull, "-o", os.devnull],
+            capture_output=True, text=True, timeout=60,
+        )
+        for line in (out.stdout + out.stderr).splitlines():
+            if "LIBRARIES=" in line:
+                dirs += [os.path.normpath(d) for d in re.findall(r'-L"?([^"\s]+)"?', line)]
+    except (OSError, subprocess.SubprocessError):
+        pass
+    home = os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
+    dirs += [os.path.join(home, "lib64"), os.path.join(home, "lib"),
+             os.path.join(home, "targets", "x86_64-linux", "lib")]
+    found = [d for d in dict.fromkeys(dirs) if os.path.isfile(os.path.join(d, "libcudart_static.a"))]
+    if not found:
+        raise CudaBuildError(f"no libcudart_static.a next to {nvcc} (looked in {dirs})")
+    return found[:1]
+
+
+class CudaExtension(Pybind11Extension):
+    """A pybind11 extension whose .cu sources nvcc compiles to objects linked into it."""
+
+    def __init__(self, *args, cuda_sources=(), nvcc=None, nvcc_flags=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cuda_sources = list(cuda_sources)
+        self.nvcc = nvcc
+        self.nvcc_flags = list(nvcc_flags)
+
+
+def cpu_extension() -> Pybind11Extension:
+    darwin = sys.platform == "darwin"
     return Pybind11Extension(
         "fastinit._C",
         sources=["csrc/bindings.cpp", "csrc/cpu/fill_cpu.cpp"],
-        include_dirs=[os.path.join(HERE, "csrc")],
-        extra_compile_args=compile_args,
-        extra_link_args=["-fopenmp"] if sys.platform != "darwin" else ["-lomp"],
+        include_dirs=[CSRC],
+        extra_compile_args=DARWIN_CXX_FLAGS if darwin else CXX_FLAGS + OPENMP_FLAGS,
+        extra_link_args=["-lomp"] if darwin else OPENMP_FLAGS,
         cxx_std=17,
     )
 
 
-setup(
-    packages=["fastinit", "fastinit.backends", "fastinit.kernels"],
-    package_dir={"fastinit": "src/fastinit", "fastinit.kernels": "kernels"},
-    ext_modules=[cpu_extension()],
-    cmdclass={"build_ext": build_ext},
-)
+def cuda_extension(environ=os.environ):
+    """The fastinit._cuda extension, or None for a CPU-only build (FASTINIT_CUDA=0, or auto with
+    no toolkit, which warns). FASTINIT_CUDA=1 without a toolkit raises CudaBuildError."""
+    mode = cuda_mode(environ)
+    if mode == "0":
+        return None
+    nvcc, where = find_nvcc(environ)
+    if nvcc is None:
+        message = f"no CUDA compiler (nvcc) found; looked in: {where}"
+        if mode == "1":
+            raise CudaBuildError(
+                f"{CUDA_MODE_ENV}=1 requires the CUDA module, but {message}. Install the CUDA "
+                f"toolkit or set CUDA_HOME, or build CPU-only with {CUDA_MODE_ENV}=0."
+            )
+        warnings.warn(f"fastinit: {message}; building CPU-only (fastinit._cuda is skipped; "
+                      f"set {CUDA_MODE_ENV}=1 to require it)")
+        return None
+    return CudaExtension(
+        "fastinit._cuda",
+        sources=["csrc/cuda/bindings_cuda.cpp"],
+        include_dirs=[CSRC],
+        extra_compile_args=CXX_FLAGS,
+        library_dirs=cuda_library_dirs(nvcc),
+        libraries=CUDA_LINK_LIBRARIES,
+        depends=CUDA_HEADERS,
+        cxx_std=17,
+        cuda_sources=CUDA_SOURCES,
+        nvcc=nvcc,
+        nvcc_flags=NVCC_FLAGS + [f"-I{CSRC}"]
+        + cuda_arch_flags(environ.get("TORCH_CUDA_ARCH_LIST")),
+    )
+
+
+class BuildExt(build_ext):
+    """build_ext that first compiles a CudaExtension's .cu sources with nvcc. Under
+    FASTINIT_CUDA=auto a failing CUDA build warns and leaves the package CPU-only."""
+
+    def build_extension(self, ext):
+        if not isinstance(ext, CudaExtension):
+            return super().build_extension(ext)
+        try:
+            ext.extra_objects = list(ext.extra_objects or []) + self._compile_cuda(ext)
+            super().build_extension(ext)
+        except Exception as exc:  # CompileError, LinkError, CalledProcessError, OSError
+            if cuda_mode() == "1":
+                raise
+            warnings.warn(f"fastinit: building {ext.name} failed ({exc}); continuing CPU-only")
+
+    def _compile_cuda(self, ext) -> list:
+        objects = []
+        for source in ext.cuda_sources:
+            obj = os.path.join(self.build_temp, "cuda", os.path.splitext(source)[0] + ".o")
+            os.makedirs(os.path.dirname(obj), exist_ok=True)
+            inputs = [source] + list(ext.depends)
+            if self.force or not os.path.exists(obj) or any(
+                os.path.getmtime(path) > os.path.getmtime(obj) for path in inputs
+            ):
+                command = [ext.nvcc, "-c", source, "-o", obj] + ext.nvcc_flags
+                print(" ".join(command), flush=True)
+                subprocess.run(command, check=True, cwd=HERE)
+            objects.append(obj)
+        return objects
+
+
+def main():
+    ext_modules = [cpu_extension()]
+    cuda = cuda_extension()
+    if cuda is not None:
+        ext_modules.append(cuda)
+    setup(
+        packages=["fastinit", "fastinit.backends", "fastinit.kernels"],
+        package_dir={"fastinit": "src/fastinit", "fastinit.kernels": "kernels"},
+        ext_modules=ext_modules,
+        cmdclass={"build_ext": BuildExt},
+    )
+
+
+if __name__ == "__main__":
+    main()
