@@ -45,7 +45,7 @@ TRUNCATED_NORMAL_STD_CORRECTION = 0.87962566103423978
 _F = TypeVar("_F", bound=Callable)
 
 
-def _fill_random(fn_name, tensor, dist, params, generator, seed) -> Tensor:
+def _fill_random(tensor, dist, params, generator, seed) -> Tensor:
     if tensor.is_meta or tensor.numel() == 0:
         return tensor
     if seed is None:
@@ -63,7 +63,8 @@ def _fmt(x: float) -> str:
     return f"{x:g}"
 
 
-def _uniform_checked(fn_name, tensor, a, b, generator, seed) -> Tensor:
+def _uniform_plan(fn_name, tensor, a, b) -> tuple[Distribution, list]:
+    """Validate a uniform fill of `tensor` on [a, b); return its contract parameters."""
     _check_random_target(tensor, fn_name)
     check_finite(fn_name, a=a, b=b)
     a, b = float(a), float(b)
@@ -77,18 +78,28 @@ def _uniform_checked(fn_name, tensor, a, b, generator, seed) -> Tensor:
             f"{fn_name}: the range [{_fmt(a)}, {_fmt(b)}) does not fit dtype {tensor.dtype} "
             f"(to - from must be <= {_fmt(finfo.max)})"
         )
-    return _fill_random(fn_name, tensor, Distribution.UNIFORM, uniform_params(a, b), generator, seed)
+    return Distribution.UNIFORM, uniform_params(a, b)
 
 
-def _normal_checked(fn_name, tensor, mean, std, generator, seed) -> Tensor:
+def _uniform_checked(fn_name, tensor, a, b, generator, seed) -> Tensor:
+    return _fill_random(tensor, *_uniform_plan(fn_name, tensor, a, b), generator, seed)
+
+
+def _normal_plan(fn_name, tensor, mean, std) -> tuple[Distribution, list]:
+    """Validate a normal fill of `tensor`; return its contract parameters."""
     _check_random_target(tensor, fn_name)
     check_finite(fn_name, mean=mean, std=std)
     if std < 0:
         raise InitValueError(f"normal expects std >= 0.0, but found std {_fmt(std)}")
-    return _fill_random(fn_name, tensor, Distribution.NORMAL, normal_params(mean, std), generator, seed)
+    return Distribution.NORMAL, normal_params(mean, std)
 
 
-def _trunc_normal_checked(fn_name, tensor, mean, std, a, b, generator, seed, stacklevel=3) -> Tensor:
+def _normal_checked(fn_name, tensor, mean, std, generator, seed) -> Tensor:
+    return _fill_random(tensor, *_normal_plan(fn_name, tensor, mean, std), generator, seed)
+
+
+def _trunc_normal_plan(fn_name, tensor, mean, std, a, b, stacklevel=3) -> tuple[Distribution, list]:
+    """Validate a truncated normal fill of `tensor`; return its contract parameters."""
     _check_random_target(tensor, fn_name)
     check_finite(fn_name, mean=mean, std=std)
     for name, bound in (("a", a), ("b", b)):
@@ -109,8 +120,12 @@ def _trunc_normal_checked(fn_name, tensor, mean, std, a, b, generator, seed, sta
             "The distribution of values may be incorrect.",
             stacklevel=stacklevel,
         )
-    dist, params = trunc_normal_params(mean, std, a, b, tensor.dtype)
-    return _fill_random(fn_name, tensor, dist, params, generator, seed)
+    return trunc_normal_params(mean, std, a, b, tensor.dtype)
+
+
+def _trunc_normal_checked(fn_name, tensor, mean, std, a, b, generator, seed) -> Tensor:
+    plan = _trunc_normal_plan(fn_name, tensor, mean, std, a, b, stacklevel=4)
+    return _fill_random(tensor, *plan, generator, seed)
 
 
 def uniform_(
