@@ -291,9 +291,7 @@ def xavier_uniform_(
         >>> w = torch.empty(3, 5)
         >>> fastinit.xavier_uniform_(w, gain=fastinit.calculate_gain("relu"))
     """
-    fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
-    std = gain * math.sqrt(2.0 / float(fan_in + fan_out))
-    a = math.sqrt(3.0) * std
+    a = math.sqrt(3.0) * _xavier_std(tensor, gain)
     return _uniform_checked("xavier_uniform_", tensor, -a, a, generator, seed)
 
 
@@ -313,9 +311,12 @@ def xavier_normal_(
         >>> w = torch.empty(3, 5)
         >>> fastinit.xavier_normal_(w)
     """
+    return _normal_checked("xavier_normal_", tensor, 0.0, _xavier_std(tensor, gain), generator, seed)
+
+
+def _xavier_std(tensor: Tensor, gain: float) -> float:
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
-    std = gain * math.sqrt(2.0 / float(fan_in + fan_out))
-    return _normal_checked("xavier_normal_", tensor, 0.0, std, generator, seed)
+    return gain * math.sqrt(2.0 / float(fan_in + fan_out))
 
 
 def _kaiming_std(tensor: Tensor, a, mode, nonlinearity) -> float:
@@ -520,6 +521,11 @@ def variance_scaling_(
         >>> w = torch.empty(256, 128)
         >>> fastinit.variance_scaling_(w, 2.0, "fan_in", "truncated_normal")  # He normal, JAX style
     """
+    plan = _variance_scaling_plan(tensor, scale, mode, distribution, stacklevel=4)
+    return _fill_random(tensor, *plan, generator, seed)
+
+
+def _check_variance_scaling_names(mode, distribution) -> None:
     if mode not in VARIANCE_SCALING_MODES:
         raise ValueError(
             f"variance_scaling_: mode {mode!r} not supported, please use one of "
@@ -530,6 +536,10 @@ def variance_scaling_(
             f"variance_scaling_: distribution {distribution!r} not supported, please use one of "
             f"{list(VARIANCE_SCALING_DISTRIBUTIONS)}"
         )
+
+
+def _variance_scaling_plan(tensor, scale, mode, distribution, stacklevel=3):
+    _check_variance_scaling_names(mode, distribution)
     check_finite("variance_scaling_", scale=scale)
     if scale <= 0:
         raise InitValueError(f"variance_scaling_: scale must be positive, got scale={scale}")
@@ -538,13 +548,13 @@ def variance_scaling_(
     variance = scale / max(1.0, n)
     if distribution == "truncated_normal":
         std = math.sqrt(variance) / TRUNCATED_NORMAL_STD_CORRECTION
-        return _trunc_normal_checked(
-            "variance_scaling_", tensor, 0.0, std, -2.0 * std, 2.0 * std, generator, seed
+        return _trunc_normal_plan(
+            "variance_scaling_", tensor, 0.0, std, -2.0 * std, 2.0 * std, stacklevel + 1
         )
     if distribution in ("normal", "untruncated_normal"):
-        return _normal_checked("variance_scaling_", tensor, 0.0, math.sqrt(variance), generator, seed)
+        return _normal_plan("variance_scaling_", tensor, 0.0, math.sqrt(variance))
     limit = math.sqrt(3.0 * variance)
-    return _uniform_checked("variance_scaling_", tensor, -limit, limit, generator, seed)
+    return _uniform_plan("variance_scaling_", tensor, -limit, limit)
 
 
 def _make_deprecate(meth: _F) -> _F:
