@@ -401,11 +401,16 @@ def orthogonal_(
     check_float_dtype(tensor, "orthogonal_")
     check_no_internal_overlap(tensor, "orthogonal_")
     check_finite("orthogonal_", gain=gain)
+    return _orthogonal_fill(tensor, gain, draw_seed(generator) if seed is None else seed, stream=0)
+
+
+def _orthogonal_fill(tensor: Tensor, gain: float, seed: int, stream: int) -> Tensor:
+    """Q of the QR of the contract's standard normal (seed, stream) matrix, times gain."""
     rows = tensor.size(0)
     cols = tensor.numel() // rows
     work_dtype = torch.float64 if tensor.dtype == torch.float64 else torch.float32
     flattened = torch.empty((rows, cols), dtype=work_dtype, device=tensor.device)
-    _normal_checked("orthogonal_", flattened, 0.0, 1.0, generator, seed)
+    backends.execute([make_fill(flattened, Distribution.NORMAL, normal_params(0.0, 1.0), seed, stream)])
     if rows < cols:
         flattened.t_()
     q, r = torch.linalg.qr(flattened)
