@@ -66,6 +66,13 @@ def _fmt(x: float) -> str:
 def _uniform_plan(fn_name, tensor, a, b) -> tuple[Distribution, list]:
     """Validate a uniform fill of `tensor` on [a, b); return its contract parameters."""
     _check_random_target(tensor, fn_name)
+    for name, side, bound in (("a", "from", a), ("b", "to", b)):
+        # torch's wording ("from/to is out of bounds for <dtype>") for nan and inf bounds
+        if isinstance(bound, (int, float)) and not math.isfinite(bound):
+            raise InitValueError(
+                f"{fn_name}: {name} must be finite, got {name}={bound}: "
+                f"{side} is out of bounds for {tensor.dtype}"
+            )
     check_finite(fn_name, a=a, b=b)
     a, b = float(a), float(b)
     if a > b:
@@ -73,10 +80,15 @@ def _uniform_plan(fn_name, tensor, a, b) -> tuple[Distribution, list]:
             f"uniform_ expects to return a [from, to) range, but found from={_fmt(a)} > to={_fmt(b)}"
         )
     finfo = torch.finfo(tensor.dtype)
-    if a < finfo.min or b > finfo.max or b - a > finfo.max:
+    for side, bound in (("from", a), ("to", b)):
+        if not finfo.min <= bound <= finfo.max:
+            raise InitValueError(
+                f"{fn_name}: {side} is out of bounds for {tensor.dtype}, got {side}={_fmt(bound)}"
+            )
+    if b - a > finfo.max:
         raise InitValueError(
-            f"{fn_name}: the range [{_fmt(a)}, {_fmt(b)}) does not fit dtype {tensor.dtype} "
-            f"(to - from must be <= {_fmt(finfo.max)})"
+            f"{fn_name}: uniform_ expects to-from <= {_fmt(finfo.max)} for {tensor.dtype}, but "
+            f"found to={_fmt(b)} and from={_fmt(a)} which result in to-from to exceed the limit"
         )
     return Distribution.UNIFORM, uniform_params(a, b)
 
@@ -107,7 +119,7 @@ def _trunc_normal_plan(fn_name, tensor, mean, std, a, b, stacklevel=3) -> tuple[
             raise InitValueError(f"{fn_name}: {name} must not be nan")
     mean, std, a, b = float(mean), float(std), float(a), float(b)
     if std == 0:
-        raise ZeroStdError(f"{fn_name}: std must be positive, got std=0")
+        raise ZeroStdError(f"{fn_name}: std must be positive, got std=0 (float division by zero)")
     if std < 0:
         raise InitValueError(f"{fn_name}: std must be positive, got std={_fmt(std)}")
     if a > b:

@@ -56,11 +56,26 @@ def pack_descriptors(fills: Sequence[Fill]) -> bytes:
     return b"".join(f.pack() for f in fills)
 
 
+# c10 ScalarType names, which torch's "... not implemented for '<name>'" errors use.
+_SCALAR_TYPE_NAMES = {
+    torch.uint8: "Byte",
+    torch.int8: "Char",
+    torch.int16: "Short",
+    torch.int32: "Int",
+    torch.int64: "Long",
+    torch.bool: "Bool",
+    torch.complex64: "ComplexFloat",
+    torch.complex128: "ComplexDouble",
+}
+
+
 def check_float_dtype(tensor: torch.Tensor, fn_name: str) -> None:
     if tensor.dtype not in DTYPE_CODES:
+        scalar_name = _SCALAR_TYPE_NAMES.get(tensor.dtype, str(tensor.dtype).replace("torch.", ""))
         raise UnsupportedDtypeError(
-            f"{fn_name}: cannot fill a tensor of dtype {tensor.dtype}; fastinit's random "
-            f"initialisers support {', '.join(str(d) for d in DTYPE_CODES)}"
+            f"{fn_name}: not implemented for '{scalar_name}': cannot fill a tensor of dtype "
+            f"{tensor.dtype}; fastinit's random initialisers support "
+            f"{', '.join(str(d) for d in DTYPE_CODES)}"
         )
 
 
