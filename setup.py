@@ -25,6 +25,7 @@ import warnings
 
 from pybind11.setup_helpers import Pybind11Extension, build_ext
 from setuptools import setup
+from setuptools.errors import CompileError, LinkError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join(HERE, "csrc")
@@ -190,12 +191,19 @@ def cuda_extension(environ=os.environ):
         warnings.warn(f"fastinit: {message}; building CPU-only (fastinit._cuda is skipped; "
                       f"set {CUDA_MODE_ENV}=1 to require it)")
         return None
+    try:
+        library_dirs = cuda_library_dirs(nvcc)
+    except CudaBuildError as exc:
+        if mode == "1":
+            raise
+        warnings.warn(f"fastinit: {exc}; building CPU-only")
+        return None
     return CudaExtension(
         "fastinit._cuda",
         sources=["csrc/cuda/bindings_cuda.cpp"],
         include_dirs=[CSRC],
         extra_compile_args=CXX_FLAGS,
-        library_dirs=cuda_library_dirs(nvcc),
+        library_dirs=library_dirs,
         libraries=CUDA_LINK_LIBRARIES,
         depends=CUDA_HEADERS,
         cxx_std=17,
@@ -216,7 +224,7 @@ class BuildExt(build_ext):
         try:
             ext.extra_objects = list(ext.extra_objects or []) + self._compile_cuda(ext)
             super().build_extension(ext)
-        except Exception as exc:  # CompileError, LinkError, CalledProcessError, OSError
+        except (CompileError, LinkError, subprocess.CalledProcessError, OSError) as exc:
             if cuda_mode() == "1":
                 raise
             warnings.warn(f"fastinit: building {ext.name} failed ({exc}); continuing CPU-only")
@@ -224,9 +232,11 @@ class BuildExt(build_ext):
     def _compile_cuda(self, ext) -> list:
         objects = []
         for source in ext.cuda_sources:
-            obj = os.path.join(self.build_temp, "cuda", os.path.splitext(source)[0] + ".o")
+            obj = os.path.abspath(
+                os.path.join(self.build_temp, "cuda", os.path.splitext(source)[0] + ".o")
+            )
             os.makedirs(os.path.dirname(obj), exist_ok=True)
-            inputs = [source] + list(ext.depends)
+            inputs = [os.path.join(HERE, path) for path in [source] + list(ext.depends)]
             if self.force or not os.path.exists(obj) or any(
                 os.path.getmtime(path) > os.path.getmtime(obj) for path in inputs
             ):

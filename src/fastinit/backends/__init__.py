@@ -19,8 +19,8 @@ import torch
 from ..errors import BackendUnavailableError
 from ..plan import Fill, contiguous_fills
 
-BACKENDS = ("cpu", "reference")
-AUTO_ORDER = {"cpu": ("cpu", "reference")}
+BACKENDS = ("cpu", "cuda", "reference")
+AUTO_ORDER = {"cpu": ("cpu", "reference"), "cuda": ("cuda", "triton", "reference")}
 
 _selected = "auto"
 _last_run: dict[str, str] = {}

@@ -1,0 +1,81 @@
+"""The `cuda` backend: the CUDA C++ kernels of csrc/cuda (module ``fastinit._cuda``).
+
+One fused launch per (device, dtype): the fills' descriptors and a block -> (tensor, chunk) map
+are packed on the host (``_cuda.build_table``), staged in pinned memory, copied to a uint8
+tensor on the device with a non-blocking copy on the current stream, and the kernel is launched
+on that same stream. The device table is freed when this function returns; torch's caching
+allocator hands its memory out again only to work queued after the kernel on that stream, so it
+is never freed under the kernel, and nothing here synchronises with the device.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from ..plan import Fill, pack_descriptors
+
+NAME = "cuda"
+
+
+def _load():
+    """(module, None) when the CUDA module loads and the runtime sees a device, else (None, error)."""
+    try:
+        from .. import _cuda
+    except ImportError as exc:  # not built (no nvcc, FASTINIT_CUDA=0) or cannot load
+        return None, exc
+    if torch.version.hip is not None:
+        return None, ImportError(
+            f"fastinit._cuda is built for NVIDIA CUDA; this torch is a ROCm build "
+            f"(HIP {torch.version.hip})"
+        )
+    problem = _cuda.runtime_problem()
+    if problem:
+        return None, ImportError(f"fastinit._cuda cannot use a GPU here: {problem}")
+    return _cuda, None
+
+
+_cuda, IMPORT_ERROR = _load()
+_device_ok: dict[int, bool] = {}
+
+
+def _index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def supports(device) -> bool:
+    """CUDA devices whose architecture the built kernels cover."""
+    if device.type != "cuda" or _cuda is None:
+        return False
+    index = _index(device)
+    if index not in _device_ok:
+        _device_ok[index] = not _cuda.device_problem(index)
+    return _device_ok[index]
+
+
+def device_problem(device) -> str | None:
+    """Why the kernels cannot run on `device`, or None."""
+    if _cuda is None:
+        return f"{type(IMPORT_ERROR).__name__}: {IMPORT_ERROR}"
+    return _cuda.device_problem(_index(torch.device(device))) or None
+
+
+def run(fills: Sequence[Fill]) -> None:
+    groups: dict[tuple, list[Fill]] = {}
+    for f in fills:
+        if f.tensor.numel():
+            groups.setdefault((f.tensor.device, f.tensor.dtype), []).append(f)
+    for (device, _), group in groups.items():
+        _launch(_index(device), group)
+
+
+def _launch(index: int, fills: Sequence[Fill]) -> None:
+    num_sms = torch.cuda.get_device_properties(index).multi_processor_count
+    table, count, chunks, shift, dtype = _cuda.build_table(pack_descriptors(fills), num_sms)
+    if chunks == 0:
+        return
+    with torch.cuda.device(index):
+        stream = torch.cuda.current_stream(index)
+        staged = torch.frombuffer(table, dtype=torch.uint8).pin_memory()
+        on_device = staged.to(torch.device("cuda", index), non_blocking=True)
+        _cuda.launch(on_device.data_ptr(), count, chunks, shift, dtype, stream.cuda_stream, index)
