@@ -1,4 +1,4 @@
-"""Command line: `fastinit bench` (also `python -m fastinit bench`)."""
+"""Command line: `fastinit demo | bench | explain` (also `python -m fastinit ...`)."""
 from __future__ import annotations
 
 import argparse
@@ -26,6 +26,28 @@ def _bench(args) -> int:
     return 0
 
 
+def _demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(args.params, getattr(torch, args.dtype), args.device, args.seed)
+    return 0
+
+
+def _explain(args) -> int:
+    import importlib
+
+    from .model import explain, format_explain
+
+    module_name, _, factory_name = args.target.partition(":")
+    if not factory_name:
+        raise SystemExit(f"expected PACKAGE.MODULE:FACTORY, got {args.target!r}")
+    factory = getattr(importlib.import_module(module_name), factory_name)
+    with torch.device("meta"):
+        model = factory()
+    print(format_explain(explain(model)))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="fastinit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -38,6 +60,15 @@ def main(argv=None) -> int:
                        help="elements per tensor for the slow reference backend")
     bench.add_argument("--repeats", type=int, default=5, help="timed repeats (median reported)")
     bench.set_defaults(func=_bench)
+    demo = sub.add_parser("demo", help="materialise a ~1.3B Llama-style model: fastinit vs torch")
+    demo.add_argument("--params", type=float, default=1.3e9, help="parameter count (approximate)")
+    demo.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    demo.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(func=_demo)
+    explain = sub.add_parser("explain", help="print the init of every parameter of a model")
+    explain.add_argument("target", help="PACKAGE.MODULE:FACTORY, e.g. fastinit.llama:tiny_llama")
+    explain.set_defaults(func=_explain)
     args = parser.parse_args(argv)
     if getattr(args, "dtype", None) is None and args.command == "bench":
         args.dtype = ["float32", "bfloat16"]
