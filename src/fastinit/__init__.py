@@ -4,7 +4,10 @@ random-number contract for every backend (same seed, same weights on CPU and GPU
 from .backends import backend_info, get_backend, set_backend
 from .contract import stream_for_name
 from .errors import BackendUnavailableError, InitValueError, UnsupportedDtypeError, ZeroStdError
+from . import spec
+from .fused import fused
 from .gains import calculate_gain
+from .model import InitResult, explain, init_module, materialize, reset_parameters
 from .nn_init import (
     constant,
     constant_,
@@ -68,6 +71,13 @@ __all__ = [
     "kaiming_normal",
     "orthogonal",
     "sparse",
+    "spec",
+    "reset_parameters",
+    "init_module",
+    "materialize",
+    "explain",
+    "fused",
+    "InitResult",
     "set_backend",
     "get_backend",
     "backend_info",

@@ -16,7 +16,8 @@ from typing import Callable, Mapping, Optional, Union
 import torch
 from torch import nn
 
-from . import backends, nn_init, spec
+from . import nn_init, spec
+from .fused import submit
 from .contract import Distribution, check_seed, draw_seed, stream_for_name
 from .errors import InitValueError
 from .gains import _calculate_fan_in_and_fan_out
@@ -177,7 +178,7 @@ def _execute(inits: list[TensorInit], seed: int, result: InitResult) -> None:
         else:
             fills.append(make_fill(ti.tensor, ti.plan[0], ti.plan[1], seed, stream_for_name(ti.name)))
         result.fused.append(ti.name) if ti.plan is not None else result.structured.append(ti.name)
-    backends.execute(fills)
+    submit(fills)
     with torch.no_grad():
         for ti in int_constants:
             ti.tensor.fill_(ti.plan[1][0])
