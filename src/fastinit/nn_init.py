@@ -14,7 +14,7 @@ from typing import Callable, Literal, Optional, TypeVar, Union
 import torch
 from torch import Tensor
 
-from . import backends
+from .fused import submit
 from .contract import (
     Distribution,
     constant_params,
@@ -50,7 +50,7 @@ def _fill_random(tensor, dist, params, generator, seed) -> Tensor:
         return tensor
     if seed is None:
         seed = draw_seed(generator)
-    backends.execute([make_fill(tensor, dist, params, seed)])
+    submit([make_fill(tensor, dist, params, seed)])
     return tensor
 
 
@@ -212,14 +212,22 @@ def constant_(tensor: Tensor, val: float) -> Tensor:
         >>> w = torch.empty(3, 5)
         >>> fastinit.constant_(w, 0.3)
     """
-    if tensor.is_meta or tensor.numel() == 0:
+    if tensor.is_meta:
+        return tensor
+    if tensor.dtype in DTYPE_CODES and isinstance(val, (int, float)) and math.isfinite(val):
+        if abs(val) > torch.finfo(tensor.dtype).max:  # torch's fill_ refuses to overflow too
+            raise InitValueError(
+                f"constant_: value cannot be converted to type {tensor.dtype} without overflow, "
+                f"got val={val}"
+            )
+    if tensor.numel() == 0:
         return tensor
     if tensor.dtype not in DTYPE_CODES or torch._debug_has_internal_overlap(tensor) == 1:
         # Integer, bool and complex tensors and expanded views: torch's own fill is the
         # general path (every element gets the same value, so nothing depends on indices).
         with torch.no_grad():
             return tensor.fill_(val)
-    backends.execute([make_fill(tensor, Distribution.CONSTANT, constant_params(val, tensor.dtype), 0)])
+    submit([make_fill(tensor, Distribution.CONSTANT, constant_params(val, tensor.dtype), 0)])
     return tensor
 
 
@@ -422,7 +430,7 @@ def _orthogonal_fill(tensor: Tensor, gain: float, seed: int, stream: int) -> Ten
     cols = tensor.numel() // rows
     work_dtype = torch.float64 if tensor.dtype == torch.float64 else torch.float32
     flattened = torch.empty((rows, cols), dtype=work_dtype, device=tensor.device)
-    backends.execute([make_fill(flattened, Distribution.NORMAL, normal_params(0.0, 1.0), seed, stream)])
+    submit([make_fill(flattened, Distribution.NORMAL, normal_params(0.0, 1.0), seed, stream)])
     if rows < cols:
         flattened.t_()
     q, r = torch.linalg.qr(flattened)
@@ -471,7 +479,7 @@ def sparse_(
     if seed is None:
         seed = draw_seed(generator)
     keys = torch.empty((rows, cols), dtype=torch.float32)
-    backends.execute(
+    submit(
         [
             make_fill(tensor, Distribution.NORMAL, normal_params(0.0, std), seed, stream=0),
             make_fill(keys, Distribution.UNIFORM, uniform_params(0.0, 1.0), seed, stream=1),
