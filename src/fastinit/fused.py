@@ -19,6 +19,7 @@ from torch.overrides import TorchFunctionMode
 
 from . import backends
 from .plan import Fill
+from .sharding import local_tensor
 
 # Operations that read only metadata (shape, dtype, strides, property getters) never flush.
 METADATA_OPS = frozenset({
@@ -32,6 +33,7 @@ _local = threading.local()
 
 
 def _storage_key(t: torch.Tensor):
+    t = local_tensor(t)
     if t.is_meta or t.numel() == 0:
         return None
     return (t.device, t.untyped_storage().data_ptr())

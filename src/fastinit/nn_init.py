@@ -24,6 +24,7 @@ from .contract import (
     uniform_params,
 )
 from .errors import InitValueError, ZeroStdError
+from .sharding import check_unsharded, local_tensor
 from .gains import _calculate_correct_fan, _calculate_fan_in_and_fan_out, calculate_gain
 from .plan import (
     DTYPE_CODES,
@@ -222,11 +223,12 @@ def constant_(tensor: Tensor, val: float) -> Tensor:
             )
     if tensor.numel() == 0:
         return tensor
-    if tensor.dtype not in DTYPE_CODES or torch._debug_has_internal_overlap(tensor) == 1:
+    if tensor.dtype not in DTYPE_CODES or torch._debug_has_internal_overlap(local_tensor(tensor)) == 1:
         # Integer, bool and complex tensors and expanded views: torch's own fill is the
         # general path (every element gets the same value, so nothing depends on indices).
         with torch.no_grad():
-            return tensor.fill_(val)
+            local_tensor(tensor).fill_(val)
+            return tensor
     submit([make_fill(tensor, Distribution.CONSTANT, constant_params(val, tensor.dtype), 0)])
     return tensor
 
@@ -260,8 +262,10 @@ def eye_(tensor: Tensor) -> Tensor:
     """
     if tensor.ndimension() != 2:
         raise ValueError("Only tensors with 2 dimensions are supported")
+    check_unsharded(tensor, "eye_")
+    local = local_tensor(tensor)
     with torch.no_grad():
-        torch.eye(*tensor.shape, out=tensor, requires_grad=tensor.requires_grad)
+        torch.eye(*local.shape, out=local, requires_grad=local.requires_grad)
     return tensor
 
 
@@ -283,14 +287,16 @@ def dirac_(tensor: Tensor, groups: int = 1) -> Tensor:
         raise ValueError("dim 0 must be divisible by groups")
     if tensor.is_meta:
         return tensor
+    check_unsharded(tensor, "dirac_")
+    local = local_tensor(tensor)
     out_chans_per_grp = sizes[0] // groups
     min_dim = min(out_chans_per_grp, sizes[1])
     centre = tuple(s // 2 for s in sizes[2:])
     with torch.no_grad():
-        tensor.zero_()
+        local.zero_()
         for g in range(groups):
             for d in range(min_dim):
-                tensor[(g * out_chans_per_grp + d, d) + centre] = 1
+                local[(g * out_chans_per_grp + d, d) + centre] = 1
     return tensor
 
 
@@ -420,12 +426,15 @@ def orthogonal_(
         return tensor
     check_float_dtype(tensor, "orthogonal_")
     check_no_internal_overlap(tensor, "orthogonal_")
+    check_unsharded(tensor, "orthogonal_")
     check_finite("orthogonal_", gain=gain)
-    return _orthogonal_fill(tensor, gain, draw_seed(generator) if seed is None else seed, stream=0)
+    _orthogonal_fill(tensor, gain, draw_seed(generator) if seed is None else seed, stream=0)
+    return tensor
 
 
 def _orthogonal_fill(tensor: Tensor, gain: float, seed: int, stream: int) -> Tensor:
     """Q of the QR of the contract's standard normal (seed, stream) matrix, times gain."""
+    tensor = local_tensor(tensor)  # a Replicate DTensor: every rank computes the same matrix
     rows = tensor.size(0)
     cols = tensor.numel() // rows
     work_dtype = torch.float64 if tensor.dtype == torch.float64 else torch.float32
@@ -469,6 +478,7 @@ def sparse_(
     if not 0.0 <= sparsity <= 1.0:
         raise InitValueError(f"sparse_: sparsity must be in [0, 1], got sparsity={sparsity}")
     _check_random_target(tensor, "sparse_")
+    check_unsharded(tensor, "sparse_")
     check_finite("sparse_", std=std)
     if std < 0:
         raise InitValueError(f"normal expects std >= 0.0, but found std {_fmt(std)}")
@@ -488,7 +498,7 @@ def sparse_(
     if num_zeros:
         zero_rows = keys.argsort(dim=0, stable=True)[:num_zeros].to(tensor.device)
         with torch.no_grad():
-            tensor.scatter_(0, zero_rows, 0.0)
+            local_tensor(tensor).scatter_(0, zero_rows, 0.0)
     return tensor
 
 

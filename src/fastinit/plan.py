@@ -13,6 +13,7 @@ import torch
 
 from .contract import DTYPE_CODES, Distribution, check_seed
 from .errors import InitValueError, UnsupportedDtypeError
+from .sharding import check_placements, global_runs, is_dtensor, local_tensor
 
 # struct FillDescriptor in csrc/fastinit/fill.h: data, numel, first_index, seed, stream,
 # dist, dtype, param[8].
@@ -80,7 +81,8 @@ def check_float_dtype(tensor: torch.Tensor, fn_name: str) -> None:
 
 
 def check_no_internal_overlap(tensor: torch.Tensor, fn_name: str) -> None:
-    if torch._debug_has_internal_overlap(tensor) == 1:
+    check_placements(tensor, fn_name)
+    if torch._debug_has_internal_overlap(local_tensor(tensor)) == 1:
         raise InitValueError(
             f"{fn_name}: tensor of shape {tuple(tensor.shape)} with strides {tensor.stride()}: "
             + OVERLAP_MESSAGE
@@ -112,18 +114,31 @@ def make_fill(tensor, dist, params, seed, stream=0, first_index=0) -> Fill:
                 check_seed(stream), int(first_index))
 
 
+def _local_fills(fills: Sequence[Fill]) -> list[Fill]:
+    """A DTensor's fill becomes fills of its local shard at their global indices."""
+    out = []
+    for f in fills:
+        if is_dtensor(f.tensor):
+            out.extend(replace(f, tensor=piece, first_index=f.first_index + start)
+                       for piece, start in global_runs(f.tensor))
+        else:
+            out.append(f)
+    return out
+
+
 def contiguous_fills(
     fills: Sequence[Fill],
 ) -> tuple[list[Fill], list[tuple[torch.Tensor, torch.Tensor]]]:
     """Fills over contiguous memory, plus (target, scratch) pairs to copy back afterwards.
 
+    A DTensor contributes the pieces of its local shard, each at its global indices.
     A non-contiguous target (channels_last, transposed, sliced) is generated into a contiguous
     scratch tensor in logical order and then copied into the target, so it receives the values
     of its logical indices and is always written.
     """
     out: list[Fill] = []
     copy_back: list[tuple[torch.Tensor, torch.Tensor]] = []
-    for f in fills:
+    for f in _local_fills(fills):
         if f.tensor.numel() == 0:
             continue
         if not f.tensor.is_contiguous():

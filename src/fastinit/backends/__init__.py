@@ -18,8 +18,9 @@ import torch
 
 from ..errors import BackendUnavailableError
 from ..plan import Fill, contiguous_fills
+from ..sharding import local_tensor
 
-BACKENDS = ("cpu", "cuda", "reference")
+BACKENDS = ("cpu", "cuda", "triton", "reference")
 AUTO_ORDER = {"cpu": ("cpu", "reference"), "cuda": ("cuda", "triton", "reference")}
 
 _selected = "auto"
@@ -102,7 +103,7 @@ def execute(fills: Sequence[Fill]) -> None:
             target.copy_(scratch)
         for f in fills:
             if f.tensor.numel():
-                torch.autograd.graph.increment_version(f.tensor)
+                torch.autograd.graph.increment_version(local_tensor(f.tensor))
 
 
 _env_backend = os.environ.get("FASTINIT_BACKEND", "").strip()
