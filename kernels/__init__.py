@@ -1,0 +1,1 @@
+"""fastinit's Triton kernels (installed as ``fastinit.kernels``); ``fill`` is the fused fill."""

@@ -21,30 +21,40 @@ Maths (DESIGN.md, "The random-number contract"; the C++ twin is csrc/fastinit/fi
 
 Rounding. Uniform must be bitwise identical to the reference, i.e. an fp32 fma with a single
 rounding. ``tl.fma`` is ``fma.rn.f32`` on the GPU, and under TRITON_INTERPRET=1 Triton 3.9
-evaluates it with a real C fma (``_interpreter.fma_fp32``); older interpreters computed
-``x * y + z`` in numpy with two roundings. ``interpreter_fma_is_fused()`` probes this once,
-and where it is not fused the kernels take the constexpr path EXACT_FMA: the product of two
-fp32 values is exact in fp64, the fp64 sum is corrected to round-to-odd from its exact error
-(TwoSum), and a round-to-odd fp64 value rounds to fp32 correctly (53 >= 24 + 2 bits), exactly
-the method of the reference backend's ``fma_f32``. Each kernel is launched with
-``enable_fp_fusion=False`` so the compiler does not contract a separate multiply and add into
-an fma (the C++ build likewise uses -ffp-contract=off / --fmad=false); rint is the
-add-and-subtract of 1.5 * 2^23, exact round-to-nearest-even for |x| < 2^22, which relies on it.
+evaluates it with a real C fma (``_interpreter.fma_fp32``, checked: fused on inputs where a
+multiply-then-add differs); older interpreters computed ``x * y + z`` in numpy, rounding twice.
+``interpreter_fma_is_fused()`` probes this once per process, and where it is not fused the two
+fmas whose rounding the contract pins (the uniform value, the trunc_normal probability p) take
+the constexpr path EXACT_FMA of ``_fma32``: the product of two fp32 values is exact in fp64,
+the fp64 sum is corrected to round-to-odd from its exact error (TwoSum; no product involved, so
+contraction cannot change it), and a round-to-odd fp64 value rounds to fp32 correctly
+(53 >= 24 + 2 bits), the method of the reference backend's ``fma_f32``. The polynomial fmas are
+plain ``tl.fma`` (an unfused interpreter moves them by an ulp, inside the tolerance). fp64
+uniform is fma(u53, scale, shift) with one rounding like the C++ backends (the reference
+rounds the product and the sum separately; the contract tests compare fp64 with a tolerance).
+Each kernel is launched with ``enable_fp_fusion=False`` so the compiler does not contract a
+separate multiply and add into an fma (the C++ build uses -ffp-contract=off / --fmad=false);
+fp32 square roots are ``sqrt_rn`` (Triton's ``sqrt`` is approximate on the GPU); rint is the
+add-and-subtract of 1.5 * 2^23, exact round-to-nearest-even for |x| < 2^22. fp32 -> bf16 is
+rounded in integer ops (the interpreter's cast does not round to nearest even).
 
 Work layout (apex multi_tensor_apply style). The host packs, per tensor, one descriptor row of
-DESC_WORDS int64 (below) and, per program, one row (tensor, chunk) of the block map; both go
-to the device as one int64 tensor. Chunk c of a tensor covers the Philox blocks
-[first // PB + c * CHUNK / PB, ... + CHUNK / PB) (PB elements per block, 4 or 2), and writes
-those of their elements whose local index lies in [0, numel): every element belongs to
+DESC_WORDS int64 (address, numel, first_index, seed lo/hi, stream lo/hi, distribution, then the
+8 parameters as fp64 bit patterns) and, per program, one row (tensor, chunk) of the block map;
+both go to the device as one int64 tensor (one copy). Chunk c of a tensor covers the Philox
+blocks [first // PB + c * CHUNK / PB, ... + CHUNK / PB) (PB elements per block, 4 or 2) and
+writes those of their elements whose local index lies in [0, numel): every element belongs to
 exactly one chunk, whatever ``first_index % PB`` is. A program walks its chunk in tiles of
-TILE Philox blocks (4 * TILE or 2 * TILE contiguous elements, one coalesced masked store),
-with 64-bit scalar index math per tile only; inside a tile offsets are 32-bit and the 64-bit
-block counter is carried by a 32-bit add and compare.
+TILE Philox blocks (4 * TILE or 2 * TILE contiguous elements), with 64-bit scalar index math
+once per tile; inside a tile offsets are 32-bit and the 64-bit block counter is carried by a
+32-bit add and compare. A full tile of a 16-byte aligned tensor whose first_index is a block
+boundary is stored unmasked with an alignment hint (16-byte vector stores on sm_90); partial
+tiles and other tensors take the masked, still coalesced, store.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
-import math
 import os
 from dataclasses import dataclass
 from typing import Sequence
@@ -89,14 +99,16 @@ class LaunchConfig:
       per launch from the total size (``chunk_for``): big enough to amortise a program's setup,
       small enough to give every SM several programs.
     tile_blocks: Philox blocks per loop iteration of a program (4 * tile_blocks fp32-math
-      elements); 256 blocks over 128 threads is 2 Philox calls and 8 outputs per thread.
+      elements); with num_warps = 4, one Philox call and 4 outputs per thread per iteration.
+      Compiled for sm_90 this takes 80 registers, no spills (6 programs, 24 warps per SM);
+      256 blocks per iteration needs 114 (or 92 over 8 warps): fewer resident warps.
     num_warps: 4, a memory-bound fill needs occupancy, not a wide block.
     max_programs: programs per launch; the block map is split over several launches above it.
       2^31 - 1 is CUDA's grid.x limit; tests set it small to exercise the split.
     """
 
     chunk: int | None = None
-    tile_blocks: int = 256
+    tile_blocks: int = 128
     num_warps: int = 4
     max_programs: int = 2**31 - 1
     min_chunk: int = 4096
@@ -107,6 +119,7 @@ class LaunchConfig:
 DEFAULT_CONFIG = LaunchConfig()
 
 
+@functools.lru_cache(maxsize=None)
 def _sm_count(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).multi_processor_count
@@ -159,8 +172,8 @@ def _u24o(w):
 
 @triton.jit
 def _u24m(w):
-    # As in philox.h: (w >> 8) + 0.5 is formed in fp32 (rounded for w >> 8 >= 2^23).
-    return ((w >> 8).to(tl.int32).to(tl.float32) + 0.5) * 5.9604644775390625e-8
+    # The midpoint map of philox.h: the odd 24-bit numerator (w >> 8) | 1, exact in fp32.
+    return ((w >> 8) | 1).to(tl.int32).to(tl.float32) * 5.9604644775390625e-8
 
 
 @triton.jit
@@ -189,7 +202,14 @@ def _fma32(a, b, c, EXACT_FMA: tl.constexpr):
 
 
 @triton.jit
-def _log_f32(x, EXACT_FMA: tl.constexpr):
+def _clamp(x, lo, hi):
+    """clamp_to of fill.h: two selects (a NaN stays NaN, unlike fmin/fmax)."""
+    x = tl.where(x < lo, lo, x)
+    return tl.where(x > hi, hi, x)
+
+
+@triton.jit
+def _log_f32(x):
     """log_f32 of distributions.h: Cephes logf, explicit fmas; x >= 0, log(0) = -inf."""
     u = x.to(tl.int32, bitcast=True)
     biased = (u >> 23) & 0xFF
@@ -200,38 +220,38 @@ def _log_f32(x, EXACT_FMA: tl.constexpr):
     f = tl.where(below, (m + m) - 1.0, m - 1.0)
     fe = e.to(tl.float32)
     z = f * f
-    p = _fma32(f, 7.0376836292e-2, -1.1514610310e-1, EXACT_FMA)
-    p = _fma32(p, f, 1.1676998740e-1, EXACT_FMA)
-    p = _fma32(p, f, -1.2420140846e-1, EXACT_FMA)
-    p = _fma32(p, f, 1.4249322787e-1, EXACT_FMA)
-    p = _fma32(p, f, -1.6668057665e-1, EXACT_FMA)
-    p = _fma32(p, f, 2.0000714765e-1, EXACT_FMA)
-    p = _fma32(p, f, -2.4999993993e-1, EXACT_FMA)
-    p = _fma32(p, f, 3.3333331174e-1, EXACT_FMA)
+    p = tl.fma(f, 7.0376836292e-2, -1.1514610310e-1)
+    p = tl.fma(p, f, 1.1676998740e-1)
+    p = tl.fma(p, f, -1.2420140846e-1)
+    p = tl.fma(p, f, 1.4249322787e-1)
+    p = tl.fma(p, f, -1.6668057665e-1)
+    p = tl.fma(p, f, 2.0000714765e-1)
+    p = tl.fma(p, f, -2.4999993993e-1)
+    p = tl.fma(p, f, 3.3333331174e-1)
     y = (p * f) * z
-    y = _fma32(fe, -2.12194440e-4, y, EXACT_FMA)
-    y = _fma32(z, -0.5, y, EXACT_FMA)
+    y = tl.fma(fe, -2.12194440e-4, y)
+    y = tl.fma(z, -0.5, y)
     r = f + y
-    r = _fma32(fe, 0.693359375, r, EXACT_FMA)
+    r = tl.fma(fe, 0.693359375, r)
     return tl.where(x == 0.0, _NEG_INF, r)
 
 
 @triton.jit
-def _sincos_f32(theta, EXACT_FMA: tl.constexpr):
+def _sincos_f32(theta):
     """sincos_f32 of distributions.h for theta in [0, 2 pi]: Cody-Waite by pi/2, minimax."""
     q = theta * 0.636619772367581343
     k = (q + 12582912.0) - 12582912.0  # rint, ties to even (1.5 * 2^23; no fp fusion)
-    y = _fma32(k, -1.5703125, theta, EXACT_FMA)
-    y = _fma32(k, -4.837512969970703125e-4, y, EXACT_FMA)
-    y = _fma32(k, -7.54978995489188216e-8, y, EXACT_FMA)
+    y = tl.fma(k, -1.5703125, theta)
+    y = tl.fma(k, -4.837512969970703125e-4, y)
+    y = tl.fma(k, -7.54978995489188216e-8, y)
     quadrant = k.to(tl.int32) & 3
     z = y * y
-    sp = _fma32(z, -1.9515295891e-4, 8.3321608736e-3, EXACT_FMA)
-    sp = _fma32(sp, z, -1.6666654611e-1, EXACT_FMA)
-    sin_y = _fma32(sp * z, y, y, EXACT_FMA)
-    cp = _fma32(z, 2.443315711809948e-5, -1.388731625493765e-3, EXACT_FMA)
-    cp = _fma32(cp, z, 4.166664568298827e-2, EXACT_FMA)
-    cos_y = _fma32(cp * z, z, _fma32(z, -0.5, 1.0, EXACT_FMA), EXACT_FMA)
+    sp = tl.fma(z, -1.9515295891e-4, 8.3321608736e-3)
+    sp = tl.fma(sp, z, -1.6666654611e-1)
+    sin_y = tl.fma(sp * z, y, y)
+    cp = tl.fma(z, 2.443315711809948e-5, -1.388731625493765e-3)
+    cp = tl.fma(cp, z, 4.166664568298827e-2)
+    cos_y = tl.fma(cp * z, z, tl.fma(z, -0.5, 1.0))
     swap = (quadrant & 1) != 0
     s0 = tl.where(swap, cos_y, sin_y)
     c0 = tl.where(swap, sin_y, cos_y)
@@ -241,28 +261,28 @@ def _sincos_f32(theta, EXACT_FMA: tl.constexpr):
 
 
 @triton.jit
-def _normal_quantile_f32(p, EXACT_FMA: tl.constexpr):
+def _normal_quantile_f32(p):
     """normal_quantile_f32 of distributions.h: sqrt2 erfinv(2p - 1), Giles, w from p."""
-    x = _fma32(p, 2.0, -1.0, EXACT_FMA)
-    w = -_log_f32((4.0 * p) * (1.0 - p), EXACT_FMA)
+    x = tl.fma(p, 2.0, -1.0)
+    w = -_log_f32((4.0 * p) * (1.0 - p))
     wc = w - 2.5
-    pc = _fma32(wc, 2.81022636e-08, 3.43273939e-07, EXACT_FMA)
-    pc = _fma32(pc, wc, -3.5233877e-06, EXACT_FMA)
-    pc = _fma32(pc, wc, -4.39150654e-06, EXACT_FMA)
-    pc = _fma32(pc, wc, 0.00021858087, EXACT_FMA)
-    pc = _fma32(pc, wc, -0.00125372503, EXACT_FMA)
-    pc = _fma32(pc, wc, -0.00417768164, EXACT_FMA)
-    pc = _fma32(pc, wc, 0.246640727, EXACT_FMA)
-    pc = _fma32(pc, wc, 1.50140941, EXACT_FMA)
+    pc = tl.fma(wc, 2.81022636e-08, 3.43273939e-07)
+    pc = tl.fma(pc, wc, -3.5233877e-06)
+    pc = tl.fma(pc, wc, -4.39150654e-06)
+    pc = tl.fma(pc, wc, 0.00021858087)
+    pc = tl.fma(pc, wc, -0.00125372503)
+    pc = tl.fma(pc, wc, -0.00417768164)
+    pc = tl.fma(pc, wc, 0.246640727)
+    pc = tl.fma(pc, wc, 1.50140941)
     wt = tl.sqrt_rn(w) - 3.0
-    pt = _fma32(wt, -0.000200214257, 0.000100950558, EXACT_FMA)
-    pt = _fma32(pt, wt, 0.00134934322, EXACT_FMA)
-    pt = _fma32(pt, wt, -0.00367342844, EXACT_FMA)
-    pt = _fma32(pt, wt, 0.00573950773, EXACT_FMA)
-    pt = _fma32(pt, wt, -0.0076224613, EXACT_FMA)
-    pt = _fma32(pt, wt, 0.00943887047, EXACT_FMA)
-    pt = _fma32(pt, wt, 1.00167406, EXACT_FMA)
-    pt = _fma32(pt, wt, 2.83297682, EXACT_FMA)
+    pt = tl.fma(wt, -0.000200214257, 0.000100950558)
+    pt = tl.fma(pt, wt, 0.00134934322)
+    pt = tl.fma(pt, wt, -0.00367342844)
+    pt = tl.fma(pt, wt, 0.00573950773)
+    pt = tl.fma(pt, wt, -0.0076224613)
+    pt = tl.fma(pt, wt, 0.00943887047)
+    pt = tl.fma(pt, wt, 1.00167406)
+    pt = tl.fma(pt, wt, 2.83297682)
     poly = tl.where(w < 5.0, pc, pt)
     return 1.41421356237309505 * (poly * x)
 
@@ -340,22 +360,33 @@ def _round_f32(x, OUT_DTYPE: tl.constexpr):
 
 
 @triton.jit
-def _store_tile(out_ptr, tile_local, numel, vals, N: tl.constexpr):
-    """Store N values for local indices tile_local + [0, N), those inside [0, numel) only."""
+def _store_tile(out_ptr, tile_local, numel, vals, aligned, N: tl.constexpr):
+    """Store N values for local indices tile_local + [0, N), those inside [0, numel) only.
+
+    `aligned`: the tensor starts 16-byte aligned and at a Philox block boundary, so every
+    tile starts 16-byte aligned (N and CHUNK elements are multiples of 16 bytes); a full
+    tile of such a tensor takes the unmasked store with the alignment hint, which the
+    compiler turns into 16-byte vector stores. Any other tile: the masked store.
+    """
     offs = tl.arange(0, N)
-    lo = tl.maximum(-tile_local, 0).to(tl.int32)
-    hi = tl.minimum(numel - tile_local, N).to(tl.int32)
-    tl.store(out_ptr + tile_local + offs, vals, mask=(offs >= lo) & (offs < hi))
+    start = out_ptr + tile_local
+    if aligned & (tile_local + N <= numel):
+        tl.store(tl.multiple_of(start, 16) + offs, vals)
+    else:
+        lo = tl.maximum(-tile_local, 0).to(tl.int32)
+        hi = tl.minimum(numel - tile_local, N).to(tl.int32)
+        tl.store(start + offs, vals, mask=(offs >= lo) & (offs < hi))
 
 
 @triton.jit
-def _fill_chunk_f32_math(out_ptr, numel, first, chunk, k0, k1, s0, s1, dist,
+def _fill_chunk_f32_math(out_ptr, aligned16, numel, first, chunk, k0, k1, s0, s1, dist,
                          p0, p1, p2, p3, p4, p5, p6, p7,
-                         OUT_DTYPE: tl.constexpr, CHUNK: tl.constexpr, TILE: tl.constexpr,
+                         OUT_DTYPE: tl.constexpr, CHUNK, TILE: tl.constexpr,
                          EXACT_FMA: tl.constexpr):
     """Chunk `chunk` of one tensor, fp32-math distributions (4 elements per Philox block)."""
     base_block = first // 4 + chunk * (CHUNK // 4)
     base_local = chunk * CHUNK - first % 4  # local index of word 0 of base_block
+    aligned = aligned16 & (first % 4 == 0)
     n_tiles = tl.cdiv(tl.minimum(numel - base_local, CHUNK), 4 * TILE)
     q0 = p0.to(tl.float32)
     q1 = p1.to(tl.float32)
@@ -376,32 +407,30 @@ def _fill_chunk_f32_math(out_ptr, numel, first, chunk, k0, k1, s0, s1, dist,
             wa = tl.interleave(w0, w2)  # even words of pairs (0, 1) and (2, 3)
             wb = tl.interleave(w1, w3)  # odd words
             if dist == NORMAL:
-                r = tl.sqrt_rn(-2.0 * _log_f32(_u24o(wa), EXACT_FMA))
+                r = tl.sqrt_rn(-2.0 * _log_f32(_u24o(wa)))
                 theta = 6.2831853071795864769 * _u24(wb)
-                s, c = _sincos_f32(theta, EXACT_FMA)
-                vals = tl.interleave(_fma32(r * c, q1, q0, EXACT_FMA),
-                                     _fma32(r * s, q1, q0, EXACT_FMA))
+                s, c = _sincos_f32(theta)
+                vals = tl.fma(tl.interleave(r * c, r * s), q1, q0)
             else:
                 w = tl.interleave(wa, wb)  # words 0, 1, 2, 3 of each block, in element order
                 if dist == UNIFORM:
                     vals = _fma32(_u24(w), q0, q1, EXACT_FMA)
                 else:  # TRUNC_NORMAL
                     p = _fma32(_u24m(w), q3, q2, EXACT_FMA)
-                    z = _normal_quantile_f32(p, EXACT_FMA)
-                    z = tl.minimum(tl.maximum(z, q4), q5)
-                    x = _fma32(z, q1, q0, EXACT_FMA)
-                    vals = tl.minimum(tl.maximum(x, q6), q7)
+                    z = _clamp(_normal_quantile_f32(p), q4, q5)
+                    vals = _clamp(tl.fma(z, q1, q0), q6, q7)
         _store_tile(out_ptr, base_local + i * (4 * TILE), numel, _round_f32(vals, OUT_DTYPE),
-                    4 * TILE)
+                    aligned, 4 * TILE)
 
 
 @triton.jit
-def _fill_chunk_f64_math(out_ptr, numel, first, chunk, k0, k1, s0, s1, dist,
+def _fill_chunk_f64_math(out_ptr, aligned16, numel, first, chunk, k0, k1, s0, s1, dist,
                          p0, p1, p2, p3, p4, p5, p6, p7,
-                         OUT_DTYPE: tl.constexpr, CHUNK: tl.constexpr, TILE: tl.constexpr):
+                         OUT_DTYPE: tl.constexpr, CHUNK, TILE: tl.constexpr):
     """Chunk `chunk` of one tensor, fp64 math (2 elements per Philox block)."""
     base_block = first // 2 + chunk * (CHUNK // 2)
     base_local = chunk * CHUNK - first % 2
+    aligned = aligned16 & (first % 2 == 0)
     n_tiles = tl.cdiv(tl.minimum(numel - base_local, CHUNK), 2 * TILE)
     for i in range(n_tiles):
         if dist == CONSTANT:
@@ -421,26 +450,26 @@ def _fill_chunk_f64_math(out_ptr, numel, first, chunk, k0, k1, s0, s1, dist,
                 if dist == UNIFORM:
                     vals = tl.fma(u, p0, p1)
                 else:  # TRUNC_NORMAL, TRUNC_NORMAL_FP64
-                    z = _normal_quantile_f64(tl.fma(u, p3, p2))
-                    z = tl.minimum(tl.maximum(z, p4), p5)
-                    x = tl.fma(z, p1, p0)
-                    vals = tl.minimum(tl.maximum(x, p6), p7)
+                    z = _clamp(_normal_quantile_f64(tl.fma(u, p3, p2)), p4, p5)
+                    vals = _clamp(tl.fma(z, p1, p0), p6, p7)
         if OUT_DTYPE == tl.float64:
-            _store_tile(out_ptr, base_local + i * (2 * TILE), numel, vals, 2 * TILE)
+            _store_tile(out_ptr, base_local + i * (2 * TILE), numel, vals, aligned, 2 * TILE)
         else:  # the contract's rounding path: fp32 first, then the dtype
             _store_tile(out_ptr, base_local + i * (2 * TILE), numel,
-                        _round_f32(vals.to(tl.float32), OUT_DTYPE), 2 * TILE)
+                        _round_f32(vals.to(tl.float32), OUT_DTYPE), aligned, 2 * TILE)
 
 
 @triton.jit
-def _fill_kernel(table_ptr, map_ptr, OUT_DTYPE: tl.constexpr, CHUNK: tl.constexpr,
-                 TILE: tl.constexpr, EXACT_FMA: tl.constexpr):
+def _fill_kernel(table_ptr, map_ptr, CHUNK, OUT_DTYPE: tl.constexpr, TILE: tl.constexpr,
+                 EXACT_FMA: tl.constexpr):
     """Program pid fills chunk map[pid, 1] of tensor map[pid, 0] (descriptor rows of table)."""
     pid = tl.program_id(0).to(tl.int64)
     tensor = tl.load(map_ptr + 2 * pid)
     chunk = tl.load(map_ptr + 2 * pid + 1)
     row = table_ptr + tensor * _DESC_WORDS
-    out_ptr = tl.load(row + 0).to(tl.pointer_type(OUT_DTYPE))
+    addr = tl.load(row + 0)
+    out_ptr = addr.to(tl.pointer_type(OUT_DTYPE))
+    aligned16 = (addr % 16) == 0
     numel = tl.load(row + 1)
     first = tl.load(row + 2)
     k0 = tl.load(row + 3).to(tl.uint32)
@@ -457,14 +486,14 @@ def _fill_kernel(table_ptr, map_ptr, OUT_DTYPE: tl.constexpr, CHUNK: tl.constexp
     p6 = tl.load(row + 14).to(tl.float64, bitcast=True)
     p7 = tl.load(row + 15).to(tl.float64, bitcast=True)
     if OUT_DTYPE == tl.float64:
-        _fill_chunk_f64_math(out_ptr, numel, first, chunk, k0, k1, s0, s1, dist,
+        _fill_chunk_f64_math(out_ptr, aligned16, numel, first, chunk, k0, k1, s0, s1, dist,
                              p0, p1, p2, p3, p4, p5, p6, p7, OUT_DTYPE, CHUNK, TILE)
     else:
         if dist == TRUNC_NORMAL_FP64:
-            _fill_chunk_f64_math(out_ptr, numel, first, chunk, k0, k1, s0, s1, dist,
+            _fill_chunk_f64_math(out_ptr, aligned16, numel, first, chunk, k0, k1, s0, s1, dist,
                                  p0, p1, p2, p3, p4, p5, p6, p7, OUT_DTYPE, CHUNK, TILE)
         else:
-            _fill_chunk_f32_math(out_ptr, numel, first, chunk, k0, k1, s0, s1, dist,
+            _fill_chunk_f32_math(out_ptr, aligned16, numel, first, chunk, k0, k1, s0, s1, dist,
                                  p0, p1, p2, p3, p4, p5, p6, p7, OUT_DTYPE, CHUNK, TILE,
                                  EXACT_FMA)
 
@@ -572,27 +601,22 @@ def fill(fills: Sequence, config: LaunchConfig = DEFAULT_CONFIG) -> int:
     chunk = chunk_for(total, device, config)
     desc, block_map = build_tables(fills, chunk)
     host = np.concatenate([desc.reshape(-1), block_map.reshape(-1)])
-    table = torch.from_numpy(host).to(device)
+    table = torch.from_numpy(host)
+    if device.type == "cuda":  # pinned, so the copy does not wait for the host
+        table = table.pin_memory().to(device, non_blocking=True)
+    else:
+        table = table.to(device)
     map_all = table[desc.size:]
     exact_fma = _exact_fma_path(device)
     launches = 0
     programs = len(block_map)
-    context = torch.cuda.device(device) if device.type == "cuda" else _null_context()
-    with context:
+    with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
         for start in range(0, programs, config.max_programs):
             n = min(config.max_programs, programs - start)
             _fill_kernel[(n,)](
-                table, map_all[2 * start:], OUT_DTYPE=OUT_DTYPES[dtype], CHUNK=chunk,
+                table, map_all[2 * start:], chunk, OUT_DTYPE=OUT_DTYPES[dtype],
                 TILE=config.tile_blocks, EXACT_FMA=exact_fma,
                 num_warps=config.num_warps, enable_fp_fusion=False,
             )
             launches += 1
     return launches
-
-
-class _null_context:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False

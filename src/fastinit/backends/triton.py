@@ -6,6 +6,7 @@ on the CPU only under TRITON_INTERPRET=1 (Triton's interpreter, which is how CI 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Sequence
 
 import torch
@@ -18,9 +19,10 @@ try:
     import triton  # noqa: F401  (the ImportError is what a user who asked for Triton needs)
 
     from ..kernels import fill as _fill
-except ImportError as exc:  # kept to re-raise when this backend is asked for by name
+except (ImportError, OSError, RuntimeError) as exc:  # no or a broken Triton (its shared
+    # library or driver probe); kept to re-raise when this backend is asked for by name
     _fill = None
-    IMPORT_ERROR: ImportError | None = exc
+    IMPORT_ERROR: Exception | None = exc
 else:
     IMPORT_ERROR = None
 
@@ -45,8 +47,6 @@ def run(fills: Sequence[Fill], config=None) -> None:
     if interpreting() and fills[0].tensor.device.type != "cpu":
         # The interpreter dereferences the table's raw addresses on the host: generate into
         # host scratch tensors and copy them to the device.
-        from dataclasses import replace
-
         pairs = [(f.tensor, torch.empty(f.tensor.shape, dtype=f.tensor.dtype)) for f in fills]
         _fill.fill([replace(f, tensor=s) for f, (_, s) in zip(fills, pairs)], config)
         for target, scratch in pairs:
