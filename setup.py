@@ -146,7 +146,8 @@ def cuda_library_dirs(nvcc: str) -> list:
     home = os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
     dirs += [os.path.join(home, "lib64"), os.path.join(home, "lib"),
              os.path.join(home, "targets", "x86_64-linux", "lib")]
-    found = [d for d in dict.fromkeys(dirs) if os.path.isfile(os.path.join(d, "libcudart_static.a"))]
+    dirs = list(dict.fromkeys(dirs))
+    found = [d for d in dirs if os.path.isfile(os.path.join(d, "libcudart_static.a"))]
     if not found:
         raise CudaBuildError(f"no libcudart_static.a next to {nvcc} (looked in {dirs})")
     return found[:1]

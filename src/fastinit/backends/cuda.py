@@ -3,12 +3,14 @@
 One fused launch per (device, dtype): the fills' descriptors and a block -> (tensor, chunk) map
 are packed on the host (``_cuda.build_table``), staged in pinned memory, copied to a uint8
 tensor on the device with a non-blocking copy on the current stream, and the kernel is launched
-on that same stream. The device table is freed when this function returns; torch's caching
-allocator hands its memory out again only to work queued after the kernel on that stream, so it
-is never freed under the kernel, and nothing here synchronises with the device.
+on that same stream. The device table is released as soon as the launch is queued: torch's
+caching allocator hands its memory out again only to work queued after the kernel on that
+stream, so it is never reused under the kernel, and nothing here synchronises with the device.
 """
 from __future__ import annotations
 
+import glob
+import os
 from typing import Sequence
 
 import torch
@@ -19,11 +21,18 @@ NAME = "cuda"
 
 
 def _load():
-    """(module, None) when the CUDA module loads and the runtime sees a device, else (None, error)."""
+    """(module, None) when the module loads and its runtime sees a device, else (None, why)."""
     try:
         from .. import _cuda
     except ImportError as exc:  # not built (no nvcc, FASTINIT_CUDA=0) or cannot load
-        return None, exc
+        built = glob.glob(os.path.join(os.path.dirname(os.path.dirname(__file__)), "_cuda.*"))
+        why = ImportError(
+            f"fastinit._cuda failed to load: {exc}" if built else
+            f"fastinit._cuda was not built (no nvcc at install time, or FASTINIT_CUDA=0; "
+            f"reinstall with FASTINIT_CUDA=1 to require it): {exc}"
+        )
+        why.__cause__ = exc
+        return None, why
     if torch.version.hip is not None:
         return None, ImportError(
             f"fastinit._cuda is built for NVIDIA CUDA; this torch is a ROCm build "
