@@ -29,9 +29,10 @@ the constexpr path EXACT_FMA of ``_fma32``: the product of two fp32 values is ex
 the fp64 sum is corrected to round-to-odd from its exact error (TwoSum; no product involved, so
 contraction cannot change it), and a round-to-odd fp64 value rounds to fp32 correctly
 (53 >= 24 + 2 bits), the method of the reference backend's ``fma_f32``. The polynomial fmas are
-plain ``tl.fma`` (an unfused interpreter moves them by an ulp, inside the tolerance). fp64
-uniform is fma(u53, scale, shift) with one rounding like the C++ backends (the reference
-rounds the product and the sum separately; the contract tests compare fp64 with a tolerance).
+plain ``tl.fma`` (an unfused interpreter moves them by an ulp, inside the tolerance). fp64 math
+rounds products and sums separately (u53 * scale + shift), as fill.h and the reference do, so
+fp64 uniform is bitwise equal on every backend too. trunc_normal elements whose p falls below
+Giles' fitted range (p < 2^-24, kGilesMinP of fill.h) take the fp64 quantile, rounded to fp32.
 Each kernel is launched with ``enable_fp_fusion=False`` so the compiler does not contract a
 separate multiply and add into an fma (the C++ build uses -ffp-contract=off / --fmad=false);
 fp32 square roots are ``sqrt_rn`` (Triton's ``sqrt`` is approximate on the GPU); rint is the
@@ -77,6 +78,8 @@ DESC_SEED_LO, DESC_SEED_HI, DESC_STREAM_LO, DESC_STREAM_HI, DESC_DIST = 3, 4, 5,
 DESC_PARAM = 8
 DESC_WORDS = 16
 _DESC_WORDS = tl.constexpr(DESC_WORDS)
+# Giles' fp32 erfinv is fitted for p >= 2^-24 (kGilesMinP in csrc/fastinit/fill.h).
+GILES_MIN_P = tl.constexpr(5.9604644775390625e-08)
 _INF = tl.constexpr(float("inf"))
 _NEG_INF = tl.constexpr(float("-inf"))
 
@@ -417,7 +420,11 @@ def _fill_chunk_f32_math(out_ptr, aligned16, numel, first, chunk, k0, k1, s0, s1
                     vals = _fma32(_u24(w), q0, q1, EXACT_FMA)
                 else:  # TRUNC_NORMAL
                     p = _fma32(_u24m(w), q3, q2, EXACT_FMA)
-                    z = _clamp(_normal_quantile_f32(p), q4, q5)
+                    z = _normal_quantile_f32(p)
+                    if tl.min(p, axis=0) < GILES_MIN_P:  # rare tiles: below Giles' range
+                        z = tl.where(p < GILES_MIN_P,
+                                     _normal_quantile_f64(p.to(tl.float64)).to(tl.float32), z)
+                    z = _clamp(z, q4, q5)
                     vals = _clamp(tl.fma(z, q1, q0), q6, q7)
         _store_tile(out_ptr, base_local + i * (4 * TILE), numel, _round_f32(vals, OUT_DTYPE),
                     aligned, 4 * TILE)
@@ -444,14 +451,14 @@ def _fill_chunk_f64_math(out_ptr, aligned16, numel, first, chunk, k0, k1, s0, s1
                 r = tl.sqrt(-2.0 * tl.log(_u53(w0, w1) + 1.1102230246251565404e-16))
                 theta = 6.283185307179586476925 * _u53(w2, w3)
                 z = tl.interleave(r * tl.cos(theta), r * tl.sin(theta))
-                vals = tl.fma(z, p1, p0)
+                vals = z * p1 + p0
             else:
                 u = tl.interleave(_u53(w0, w1), _u53(w2, w3))
                 if dist == UNIFORM:
-                    vals = tl.fma(u, p0, p1)
+                    vals = u * p0 + p1
                 else:  # TRUNC_NORMAL, TRUNC_NORMAL_FP64
-                    z = _clamp(_normal_quantile_f64(tl.fma(u, p3, p2)), p4, p5)
-                    vals = _clamp(tl.fma(z, p1, p0), p6, p7)
+                    z = _clamp(_normal_quantile_f64(u * p3 + p2), p4, p5)
+                    vals = _clamp(z * p1 + p0, p6, p7)
         if OUT_DTYPE == tl.float64:
             _store_tile(out_ptr, base_local + i * (2 * TILE), numel, vals, aligned, 2 * TILE)
         else:  # the contract's rounding path: fp32 first, then the dtype

@@ -205,18 +205,28 @@ inline __attribute__((always_inline)) void batch_values_f32(const FillDescriptor
       if (central_quantile_range(d.param[2], d.param[2] + d.param[3])) {
 #pragma omp simd
         for (int i = 0; i < nblocks; ++i) {
-          v[4 * i + 0] = trunc_normal_value_f32<false>(w0[i], q);
-          v[4 * i + 1] = trunc_normal_value_f32<false>(w1[i], q);
-          v[4 * i + 2] = trunc_normal_value_f32<false>(w2[i], q);
-          v[4 * i + 3] = trunc_normal_value_f32<false>(w3[i], q);
+          v[4 * i + 0] = trunc_normal_value_giles<false>(w0[i], q);
+          v[4 * i + 1] = trunc_normal_value_giles<false>(w1[i], q);
+          v[4 * i + 2] = trunc_normal_value_giles<false>(w2[i], q);
+          v[4 * i + 3] = trunc_normal_value_giles<false>(w3[i], q);
         }
-      } else {
+        break;
+      }
 #pragma omp simd
+      for (int i = 0; i < nblocks; ++i) {
+        v[4 * i + 0] = trunc_normal_value_giles(w0[i], q);
+        v[4 * i + 1] = trunc_normal_value_giles(w1[i], q);
+        v[4 * i + 2] = trunc_normal_value_giles(w2[i], q);
+        v[4 * i + 3] = trunc_normal_value_giles(w3[i], q);
+      }
+      if (q.p[2] < kGilesMinP) {  // some p may fall below Giles' range: redo those exactly
+        const uint32_t* words[4] = {w0, w1, w2, w3};
         for (int i = 0; i < nblocks; ++i) {
-          v[4 * i + 0] = trunc_normal_value_f32(w0[i], q);
-          v[4 * i + 1] = trunc_normal_value_f32(w1[i], q);
-          v[4 * i + 2] = trunc_normal_value_f32(w2[i], q);
-          v[4 * i + 3] = trunc_normal_value_f32(w3[i], q);
+          for (int t = 0; t < 4; ++t) {
+            if (trunc_normal_p(words[t][i], q) < kGilesMinP) {
+              v[4 * i + t] = trunc_normal_value_f32(words[t][i], q);
+            }
+          }
         }
       }
       break;

@@ -76,11 +76,34 @@ FASTINIT_HD T clamp_to(T x, T lo, T hi) {
   return x > hi ? hi : x;
 }
 
+// Giles' fp32 erfinv is accurate to ~1.2e-6 in z for p >= 2^-24; below, it extrapolates (at
+// p = 1e-22 it even returns a positive z). Those elements take the fp64 quantile (AS241).
+constexpr float kGilesMinP = 5.9604644775390625e-8f;  // 2^-24
+
+FASTINIT_HD float trunc_normal_p(uint32_t w, const ParamsF32& q) {
+  return std::fma(u24m(w), q.p[3], q.p[2]);
+}
+
+FASTINIT_HD float trunc_normal_from_z(float z, const ParamsF32& q) {
+  z = clamp_to(z, q.p[4], q.p[5]);
+  return clamp_to(std::fma(z, q.p[1], q.p[0]), q.p[6], q.p[7]);
+}
+
+// Branch-free form for vectorised loops: correct whenever p >= kGilesMinP; the caller redoes
+// the other elements with trunc_normal_value_f32.
+template <bool kWithTail = true>
+FASTINIT_HD float trunc_normal_value_giles(uint32_t w, const ParamsF32& q) {
+  return trunc_normal_from_z(normal_quantile_f32<kWithTail>(trunc_normal_p(w, q)), q);
+}
+
+// The contract's value of one trunc_normal element (fp32 math). kWithTail = false: see
+// normal_quantile_f32 (then p >= kGilesMinP too).
 template <bool kWithTail = true>
 FASTINIT_HD float trunc_normal_value_f32(uint32_t w, const ParamsF32& q) {
-  const float p = std::fma(u24m(w), q.p[3], q.p[2]);
-  const float z = clamp_to(normal_quantile_f32<kWithTail>(p), q.p[4], q.p[5]);
-  return clamp_to(std::fma(z, q.p[1], q.p[0]), q.p[6], q.p[7]);
+  const float p = trunc_normal_p(w, q);
+  const float z = p < kGilesMinP ? static_cast<float>(normal_quantile_f64(p))
+                                 : normal_quantile_f32<kWithTail>(p);
+  return trunc_normal_from_z(z, q);
 }
 
 // fp32-math distributions: the four values of one Philox block (element 4*block + t).
@@ -105,19 +128,19 @@ FASTINIT_HD void block_values_f32(int32_t dist, const ParamsF32& q, const Words4
 // fp64-math distributions: the value of element 2*block + t, t in {0, 1}.
 FASTINIT_HD double element_value_f64(int32_t dist, const double* param, const Words4& w, int t) {
   switch (dist) {
-    case kUniform:
-      return std::fma(u53(w.w[2 * t], w.w[2 * t + 1]), param[0], param[1]);
+    case kUniform:  // product and sum rounded separately: the reference's exact formula
+      return u53(w.w[2 * t], w.w[2 * t + 1]) * param[0] + param[1];
     case kNormal: {
       const double r = std::sqrt(-2.0 * std::log(u53o(w.w[0], w.w[1])));
       const double theta = 6.283185307179586476925 * u53(w.w[2], w.w[3]);
       const double z = r * (t == 0 ? std::cos(theta) : std::sin(theta));
-      return std::fma(z, param[1], param[0]);
+      return z * param[1] + param[0];
     }
     case kTruncNormal:
     case kTruncNormalFp64: {
-      const double p = std::fma(u53(w.w[2 * t], w.w[2 * t + 1]), param[3], param[2]);
+      const double p = u53(w.w[2 * t], w.w[2 * t + 1]) * param[3] + param[2];
       const double z = clamp_to(normal_quantile_f64(p), param[4], param[5]);
-      return clamp_to(std::fma(z, param[1], param[0]), param[6], param[7]);
+      return clamp_to(z * param[1] + param[0], param[6], param[7]);
     }
     default:
       return param[0];
