@@ -11,6 +11,7 @@ so it sees the values it would have seen.
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 from typing import Iterator, Sequence
 
@@ -123,16 +124,31 @@ def fused() -> Iterator[Recorder]:
     import fastinit
 
     recorder = Recorder()
-    originals = {name: getattr(torch.nn.init, name) for name in torch.nn.init.__all__
-                 if hasattr(fastinit, name)}
+    originals = _bound_init_functions(fastinit)
     _local.recorder = recorder
     try:
-        for name in originals:
-            setattr(torch.nn.init, name, getattr(fastinit, name))
+        for module, name, _ in originals:
+            setattr(module, name, getattr(fastinit, name))
         with _FlushOnAccess(recorder):
             yield recorder
     finally:
-        for name, fn in originals.items():
-            setattr(torch.nn.init, name, fn)
+        for module, name, fn in reversed(originals):
+            setattr(module, name, fn)
         _local.recorder = None
     recorder.flush()
+
+
+def _bound_init_functions(fastinit) -> list:
+    """(module, name, function) for each torch.nn.init function fastinit replaces: in
+    torch.nn.init, and in every loaded torch.nn module that imported it by name
+    (torch.nn.modules.activation and .transformer do `from torch.nn.init import xavier_uniform_`,
+    so MultiheadAttention and Transformer would otherwise bypass the patch)."""
+    current = {name: getattr(torch.nn.init, name) for name in torch.nn.init.__all__
+               if hasattr(fastinit, name)}
+    out = [(torch.nn.init, name, fn) for name, fn in current.items()]
+    for module_name, module in list(sys.modules.items()):
+        if module is None or module is torch.nn.init or not module_name.startswith("torch.nn."):
+            continue
+        namespace = getattr(module, "__dict__", {})
+        out.extend((module, name, fn) for name, fn in current.items() if namespace.get(name) is fn)
+    return out

@@ -211,16 +211,24 @@ def _own_init_modules(module: nn.Module, prefix: str, covered: set[int]) -> list
     return out
 
 
-def _run(module: nn.Module, seed: Optional[int], prefix: str, rules_for, call_own: bool) -> InitResult:
+def _run(module: nn.Module, seed: Optional[int], prefix: str, rules_for, call_own: bool,
+         own_first: bool = False) -> InitResult:
     result = InitResult(seed=_resolve_seed(seed))
     inits, tensors = _collect(module, prefix, rules_for)
     _plan_all(inits)  # every error is raised here, before anything is written
     covered = {id(ti.tensor) for ti in inits}
     own = _own_init_modules(module, prefix, covered) if call_own else []
+
+    def call_own_resets():
+        for name, mod in own:
+            mod.reset_parameters()
+            result.not_fused.append(name or type(mod).__name__)
+
+    if own_first:  # materialize with rules: the rules' values win over a module's own reset
+        call_own_resets()
     _execute(inits, result.seed, result)
-    for name, mod in own:
-        mod.reset_parameters()
-        result.not_fused.append(name or type(mod).__name__)
+    if not own_first:
+        call_own_resets()
     covered |= {id(t) for _, mod in own for t in list(mod.parameters()) + list(mod.buffers())}
     result.untouched = [name for name, t in tensors.items() if id(t) not in covered]
     return result
@@ -299,6 +307,24 @@ def init_module(module: nn.Module, rules: Rules, *, seed: Optional[int] = None,
     return _run(module, seed, prefix, _rules_for_user(rules, module, prefix), call_own=False)
 
 
+def _tied_aliases(module: nn.Module) -> list[tuple[nn.Module, str, str, str]]:
+    """(owner module, "_parameters" or "_buffers", local name, first fully qualified name) of
+    every later name of a tensor held under more than one name."""
+    first: dict[int, str] = {}
+    out = []
+    for mod_name, mod in module.named_modules(remove_duplicate=False):
+        for slot in ("_parameters", "_buffers"):
+            for local, t in getattr(mod, slot).items():
+                if t is None:
+                    continue
+                name = f"{mod_name}.{local}" if mod_name else local
+                if id(t) not in first:
+                    first[id(t)] = name
+                elif first[id(t)] != name:
+                    out.append((mod, slot, local, first[id(t)]))
+    return out
+
+
 def materialize(module: nn.Module, device=None, dtype: Optional[torch.dtype] = None, *,
                 seed: Optional[int] = None, rules: Optional[Rules] = None) -> InitResult:
     """Allocate a model built on the meta device on `device` (default: CUDA if present, else
@@ -307,16 +333,24 @@ def materialize(module: nn.Module, device=None, dtype: Optional[torch.dtype] = N
     Peak memory is the parameters themselves: tensors are allocated uninitialised
     (`to_empty`) and written once. A buffer no rule derives is restored by its module's own
     `reset_parameters` when it has one; otherwise it is left uninitialised with a warning.
+    Tied parameters stay tied (torch's `to_empty` alone would untie them).
     """
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if dtype is not None:
         module.to(dtype)  # on meta: only metadata changes
-    module.to_empty(device=device)
+    aliases = _tied_aliases(module)
+    module.to_empty(device=device)  # gives each module its own new tensor: unties tied ones
+    for owner, slot, local, first in aliases:  # tie them again, to the first name's tensor
+        getattr(owner, slot)[local] = _lookup(module, first)
     if rules is None:
         result = reset_parameters(module, seed=seed)
     else:
-        result = init_module(module, rules, seed=seed)
+        # init_module's rules; then a module holding tensors no rule covers (rotary tables,
+        # running statistics) restores them with its own reset_parameters, which runs first so
+        # that the rule-covered tensors it may also reset end with the rules' values.
+        result = _run(module, seed, "", _rules_for_user(rules, module, ""), call_own=True,
+                      own_first=True)
     if result.untouched:
         warnings.warn(f"materialize: no rule or reset_parameters initialises {result.untouched}; "
                       "their memory is uninitialised", stacklevel=2)
