@@ -22,6 +22,7 @@ from .contract import Distribution, check_seed, draw_seed, stream_for_name
 from .errors import InitValueError
 from .gains import _calculate_fan_in_and_fan_out
 from .plan import DTYPE_CODES, make_fill
+from .sharding import check_unsharded, local_index, local_tensor
 
 SQRT5 = math.sqrt(5.0)
 Rules = Mapping[Union[type, str], Union[spec.Spec, Mapping[str, spec.Spec]]]
@@ -164,6 +165,11 @@ def _collect(module: nn.Module, prefix: str, rules_for: Callable[[nn.Module, str
 def _plan_all(inits: list[TensorInit]) -> None:
     for ti in inits:
         ti.plan = ti.spec.plan(ti.tensor, ti.name)
+        if ti.plan is None and not ti.tensor.is_meta:
+            try:  # orthogonal / eye / dirac need the whole matrix: refuse before any write
+                check_unsharded(ti.tensor, f"{ti.spec.kind}_")
+            except InitValueError as exc:
+                raise InitValueError(f"{ti.spec!r} cannot initialise {ti.name!r}: {exc}") from None
 
 
 def _execute(inits: list[TensorInit], seed: int, result: InitResult) -> None:
@@ -194,7 +200,9 @@ def _execute(inits: list[TensorInit], seed: int, result: InitResult) -> None:
             padding_idx = getattr(ti.owner, "padding_idx", None)
             if (isinstance(ti.owner, (nn.Embedding, nn.EmbeddingBag)) and padding_idx is not None
                     and ti.tensor is ti.owner.weight and not ti.tensor.is_meta):
-                ti.tensor[padding_idx].fill_(0)
+                row = local_index(ti.tensor, 0, padding_idx)  # a shard may not hold the row
+                if row is not None:
+                    local_tensor(ti.tensor)[row].fill_(0)
 
 
 def _resolve_seed(seed: Optional[int]) -> int:
