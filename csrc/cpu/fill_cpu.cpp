@@ -212,31 +212,32 @@ inline __attribute__((always_inline)) void batch_values_f32(const FillDescriptor
       break;
     }
     default: {  // kTruncNormal
-      if (central_quantile_range(d.param[2], d.param[2] + d.param[3])) {
+      // p first, with its range: the batch takes Giles' central polynomial alone when every p
+      // allows it, and only elements below Giles' range (rare) are redone in fp64.
+      float pmin = 1.0f, pmax = 0.0f;
+#pragma omp simd reduction(min : pmin) reduction(max : pmax)
+      for (int i = 0; i < nblocks; ++i) {
+        const float p0 = trunc_normal_p(w0[i], q), p1 = trunc_normal_p(w1[i], q);
+        const float p2 = trunc_normal_p(w2[i], q), p3 = trunc_normal_p(w3[i], q);
+        v[4 * i + 0] = p0;
+        v[4 * i + 1] = p1;
+        v[4 * i + 2] = p2;
+        v[4 * i + 3] = p3;
+        pmin = std::min(pmin, std::min(std::min(p0, p1), std::min(p2, p3)));
+        pmax = std::max(pmax, std::max(std::max(p0, p1), std::max(p2, p3)));
+      }
+      if (central_quantile_range(pmin, pmax)) {
 #pragma omp simd
-        for (int i = 0; i < nblocks; ++i) {
-          v[4 * i + 0] = trunc_normal_value_giles<false>(w0[i], q);
-          v[4 * i + 1] = trunc_normal_value_giles<false>(w1[i], q);
-          v[4 * i + 2] = trunc_normal_value_giles<false>(w2[i], q);
-          v[4 * i + 3] = trunc_normal_value_giles<false>(w3[i], q);
-        }
+        for (int k = 0; k < 4 * nblocks; ++k) v[k] = trunc_normal_from_p<false>(v[k], q);
         break;
       }
 #pragma omp simd
-      for (int i = 0; i < nblocks; ++i) {
-        v[4 * i + 0] = trunc_normal_value_giles(w0[i], q);
-        v[4 * i + 1] = trunc_normal_value_giles(w1[i], q);
-        v[4 * i + 2] = trunc_normal_value_giles(w2[i], q);
-        v[4 * i + 3] = trunc_normal_value_giles(w3[i], q);
-      }
-      if (q.p[2] < kGilesMinP) {  // some p may fall below Giles' range: redo those exactly
+      for (int k = 0; k < 4 * nblocks; ++k) v[k] = trunc_normal_from_p(v[k], q);
+      if (pmin < kGilesMinP) {
         const uint32_t* words[4] = {w0, w1, w2, w3};
-        for (int i = 0; i < nblocks; ++i) {
-          for (int t = 0; t < 4; ++t) {
-            if (trunc_normal_p(words[t][i], q) < kGilesMinP) {
-              v[4 * i + t] = trunc_normal_value_f32(words[t][i], q);
-            }
-          }
+        for (int k = 0; k < 4 * nblocks; ++k) {
+          const uint32_t w = words[k & 3][k >> 2];
+          if (trunc_normal_p(w, q) < kGilesMinP) v[k] = trunc_normal_value_f32(w, q);
         }
       }
       break;

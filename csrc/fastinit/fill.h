@@ -89,11 +89,11 @@ FASTINIT_HD float trunc_normal_from_z(float z, const ParamsF32& q) {
   return clamp_to(std::fma(z, q.p[1], q.p[0]), q.p[6], q.p[7]);
 }
 
-// Branch-free form for vectorised loops: correct whenever p >= kGilesMinP; the caller redoes
-// the other elements with trunc_normal_value_f32.
+// Branch-free form for vectorised loops, from p: correct whenever p >= kGilesMinP; the caller
+// redoes the other elements with trunc_normal_value_f32.
 template <bool kWithTail = true>
-FASTINIT_HD float trunc_normal_value_giles(uint32_t w, const ParamsF32& q) {
-  return trunc_normal_from_z(normal_quantile_f32<kWithTail>(trunc_normal_p(w, q)), q);
+FASTINIT_HD float trunc_normal_from_p(float p, const ParamsF32& q) {
+  return trunc_normal_from_z(normal_quantile_f32<kWithTail>(p), q);
 }
 
 // The contract's value of one trunc_normal element (fp32 math). kWithTail = false: see
