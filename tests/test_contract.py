@@ -14,15 +14,17 @@ from fastinit import _C
 from fastinit.backends import cpu, reference
 from fastinit.contract import (
     Distribution,
-    constant_params,
     normal_params,
     stream_for_name,
-    trunc_normal_params,
     uniform_params,
 )
 from fastinit.plan import make_fill
 
 from conftest import poisoned
+from contract_cases import assert_matches_reference, distributions
+
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+SIZES = [0, 1, 3, 4, 5, 65535, 65536, 65537]
 
 KNOWN_ANSWERS = [
     ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
@@ -33,44 +35,6 @@ KNOWN_ANSWERS = [
         (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1),
     ),
 ]
-
-DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
-SIZES = [0, 1, 3, 4, 5, 65535, 65536, 65537]
-# Contract tolerance on z for normal and trunc_normal, scaled by std; plus one output ulp.
-Z_TOLERANCE = 4e-6
-
-
-def distributions(dtype):
-    return {
-        "uniform": (Distribution.UNIFORM, uniform_params(-0.75, 1.25)),
-        "constant": (Distribution.CONSTANT, constant_params(0.1, dtype)),
-        "normal": (Distribution.NORMAL, normal_params(0.5, 2.0)),
-        "trunc_normal": trunc_normal_params(0.0, 1.0, -2.0, 2.0, dtype),
-        "trunc_tail": trunc_normal_params(0.0, 1.0, 4.0, 5.0, dtype),
-        # fp32 path, ~2% of its p below Giles' range (2^-24): those take the fp64 quantile
-        "trunc_deep_tail": trunc_normal_params(0.0, 1.0, -7.0, -5.0, dtype),
-        "trunc_fp64_path": trunc_normal_params(0.0, 1.0, -8.0, -7.5, dtype),
-    }
-
-
-def std_of(name):
-    return {"normal": 2.0}.get(name, 1.0)
-
-
-def assert_matches_reference(out, ref, name, dtype):
-    assert not torch.isnan(out).any(), "an element was not written"
-    if name in ("uniform", "constant"):
-        assert torch.equal(out, ref), f"{name} {dtype}: not bitwise equal to the reference"
-        return
-    o, r = out.double(), ref.double()
-    ulp = torch.finfo(dtype).eps * r.abs().clamp_min(torch.finfo(dtype).tiny)
-    tol = Z_TOLERANCE * std_of(name) + ulp
-    bad = (o - r).abs() > tol
-    assert not bad.any(), (
-        f"{name} {dtype}: {int(bad.sum())} elements beyond tolerance, worst "
-        f"{float((o - r).abs().max())}"
-    )
-
 
 @pytest.mark.parametrize("counter,key,expected", KNOWN_ANSWERS)
 def test_philox_known_answers_cpp(counter, key, expected):

@@ -23,16 +23,13 @@ from fastinit.backends import cpu, reference
 from fastinit.backends import cuda as cuda_backend
 from fastinit.contract import (
     Distribution,
-    constant_params,
-    normal_params,
     stream_for_name,
-    trunc_normal_params,
-    uniform_params,
 )
 from fastinit.errors import BackendUnavailableError
 from fastinit.plan import DESCRIPTOR_SIZE, make_fill, pack_descriptors
 
 from conftest import poisoned
+from contract_cases import Z_TOLERANCE, assert_matches_reference, distributions
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,19 +43,7 @@ else:
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 FP32_MATH_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-Z_TOLERANCE = 4e-6  # the contract's tolerance on z for normal and trunc_normal
 SEED = 0x1234_5678_9ABC_DEF1
-
-
-def distributions(dtype):
-    return {
-        "uniform": (Distribution.UNIFORM, uniform_params(-0.75, 1.25)),
-        "constant": (Distribution.CONSTANT, constant_params(0.1, dtype)),
-        "normal": (Distribution.NORMAL, normal_params(0.5, 2.0)),
-        "trunc_normal": trunc_normal_params(0.0, 1.0, -2.0, 2.0, dtype),
-        "trunc_tail": trunc_normal_params(0.0, 1.0, 4.0, 5.0, dtype),
-        "trunc_fp64_path": trunc_normal_params(0.0, 1.0, -8.0, -7.5, dtype),
-    }
 
 
 NAMES = list(distributions(torch.float32))
@@ -116,21 +101,6 @@ def cpu_values(fill):
     out = torch.empty(fill.tensor.shape, dtype=fill.tensor.dtype)
     cpu.run([make_fill(out, fill.dist, fill.params, fill.seed, fill.stream, fill.first_index)])
     return out
-
-
-def assert_matches_reference(out, ref, name, dtype, std=1.0, z_tolerance=Z_TOLERANCE):
-    out, ref = out.cpu(), ref.cpu()
-    assert not torch.isnan(out).any(), "an element was not written"
-    if name in ("uniform", "constant") and dtype != torch.float64:
-        assert torch.equal(out, ref), f"{name} {dtype}: not bitwise equal to the reference"
-        return
-    o, r = out.double(), ref.double()
-    ulp = torch.finfo(dtype).eps * r.abs().clamp_min(torch.finfo(dtype).tiny)
-    bad = (o - r).abs() > z_tolerance * std + ulp
-    assert not bad.any(), (
-        f"{name} {dtype}: {int(bad.sum())} elements beyond tolerance, worst "
-        f"{float((o - r).abs().max())}"
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -463,7 +433,7 @@ def test_cuda_matches_reference(name, size, dtype):
     torch.cuda.synchronize()
     ref = torch.empty(size, dtype=dtype)
     reference.run([make_fill(ref, fill.dist, fill.params, fill.seed, fill.stream)])
-    assert_matches_reference(out, ref, name, dtype, std=2.0 if name == "normal" else 1.0)
+    assert_matches_reference(out, ref, name, dtype)
 
 
 @needs_gpu
@@ -486,7 +456,7 @@ def test_cuda_first_index_offsets(name, first_index, dtype):
     fill = cuda_fill(out, name, seed=99, stream=3, first_index=first_index)
     ref = torch.empty(5000, dtype=dtype)
     reference.run([make_fill(ref, fill.dist, fill.params, 99, 3, first_index)])
-    assert_matches_reference(out, ref, name, dtype, std=2.0 if name == "normal" else 1.0)
+    assert_matches_reference(out, ref, name, dtype)
     if dtype != torch.float64:
         assert same_bits(out, cpu_values(fill))
 
@@ -548,9 +518,7 @@ def test_cuda_matches_triton():
             if name == "uniform" and dtype != torch.float64:
                 assert same_bits(a, b), dtype
             else:  # each within the contract's tolerance of the truth: twice that apart
-                assert_matches_reference(a, b.cpu(), name, dtype,
-                                         std=2.0 if name == "normal" else 1.0,
-                                         z_tolerance=2 * Z_TOLERANCE)
+                assert_matches_reference(a, b.cpu(), name, dtype, z_tolerance=2 * Z_TOLERANCE)
 
 
 @needs_gpu

@@ -12,7 +12,6 @@ import contextlib
 import importlib
 import math
 import sys
-from collections import OrderedDict
 
 import pytest
 import torch

@@ -22,7 +22,6 @@ import subprocess
 import sys
 from collections import OrderedDict
 
-import numpy as np
 import pytest
 import torch
 from scipy import stats
@@ -33,7 +32,7 @@ from fastinit import spec
 from fastinit.backends import execute
 from fastinit.contract import Distribution
 from fastinit.errors import InitValueError
-from fastinit.llama import Llama, LlamaConfig, tiny_llama
+from fastinit.llama import tiny_llama
 from fastinit.plan import make_fill
 
 P_MIN = 1e-4

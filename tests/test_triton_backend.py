@@ -12,7 +12,6 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 pytest.importorskip("triton", reason="the triton backend needs the triton package")
@@ -22,14 +21,15 @@ from fastinit.backends import cpu, reference  # noqa: E402
 from fastinit.backends import triton as triton_backend  # noqa: E402
 from fastinit.contract import (  # noqa: E402
     Distribution,
-    constant_params,
-    normal_params,
-    trunc_normal_params,
-    uniform_params,
 )
 from fastinit.plan import make_fill  # noqa: E402
 
 from conftest import poisoned  # noqa: E402
+from contract_cases import (  # noqa: E402
+    Z_TOLERANCE,
+    assert_matches_reference,
+    distributions,
+)
 
 if triton_backend.IMPORT_ERROR is not None:
     pytest.skip(f"triton backend unavailable: {triton_backend.IMPORT_ERROR}", allow_module_level=True)
@@ -52,7 +52,6 @@ if INTERPRETED and not isinstance(
     )
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
-Z_TOLERANCE = 4e-6  # the contract's tolerance on z, scaled by std; plus one output ulp
 SEED = 0xFEDCBA9876543210  # above 2^63: the halves are split on the host
 STREAM = 0x8000000000000005
 # 4 * 2^32 - 6: Philox blocks 2^32 - 2, 2^32 - 1, 2^32, ... so the low counter word wraps and
@@ -61,40 +60,8 @@ FIRST_INDEX = 4 * 2**32 - 6
 SMALL = kernels.LaunchConfig(chunk=256, tile_blocks=32)  # 128-element tiles, 2 per chunk
 
 
-def distributions(dtype):
-    return {
-        "uniform": (Distribution.UNIFORM, uniform_params(-1 / 3, 1 / 7)),
-        "constant": (Distribution.CONSTANT, constant_params(0.1, dtype)),
-        "normal": (Distribution.NORMAL, normal_params(0.5, 2.0)),
-        "trunc_normal": trunc_normal_params(0.0, 1.0, -2.0, 2.0, dtype),
-        "trunc_tail": trunc_normal_params(0.0, 1.0, 4.0, 5.0, dtype),
-        # fp32 path, ~2% of its p below Giles' range (2^-24): those take the fp64 quantile
-        "trunc_deep_tail": trunc_normal_params(0.0, 1.0, -7.0, -5.0, dtype),
-        "trunc_fp64_path": trunc_normal_params(0.0, 1.0, -8.0, -7.5, dtype),
-    }
-
-
-def std_of(name):
-    return 2.0 if name == "normal" else 1.0
-
-
 def reference_values(fill):
     return reference.contract_values(fill).reshape(fill.tensor.shape)
-
-
-def assert_matches_reference(out, ref, name, dtype):
-    out = out.cpu()
-    assert not torch.isnan(out).any(), f"{name} {dtype}: an element was not written"
-    if name in ("uniform", "constant"):
-        assert torch.equal(out, ref), f"{name} {dtype}: not bitwise equal to the reference"
-        return
-    o, r = out.double(), ref.double()
-    ulp = torch.finfo(dtype).eps * r.abs().clamp_min(torch.finfo(dtype).tiny)
-    bad = (o - r).abs() > Z_TOLERANCE * std_of(name) + ulp
-    assert not bad.any(), (
-        f"{name} {dtype}: {int(bad.sum())} elements beyond tolerance, worst "
-        f"{float((o - r).abs().max())}"
-    )
 
 
 @triton.jit

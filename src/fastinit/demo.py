@@ -68,6 +68,17 @@ def std_check(model: Llama, rows) -> list[tuple[str, float, float]]:
     return out
 
 
+def _fastinit_side(config: LlamaConfig, dtype, device, seed):
+    """Materialise with fastinit; returns (result, seconds, fill_ seconds, std checks)."""
+    model = _build(config).to(dtype)
+    result, fast_s = _timed(lambda: whole_model.materialize(model, device, seed=seed), device)
+    checks = std_check(model, whole_model.explain(model))
+    tensors = list(model.parameters())
+    with torch.no_grad():
+        _, fill_s = _timed(lambda: [t.fill_(1.0) for t in tensors], device)
+    return result, fast_s, fill_s, checks
+
+
 def run_demo(params: float = 1.3e9, dtype: torch.dtype = torch.float32, device=None,
              seed: int = 0) -> dict:
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -77,20 +88,11 @@ def run_demo(params: float = 1.3e9, dtype: torch.dtype = torch.float32, device=N
           f"{config.num_params() / 1e9:.3f}B parameters, {dtype}, {nbytes / 2**30:.2f} GiB on {device}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
 
-    model = _build(config).to(dtype)
-    result, fast_s = _timed(lambda: whole_model.materialize(model, device, seed=seed), device)
+    result, fast_s, fill_s, checks = _fastinit_side(config, dtype, device, seed)
     print(f"fastinit.materialize: {fast_s:.3f} s ({len(result.fused)} tensors fused, "
           f"module's own init for {result.not_fused})")
-    checks = std_check(model, whole_model.explain(model))
-    tensors = [p for p in model.parameters()]
-    with torch.no_grad():
-        _, fill_s = _timed(lambda: [t.fill_(1.0) for t in tensors], device)
-    del model, tensors
-    gc.collect()
-
-    reference = _build(config).to(dtype)
-    _, torch_s = _timed(lambda: _torch_way(reference, device), device)
-    del reference
+    gc.collect()  # the fastinit model is gone: the torch side gets the same memory
+    _, torch_s = _timed(lambda: _torch_way(_build(config).to(dtype), device), device)
     gc.collect()
 
     print(f"torch way (to_empty + reset_parameters): {torch_s:.3f} s")

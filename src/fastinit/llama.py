@@ -2,7 +2,6 @@
 layers, for `fastinit demo` and the tests: no downloads, any size."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch

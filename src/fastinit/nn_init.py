@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable, Literal, Optional, TypeVar, Union
+from typing import Callable, Literal, Optional, TypeVar
 
 import torch
 from torch import Tensor

@@ -15,12 +15,12 @@ try:
     from torch.distributed.tensor import DTensor, Replicate, Shard
     from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 except ImportError:  # torch built without distributed
-    DTensor = None
+    DTensor = Replicate = Shard = None
 try:  # FSDP2 over a tensor-parallel dim shards the same dim twice: (_StridedShard(0), Shard(0))
     from torch.distributed.tensor.placement_types import _StridedShard
 except ImportError:
     _StridedShard = None
-_SHARD_TYPES = tuple(c for c in (globals().get("Shard"), _StridedShard) if c is not None)
+_SHARD_TYPES = tuple(c for c in (Shard, _StridedShard) if c is not None)
 
 
 def is_dtensor(t) -> bool:

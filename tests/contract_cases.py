@@ -1,0 +1,47 @@
+"""Shared by the backend tests: the contract's test cases and its comparison rule."""
+import torch
+
+from fastinit.contract import (
+    Distribution,
+    constant_params,
+    normal_params,
+    trunc_normal_params,
+    uniform_params,
+)
+
+# The contract's tolerance on z for normal and trunc_normal, scaled by std; plus one output ulp.
+Z_TOLERANCE = 4e-6
+
+
+def distributions(dtype):
+    """name -> (distribution, host parameters) for `dtype`."""
+    return {
+        "uniform": (Distribution.UNIFORM, uniform_params(-0.75, 1.25)),
+        "constant": (Distribution.CONSTANT, constant_params(0.1, dtype)),
+        "normal": (Distribution.NORMAL, normal_params(0.5, 2.0)),
+        "trunc_normal": trunc_normal_params(0.0, 1.0, -2.0, 2.0, dtype),
+        "trunc_tail": trunc_normal_params(0.0, 1.0, 4.0, 5.0, dtype),
+        # fp32 path, ~2% of its p below Giles' range (2^-24): those take the fp64 quantile
+        "trunc_deep_tail": trunc_normal_params(0.0, 1.0, -7.0, -5.0, dtype),
+        "trunc_fp64_path": trunc_normal_params(0.0, 1.0, -8.0, -7.5, dtype),
+    }
+
+
+def std_of(name):
+    return 2.0 if name == "normal" else 1.0
+
+
+def assert_matches_reference(out, ref, name, dtype, z_tolerance=Z_TOLERANCE):
+    """Bitwise for uniform and constant; within the contract's tolerance otherwise."""
+    out, ref = out.cpu(), ref.cpu()
+    assert not torch.isnan(out).any(), f"{name} {dtype}: an element was not written"
+    if name in ("uniform", "constant"):
+        assert torch.equal(out, ref), f"{name} {dtype}: not bitwise equal to the reference"
+        return
+    o, r = out.double(), ref.double()
+    ulp = torch.finfo(dtype).eps * r.abs().clamp_min(torch.finfo(dtype).tiny)
+    bad = (o - r).abs() > z_tolerance * std_of(name) + ulp
+    assert not bad.any(), (
+        f"{name} {dtype}: {int(bad.sum())} elements beyond tolerance, worst "
+        f"{float((o - r).abs().max())}"
+    )
