@@ -44,4 +44,4 @@ def test_init(benchmark, target, case, impl):
     fn = {"fastinit": ours, "torch": theirs, "fill_": lambda x: x.fill_(1.0)}[impl]
     benchmark.group = f"{case} {dtype_name}"
     benchmark.extra_info.update(impl=impl, numel=t.numel(), dtype=dtype_name)
-    benchmark.pedantic(fn, args=(t,), rounds=5, iterations=1, warmup_rounds=1)
+    benchmark.pedantic(fn, args=(t,), rounds=11, iterations=1, warmup_rounds=1)

@@ -9,6 +9,10 @@
 
 #include <omp.h>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -245,12 +249,35 @@ inline __attribute__((always_inline)) void batch_values_f32(const FillDescriptor
   }
 }
 
+// Initialisation is often the first touch of freshly allocated memory (a model materialised
+// from meta). Faulting the pages in with one MADV_POPULATE_WRITE per chunk, on the thread that
+// then fills the chunk, costs about half of taking a page fault per 4 KiB on first write. A
+// chunk whose first page is already resident (memory written before) skips it. It never
+// changes the contents; kernels without it (before Linux 5.14) return EINVAL, ignored.
+void prefault(char* begin, char* end) {
+#if defined(__linux__)
+  constexpr int kPopulateWrite = 23;  // MADV_POPULATE_WRITE
+  constexpr uintptr_t kPage = 4096;
+  const uintptr_t first = (reinterpret_cast<uintptr_t>(begin) + kPage - 1) & ~(kPage - 1);
+  const uintptr_t last = reinterpret_cast<uintptr_t>(end) & ~(kPage - 1);
+  unsigned char resident = 0;
+  if (last >= first + 16 * kPage &&
+      mincore(reinterpret_cast<void*>(first), kPage, &resident) == 0 && !(resident & 1)) {
+    madvise(reinterpret_cast<void*>(first), last - first, kPopulateWrite);
+  }
+#else
+  (void)begin;
+  (void)end;
+#endif
+}
+
 // Elements [begin, end) (local indices) of one tensor.
 template <typename Philox>
 inline __attribute__((always_inline)) void fill_range_impl(const FillDescriptor& d, int64_t begin,
                                                            int64_t end) {
   char* const base = reinterpret_cast<char*>(d.data);
   const size_t esize = element_size(d.dtype);
+  prefault(base + begin * esize, base + end * esize);
   if (d.dist == kConstant) {
     // The value is already rounded to the dtype on the host: store its bit pattern.
     if (d.dtype == kFloat64) {
