@@ -53,6 +53,7 @@ CUDA_LINK_LIBRARIES = ["cudart_static", "dl", "rt", "pthread"]
 DEFAULT_CUDA_ARCH_LIST = "8.0;9.0+PTX"  # A100 and H100 code, PTX for later GPUs
 CUDA_SOURCES = ["csrc/cuda/fill_cuda.cu"]
 CUDA_HEADERS = [
+    "csrc/descriptor_check.h",
     "csrc/cuda/fill_chunk.cuh",
     "csrc/cuda/fill_cuda.h",
     "csrc/cuda/launch_table.h",

@@ -8,18 +8,11 @@
 #include <string>
 
 #include "cpu/fill_cpu.h"
+#include "descriptor_check.h"
 #include "fastinit/fill.h"
 #include "fastinit/philox.h"
 
 namespace py = pybind11;
-
-#define CHECK_DESCRIPTOR_BYTES(size)                                                   \
-  if ((size) % sizeof(fastinit::FillDescriptor) != 0) {                               \
-    throw std::invalid_argument("descriptor buffer of " + std::to_string(size) +      \
-                                " bytes is not a whole number of " +                  \
-                                std::to_string(sizeof(fastinit::FillDescriptor)) +    \
-                                "-byte descriptors");                                 \
-  }
 
 namespace {
 

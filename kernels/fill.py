@@ -342,6 +342,15 @@ def _block_counter(block, TILE: tl.constexpr):
 
 
 @triton.jit
+def _tile_words(first_block, s0, s1, k0, k1, TILE: tl.constexpr):
+    """Philox words of the TILE blocks first_block + [0, TILE) of stream (s0, s1)."""
+    c0, c1 = _block_counter(first_block, TILE)
+    c2 = tl.full([TILE], 0, tl.uint32) + s0
+    c3 = tl.full([TILE], 0, tl.uint32) + s1
+    return _philox4x32_10(c0, c1, c2, c3, k0, k1)
+
+
+@triton.jit
 def _to_bf16_rne(x):
     """fp32 -> bf16, round to nearest even, in integer ops (bf16_bits_rne of distributions.h).
 
@@ -403,10 +412,7 @@ def _fill_chunk_f32_math(out_ptr, aligned16, numel, first, chunk, k0, k1, s0, s1
         if dist == CONSTANT:
             vals = tl.full([4 * TILE], 0.0, tl.float32) + q0
         else:
-            c0, c1 = _block_counter(base_block + i * TILE, TILE)
-            c2 = tl.full([TILE], 0, tl.uint32) + s0
-            c3 = tl.full([TILE], 0, tl.uint32) + s1
-            w0, w1, w2, w3 = _philox4x32_10(c0, c1, c2, c3, k0, k1)
+            w0, w1, w2, w3 = _tile_words(base_block + i * TILE, s0, s1, k0, k1, TILE)
             wa = tl.interleave(w0, w2)  # even words of pairs (0, 1) and (2, 3)
             wb = tl.interleave(w1, w3)  # odd words
             if dist == NORMAL:
@@ -443,10 +449,7 @@ def _fill_chunk_f64_math(out_ptr, aligned16, numel, first, chunk, k0, k1, s0, s1
         if dist == CONSTANT:
             vals = tl.full([2 * TILE], 0.0, tl.float64) + p0
         else:
-            c0, c1 = _block_counter(base_block + i * TILE, TILE)
-            c2 = tl.full([TILE], 0, tl.uint32) + s0
-            c3 = tl.full([TILE], 0, tl.uint32) + s1
-            w0, w1, w2, w3 = _philox4x32_10(c0, c1, c2, c3, k0, k1)
+            w0, w1, w2, w3 = _tile_words(base_block + i * TILE, s0, s1, k0, k1, TILE)
             if dist == NORMAL:
                 r = tl.sqrt(-2.0 * tl.log(_u53(w0, w1) + 1.1102230246251565404e-16))
                 theta = 6.283185307179586476925 * _u53(w2, w3)

@@ -7,19 +7,12 @@
 #include <stdexcept>
 #include <string>
 
+#include "../descriptor_check.h"
 #include "../fastinit/fill.h"
 #include "fill_cuda.h"
 #include "launch_table.h"
 
 namespace py = pybind11;
-
-#define CHECK_DESCRIPTOR_BYTES(size)                                                   \
-  if ((size) % sizeof(fastinit::FillDescriptor) != 0) {                               \
-    throw std::invalid_argument("descriptor buffer of " + std::to_string(size) +      \
-                                " bytes is not a whole number of " +                  \
-                                std::to_string(sizeof(fastinit::FillDescriptor)) +    \
-                                "-byte descriptors");                                 \
-  }
 
 namespace {
 
