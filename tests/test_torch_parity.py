@@ -491,3 +491,15 @@ def test_zero_element_tensors_are_no_ops():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             assert getattr(fastinit, name)(t, *args) is t
+
+
+def test_inference_tensor_outside_inference_mode_is_refused_like_torch():
+    with torch.inference_mode():
+        t = torch.zeros(10)
+        fastinit.uniform_(t, seed=1)  # inside inference_mode: allowed, as in torch
+    with pytest.raises(RuntimeError, match="Inplace update to inference tensor outside InferenceMode"):
+        torch.nn.init.uniform_(t)
+    before = t.clone()  # torch has written before raising; fastinit refuses before writing
+    with pytest.raises(RuntimeError, match="Inplace update to inference tensor outside InferenceMode"):
+        fastinit.uniform_(t, seed=2)
+    assert torch.equal(t, before)

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import torch
 
-from ..errors import BackendUnavailableError
+from ..errors import BackendUnavailableError, InitValueError
 from ..plan import Fill, contiguous_fills
 from ..sharding import local_tensor
 
@@ -89,6 +89,13 @@ def backend_for(device: torch.device):
 
 def execute(fills: Sequence[Fill]) -> None:
     """Run validated fills: one backend call per (device, dtype) group, then copy-backs."""
+    if not torch.is_inference_mode_enabled():
+        for f in fills:
+            if local_tensor(f.tensor).is_inference():
+                raise InitValueError(
+                    "Inplace update to inference tensor outside InferenceMode is not allowed: "
+                    f"a tensor of shape {tuple(f.tensor.shape)} was created under "
+                    "torch.inference_mode(); initialise it inside inference_mode or clone it")
     targets, copy_back = contiguous_fills(fills)
     groups: "OrderedDict[tuple, list[Fill]]" = OrderedDict()
     for f in targets:
