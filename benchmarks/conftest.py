@@ -2,8 +2,6 @@
 fastinit's speedup over torch.nn.init and its fraction of the `fill_` rate."""
 import collections
 
-import pytest
-
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     session = getattr(config, "_benchmarksession", None)
