@@ -22,7 +22,7 @@ from .contract import Distribution, check_seed, draw_seed, stream_for_name
 from .errors import InitValueError
 from .gains import _calculate_fan_in_and_fan_out
 from .plan import DTYPE_CODES, make_fill
-from .sharding import check_unsharded, local_index, local_tensor
+from .sharding import local_index, local_tensor
 
 SQRT5 = math.sqrt(5.0)
 Rules = Mapping[Union[type, str], Union[spec.Spec, Mapping[str, spec.Spec]]]
@@ -165,11 +165,6 @@ def _collect(module: nn.Module, prefix: str, rules_for: Callable[[nn.Module, str
 def _plan_all(inits: list[TensorInit]) -> None:
     for ti in inits:
         ti.plan = ti.spec.plan(ti.tensor, ti.name)
-        if ti.plan is None and not ti.tensor.is_meta:
-            try:  # orthogonal / eye / dirac need the whole matrix: refuse before any write
-                check_unsharded(ti.tensor, f"{ti.spec.kind}_")
-            except InitValueError as exc:
-                raise InitValueError(f"{ti.spec!r} cannot initialise {ti.name!r}: {exc}") from None
 
 
 def _execute(inits: list[TensorInit], seed: int, result: InitResult) -> None:
@@ -183,7 +178,7 @@ def _execute(inits: list[TensorInit], seed: int, result: InitResult) -> None:
             int_constants.append(ti)
         else:
             fills.append(make_fill(ti.tensor, ti.plan[0], ti.plan[1], seed, stream_for_name(ti.name)))
-        result.fused.append(ti.name) if ti.plan is not None else result.structured.append(ti.name)
+        (result.structured if ti.plan is None else result.fused).append(ti.name)
     submit(fills)
     with torch.no_grad():
         for ti in int_constants:
@@ -213,7 +208,7 @@ def _own_init_modules(module: nn.Module, prefix: str, covered: set[int]) -> list
     """Modules no rule covers that hold tensors of their own and can reset them."""
     out = []
     for name, mod in module.named_modules(prefix=prefix):
-        own = [t for t in list(mod.parameters(recurse=False)) + list(mod.buffers(recurse=False))]
+        own = list(mod.parameters(recurse=False)) + list(mod.buffers(recurse=False))
         if own and any(id(t) not in covered for t in own) and callable(getattr(mod, "reset_parameters", None)):
             out.append((name, mod))
     return out

@@ -253,6 +253,23 @@ def zeros_(tensor: Tensor) -> Tensor:
     return constant_(tensor, 0.0)
 
 
+def _check_eye_shape(tensor: Tensor) -> None:
+    if tensor.ndimension() != 2:
+        raise ValueError("Only tensors with 2 dimensions are supported")
+
+
+def _check_dirac_shape(tensor: Tensor, groups: int) -> None:
+    if tensor.ndimension() not in [3, 4, 5]:
+        raise ValueError("Only tensors with 3, 4, or 5 dimensions are supported")
+    if tensor.size(0) % groups != 0:
+        raise ValueError("dim 0 must be divisible by groups")
+
+
+def _check_orthogonal_shape(tensor: Tensor) -> None:
+    if tensor.ndimension() < 2:
+        raise ValueError("Only tensors with 2 or more dimensions are supported")
+
+
 def eye_(tensor: Tensor) -> Tensor:
     r"""Fill the 2-dimensional input `Tensor` with the identity matrix.
 
@@ -260,8 +277,7 @@ def eye_(tensor: Tensor) -> Tensor:
         >>> w = torch.empty(3, 5)
         >>> fastinit.eye_(w)
     """
-    if tensor.ndimension() != 2:
-        raise ValueError("Only tensors with 2 dimensions are supported")
+    _check_eye_shape(tensor)
     check_unsharded(tensor, "eye_")
     local = local_tensor(tensor)
     with torch.no_grad():
@@ -279,12 +295,8 @@ def dirac_(tensor: Tensor, groups: int = 1) -> Tensor:
         >>> w = torch.empty(3, 24, 5, 5)
         >>> fastinit.dirac_(w, 3)
     """
-    dimensions = tensor.ndimension()
-    if dimensions not in [3, 4, 5]:
-        raise ValueError("Only tensors with 3, 4, or 5 dimensions are supported")
+    _check_dirac_shape(tensor, groups)
     sizes = tensor.size()
-    if sizes[0] % groups != 0:
-        raise ValueError("dim 0 must be divisible by groups")
     if tensor.is_meta:
         return tensor
     check_unsharded(tensor, "dirac_")
@@ -317,8 +329,7 @@ def xavier_uniform_(
         >>> w = torch.empty(3, 5)
         >>> fastinit.xavier_uniform_(w, gain=fastinit.calculate_gain("relu"))
     """
-    a = math.sqrt(3.0) * _xavier_std(tensor, gain)
-    return _uniform_checked("xavier_uniform_", tensor, -a, a, generator, seed)
+    return _fill_random(tensor, *_xavier_plan(tensor, gain, uniform=True), generator, seed)
 
 
 def xavier_normal_(
@@ -337,18 +348,25 @@ def xavier_normal_(
         >>> w = torch.empty(3, 5)
         >>> fastinit.xavier_normal_(w)
     """
-    return _normal_checked("xavier_normal_", tensor, 0.0, _xavier_std(tensor, gain), generator, seed)
+    return _fill_random(tensor, *_xavier_plan(tensor, gain, uniform=False), generator, seed)
 
 
-def _xavier_std(tensor: Tensor, gain: float) -> float:
+def _xavier_plan(tensor: Tensor, gain: float, uniform: bool) -> tuple[Distribution, list]:
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
-    return gain * math.sqrt(2.0 / float(fan_in + fan_out))
+    std = gain * math.sqrt(2.0 / float(fan_in + fan_out))
+    if uniform:
+        a = math.sqrt(3.0) * std
+        return _uniform_plan("xavier_uniform_", tensor, -a, a)
+    return _normal_plan("xavier_normal_", tensor, 0.0, std)
 
 
-def _kaiming_std(tensor: Tensor, a, mode, nonlinearity) -> float:
+def _kaiming_plan(tensor: Tensor, a, mode, nonlinearity, uniform: bool) -> tuple[Distribution, list]:
     fan = _calculate_correct_fan(tensor, mode)
-    gain = calculate_gain(nonlinearity, a)
-    return gain / math.sqrt(fan)
+    std = calculate_gain(nonlinearity, a) / math.sqrt(fan)
+    if uniform:
+        bound = math.sqrt(3.0) * std
+        return _uniform_plan("kaiming_uniform_", tensor, -bound, bound)
+    return _normal_plan("kaiming_normal_", tensor, 0.0, std)
 
 
 def kaiming_uniform_(
@@ -374,8 +392,8 @@ def kaiming_uniform_(
     if 0 in tensor.shape:
         warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=2)
         return tensor
-    bound = math.sqrt(3.0) * _kaiming_std(tensor, a, mode, nonlinearity)
-    return _uniform_checked("kaiming_uniform_", tensor, -bound, bound, generator, seed)
+    plan = _kaiming_plan(tensor, a, mode, nonlinearity, uniform=True)
+    return _fill_random(tensor, *plan, generator, seed)
 
 
 def kaiming_normal_(
@@ -399,8 +417,8 @@ def kaiming_normal_(
     if 0 in tensor.shape:
         warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=2)
         return tensor
-    std = _kaiming_std(tensor, a, mode, nonlinearity)
-    return _normal_checked("kaiming_normal_", tensor, 0.0, std, generator, seed)
+    plan = _kaiming_plan(tensor, a, mode, nonlinearity, uniform=False)
+    return _fill_random(tensor, *plan, generator, seed)
 
 
 def orthogonal_(
@@ -420,8 +438,7 @@ def orthogonal_(
         >>> w = torch.empty(3, 5)
         >>> fastinit.orthogonal_(w)
     """
-    if tensor.ndimension() < 2:
-        raise ValueError("Only tensors with 2 or more dimensions are supported")
+    _check_orthogonal_shape(tensor)
     if tensor.numel() == 0 or tensor.is_meta:
         return tensor
     check_float_dtype(tensor, "orthogonal_")

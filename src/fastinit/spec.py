@@ -7,7 +7,6 @@ the spec cannot apply (xavier on a 1-D bias, a bad mode), before anything is wri
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -18,6 +17,7 @@ from .contract import Distribution, constant_params
 from .errors import InitValueError
 from .gains import calculate_gain
 from .plan import DTYPE_CODES, check_no_internal_overlap
+from .sharding import check_unsharded
 
 STRUCTURED = ("orthogonal", "eye", "dirac")
 
@@ -59,36 +59,16 @@ def _constant(tensor, val):
     return Distribution.CONSTANT, [float(val)]  # integer buffers: torch's fill_ at run time
 
 
-def _kaiming(tensor, uniform, a=0, mode="fan_in", nonlinearity="leaky_relu"):
-    std = nn_init._kaiming_std(tensor, a, mode, nonlinearity)
-    if uniform:
-        bound = math.sqrt(3.0) * std
-        return nn_init._uniform_plan("kaiming_uniform", tensor, -bound, bound)
-    return nn_init._normal_plan("kaiming_normal", tensor, 0.0, std)
-
-
-def _xavier(tensor, uniform, gain=1.0):
-    std = nn_init._xavier_std(tensor, gain)
-    if uniform:
-        a = math.sqrt(3.0) * std
-        return nn_init._uniform_plan("xavier_uniform", tensor, -a, a)
-    return nn_init._normal_plan("xavier_normal", tensor, 0.0, std)
-
-
-def _structured(kind):
-    def check(tensor, **kwargs):
-        if kind == "orthogonal" and tensor.dim() < 2:
-            raise ValueError("Only tensors with 2 or more dimensions are supported")
-        if kind == "eye" and tensor.dim() != 2:
-            raise ValueError("Only tensors with 2 dimensions are supported")
-        if kind == "dirac":
-            if tensor.dim() not in (3, 4, 5):
-                raise ValueError("Only tensors with 3, 4, or 5 dimensions are supported")
-            if tensor.size(0) % kwargs.get("groups", 1):
-                raise ValueError("dim 0 must be divisible by groups")
+def _structured(kind, check_shape):
+    """Planner of orthogonal / eye / dirac: shape checks, and a sharded tensor refused (they
+    need the whole matrix) before the pass writes anything; None = run after the fused pass."""
+    def plan(tensor, **kwargs):
+        check_shape(tensor, **kwargs)
+        if not tensor.is_meta:
+            check_unsharded(tensor, f"{kind}_")
         return None
 
-    return check
+    return plan
 
 
 _PLANNERS = {
@@ -97,15 +77,19 @@ _PLANNERS = {
     "trunc_normal": lambda t, mean=0.0, std=1.0, a=-2.0, b=2.0: nn_init._trunc_normal_plan(
         "trunc_normal", t, mean, std, a, b),
     "constant": _constant,
-    "kaiming_uniform": lambda t, **kw: _kaiming(t, True, **kw),
-    "kaiming_normal": lambda t, **kw: _kaiming(t, False, **kw),
-    "xavier_uniform": lambda t, **kw: _xavier(t, True, **kw),
-    "xavier_normal": lambda t, **kw: _xavier(t, False, **kw),
+    "kaiming_uniform": lambda t, a=0, mode="fan_in", nonlinearity="leaky_relu": (
+        nn_init._kaiming_plan(t, a, mode, nonlinearity, uniform=True)),
+    "kaiming_normal": lambda t, a=0, mode="fan_in", nonlinearity="leaky_relu": (
+        nn_init._kaiming_plan(t, a, mode, nonlinearity, uniform=False)),
+    "xavier_uniform": lambda t, gain=1.0: nn_init._xavier_plan(t, gain, uniform=True),
+    "xavier_normal": lambda t, gain=1.0: nn_init._xavier_plan(t, gain, uniform=False),
     "lecun_uniform": lambda t: nn_init._variance_scaling_plan(t, 1.0, "fan_in", "uniform"),
     "lecun_normal": lambda t: nn_init._variance_scaling_plan(t, 1.0, "fan_in", "truncated_normal"),
     "variance_scaling": lambda t, scale=1.0, mode="fan_in", distribution="truncated_normal": (
         nn_init._variance_scaling_plan(t, scale, mode, distribution)),
-    **{kind: _structured(kind) for kind in STRUCTURED},
+    "orthogonal": _structured("orthogonal", lambda t, gain=1.0: nn_init._check_orthogonal_shape(t)),
+    "eye": _structured("eye", lambda t: nn_init._check_eye_shape(t)),
+    "dirac": _structured("dirac", lambda t, groups=1: nn_init._check_dirac_shape(t, groups)),
 }
 
 
