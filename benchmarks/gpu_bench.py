@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import sys
@@ -23,6 +22,7 @@ import torch
 import fastinit
 from fastinit import backends
 from fastinit.backends import reference
+from fastinit.bench import DISTRIBUTIONS
 from fastinit.contract import Distribution, normal_params, trunc_normal_params, uniform_params
 from fastinit.llama import Llama, LlamaConfig
 from fastinit.plan import make_fill
@@ -30,17 +30,6 @@ from fastinit.plan import make_fill
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from model_shapes import resnet50_shaped  # noqa: E402
 
-CASES = {
-    "uniform_": (lambda t: fastinit.uniform_(t, -1.0, 1.0, seed=1),
-                 lambda t: torch.nn.init.uniform_(t, -1.0, 1.0)),
-    "normal_": (lambda t: fastinit.normal_(t, 0.0, 0.02, seed=1),
-                lambda t: torch.nn.init.normal_(t, 0.0, 0.02)),
-    "trunc_normal_": (lambda t: fastinit.trunc_normal_(t, std=0.02, seed=1),
-                      lambda t: torch.nn.init.trunc_normal_(t, std=0.02)),
-    "kaiming_uniform_": (lambda t: fastinit.kaiming_uniform_(t, a=math.sqrt(5), seed=1),
-                         lambda t: torch.nn.init.kaiming_uniform_(t, a=math.sqrt(5))),
-    "xavier_normal_": (lambda t: fastinit.xavier_normal_(t, seed=1), torch.nn.init.xavier_normal_),
-}
 
 
 def median_ms(fn, repeats: int = 20, warmup: int = 3) -> float:
@@ -102,7 +91,7 @@ def bench_tensors(numel: int, names: list[str]) -> list[dict]:
         t = torch.empty((numel // 4096, 4096), dtype=dtype, device="cuda")
         n, nbytes = t.numel(), t.numel() * t.element_size()
         fill = median_ms(lambda: t.fill_(1.0))
-        for case, (ours, theirs) in CASES.items():
+        for case, (ours, theirs) in DISTRIBUTIONS.items():
             torch_ms = median_ms(lambda: theirs(t), repeats=5 if case == "trunc_normal_" else 20)
             for name in names:
                 backends.set_backend(name)
