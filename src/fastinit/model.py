@@ -42,7 +42,7 @@ def _linear_like(m) -> dict:
 
 
 def _bilinear(m) -> dict:
-    bound = 1.0 / math.sqrt(m.weight.size(1))
+    bound = 1.0 / math.sqrt(m.weight.size(1)) if m.weight.size(1) > 0 else 0.0
     return {"weight": spec.uniform(-bound, bound), "bias": spec.uniform(-bound, bound)}
 
 
@@ -95,9 +95,18 @@ if hasattr(nn, "RMSNorm"):
     DEFAULT_RULES[nn.RMSNorm] = _affine
 
 
+# The methods a layer's default init lives in (MultiheadAttention's is `_reset_parameters`).
+RESET_METHODS = ("reset_parameters", "_reset_parameters")
+
+
 def _default_rules_for(module: nn.Module) -> Optional[dict]:
+    """The default rules of `module`'s layer type; None when its class overrides that type's
+    reset method (a subclass with its own init: its reset_parameters runs instead)."""
     for cls in type(module).__mro__:
         if cls in DEFAULT_RULES:
+            if any(getattr(type(module), m, None) is not getattr(cls, m, None)
+                   for m in RESET_METHODS):
+                return None
             return DEFAULT_RULES[cls](module)
     return None
 
@@ -174,8 +183,8 @@ def _execute(inits: list[TensorInit], seed: int, result: InitResult) -> None:
             continue
         if ti.plan is None:
             structured.append(ti)
-        elif ti.tensor.dtype not in DTYPE_CODES:
-            int_constants.append(ti)
+        elif ti.tensor.dtype not in DTYPE_CODES and ti.plan[0] == Distribution.CONSTANT:
+            int_constants.append(ti)  # integer, bool and complex constants: torch's fill_
         else:
             fills.append(make_fill(ti.tensor, ti.plan[0], ti.plan[1], seed, stream_for_name(ti.name)))
         (result.structured if ti.plan is None else result.fused).append(ti.name)
