@@ -13,9 +13,12 @@ from .errors import InitValueError
 
 try:
     from torch.distributed.tensor import DTensor, Replicate, Shard
-    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 except ImportError:  # torch built without distributed
     DTensor = Replicate = Shard = None
+try:  # private to torch (tested on 2.13 and 2.14): checked where used, see _private_helper
+    from torch.distributed.tensor import _utils as _dtensor_utils
+except ImportError:
+    _dtensor_utils = None
 try:  # FSDP2 over a tensor-parallel dim shards the same dim twice: (_StridedShard(0), Shard(0))
     from torch.distributed.tensor.placement_types import _StridedShard
 except ImportError:
@@ -53,12 +56,23 @@ def check_unsharded(t, fn_name: str) -> None:
             "unsharded (or Replicate) and then distribute it")
 
 
+def _private_helper(owner, name: str):
+    """torch's private DTensor helper `name` of `owner`, or a clear error when this torch lacks it."""
+    helper = getattr(owner, name, None)
+    if helper is None:
+        raise RuntimeError(
+            f"fastinit's sharded init uses torch's private DTensor helper {name}, which torch "
+            f"{torch.__version__} does not have; fastinit supports torch 2.13 and 2.14")
+    return helper
+
+
 def global_indices(t) -> list[list[int]]:
     """Per dimension, the global indices the local shard of DTensor `t` holds along it: local
     element (i0, i1, ...) is global element (idx[0][i0], idx[1][i1], ...)."""
     shape = tuple(t.shape)
     if not any(_StridedShard is not None and isinstance(p, _StridedShard) for p in t.placements):
-        local_shape, offset = compute_local_shape_and_global_offset(shape, t.device_mesh, t.placements)
+        local_shape, offset = _private_helper(
+            _dtensor_utils, "compute_local_shape_and_global_offset")(shape, t.device_mesh, t.placements)
         return [list(range(o, o + n)) for o, n in zip(offset, local_shape)]
     # A _StridedShard's local indices are not one block: split each dimension's index range
     # exactly as DTensor splits the tensor (mesh dims left to right), no communication.
@@ -67,8 +81,8 @@ def global_indices(t) -> list[list[int]]:
     for mesh_dim, p in enumerate(t.placements):
         if isinstance(p, _SHARD_TYPES):
             d = p.dim
-            chunks, _ = p._split_tensor(idx[d].view([1] * d + [-1]), t.device_mesh.size(mesh_dim),
-                                        with_padding=False)
+            chunks, _ = _private_helper(p, "_split_tensor")(
+                idx[d].view([1] * d + [-1]), t.device_mesh.size(mesh_dim), with_padding=False)
             idx[d] = chunks[coord[mesh_dim]].reshape(-1)
     return [i.tolist() for i in idx]
 
