@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
+import weakref
 from enum import IntEnum
 
 import numpy as np
@@ -67,14 +69,44 @@ def check_seed(seed: int) -> int:
     return seed
 
 
+# Python has no access to an accelerator generator's own mutex, so fastinit serialises its
+# draws from each such generator with a lock of its own (one per generator, created on first use).
+_generator_locks: "weakref.WeakKeyDictionary[torch.Generator, threading.Lock]" = \
+    weakref.WeakKeyDictionary()
+_generator_locks_guard = threading.Lock()
+
+
+def _generator_lock(generator: torch.Generator) -> threading.Lock:
+    with _generator_locks_guard:
+        lock = _generator_locks.get(generator)
+        if lock is None:
+            lock = _generator_locks[generator] = threading.Lock()
+        return lock
+
+
+def check_generator(generator) -> None:
+    """Raise TypeError, as torch does, unless `generator` is None or a torch.Generator."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"argument 'generator' must be torch.Generator, not {type(generator).__name__}"
+        )
+
+
 def draw_seed(generator: torch.Generator | None) -> int:
-    """The seed of one drop-in call, drawn from `generator` (default: the CPU generator)."""
+    """The seed of one drop-in call, drawn from `generator` (default: the CPU generator).
+
+    Without a generator the draw always comes from the default CPU generator, whatever the
+    ambient ``torch.device(...)`` context (meta, cuda) says.
+    """
+    check_generator(generator)
     if generator is None or generator.device.type == "cpu":
-        return int(torch.randint(0, 2**63 - 1, (1,), generator=generator))
+        return int(torch.randint(0, 2**63 - 1, (1,), generator=generator, device="cpu"))
     # An explicit accelerator generator: no device sync; derive from (initial seed, offset) and
-    # advance the offset by one Philox block, as torch's own kernels do.
-    offset = generator.get_offset()
-    generator.set_offset(offset + 4)
+    # advance the offset by one Philox block, as torch's own kernels do. Reading and advancing
+    # the offset is one step under the generator's lock, so two threads never draw one seed.
+    with _generator_lock(generator):
+        offset = generator.get_offset()
+        generator.set_offset(offset + 4)
     payload = generator.initial_seed().to_bytes(8, "little") + int(offset).to_bytes(8, "little")
     return int.from_bytes(hashlib.blake2b(payload, digest_size=8).digest(), "little") >> 1
 
@@ -114,6 +146,15 @@ def round_inward(a: float, b: float, dtype: torch.dtype) -> tuple[float, float]:
     return lo, hi
 
 
+def nearest_to_interval(a: float, b: float, dtype: torch.dtype) -> float:
+    """The value of `dtype` nearest to [a, b], for an interval that holds none (ties: below)."""
+    below = round_to_dtype(a, dtype)
+    if below >= a:
+        below = _step(below, dtype, up=False)
+    above = _step(below, dtype, up=True)
+    return below if a - below <= above - b else above
+
+
 def uniform_params(a: float, b: float) -> list[float]:
     # The difference is taken in fp64 on the host; fp32-math backends round both to fp32.
     return [float(b) - float(a), float(a)]
@@ -135,6 +176,8 @@ def trunc_normal_params(
     p_alpha = phi(alpha)
     dp = phi(beta) - p_alpha
     a_in, b_in = round_inward(a, b, dtype)
+    if a_in > b_in:  # no value of `dtype` lies in [a, b]: the one nearest to it, everywhere
+        return Distribution.CONSTANT, [nearest_to_interval(a, b, dtype)]
     dist = Distribution.TRUNC_NORMAL
     if dtype == torch.float64 or beta < FP32_TRUNC_NORMAL_MIN_BETA:
         dist = Distribution.TRUNC_NORMAL_FP64
@@ -144,3 +187,19 @@ def trunc_normal_params(
 def constant_params(value: float, dtype: torch.dtype) -> list[float]:
     # Rounded once, here, exactly as torch's fill_ rounds it, so no backend rounds twice.
     return [round_to_dtype(value, dtype)]
+
+
+def negated_params(dist: Distribution, params: list[float]) -> list[float]:
+    """Parameters whose contract values are exactly the negatives of those of `params`.
+
+    Every form is odd in its parameters under round-to-nearest: fma(u, -w, -lo) ==
+    -fma(u, w, lo), fma(z, -s, -m) == -fma(z, s, m), and a clamp into [-hi, -lo] of a negated
+    value is the negated clamp into [lo, hi]. A negative view (``tensor._neg_view()``,
+    ``z.conj().imag``) is written through its plain view with these.
+    """
+    if dist == Distribution.CONSTANT or dist == Distribution.UNIFORM:
+        return [-p for p in params]
+    if dist == Distribution.NORMAL:
+        return [-params[0], -params[1]]
+    mean, signed_std, p_alpha, dp, alpha, beta, a_in, b_in = params
+    return [-mean, -signed_std, p_alpha, dp, alpha, beta, -b_in, -a_in]

@@ -20,3 +20,13 @@ class UnsupportedDtypeError(TypeError, NotImplementedError):
 
 class BackendUnavailableError(RuntimeError):
     """An explicitly requested backend cannot run here; the original error is chained."""
+
+
+class UnsupportedLayoutError(TypeError, NotImplementedError):
+    """A fastinit-only function called on a layout it does not fill (sparse, nested, mkldnn,
+    quantized); the torch.nn.init functions hand such tensors to torch's own."""
+
+
+class NotATensorError(TypeError, AttributeError):
+    """Something other than a torch.Tensor (a numpy array, a list) given as the tensor; torch's
+    functions fail on it with AttributeError, so this is one too."""

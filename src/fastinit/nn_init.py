@@ -7,7 +7,10 @@ tensor through the selected backend under the random-number contract, stream 0.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import math
+import sys
 import warnings
 from typing import Callable, Literal, Optional, TypeVar
 
@@ -17,13 +20,16 @@ from torch import Tensor
 from .fused import submit
 from .contract import (
     Distribution,
+    U64_MASK,
+    check_generator,
+    check_seed,
     constant_params,
     draw_seed,
     normal_params,
     trunc_normal_params,
     uniform_params,
 )
-from .errors import InitValueError, ZeroStdError
+from .errors import InitValueError, NotATensorError, UnsupportedLayoutError, ZeroStdError
 from .sharding import check_unsharded, local_tensor
 from .gains import _calculate_correct_fan, _calculate_fan_in_and_fan_out, calculate_gain
 from .plan import (
@@ -31,6 +37,8 @@ from .plan import (
     check_finite,
     check_float_dtype,
     check_no_internal_overlap,
+    check_storage,
+    has_real_storage,
     make_fill,
 )
 
@@ -46,17 +54,146 @@ TRUNCATED_NORMAL_STD_CORRECTION = 0.87962566103423978
 _F = TypeVar("_F", bound=Callable)
 
 
-def _fill_random(tensor, dist, params, generator, seed) -> Tensor:
-    if tensor.is_meta or tensor.numel() == 0:
-        return tensor
-    if seed is None:
-        seed = draw_seed(generator)
-    submit([make_fill(tensor, dist, params, seed)])
+# torch.nn.init's own functions, taken before anything (fused()) can replace them: fastinit
+# hands them the tensors it does not fill itself (sparse, nested, mkldnn, quantized).
+_TORCH_INIT = {name: getattr(torch.nn.init, name) for name in torch.nn.init.__all__}
+
+
+def _warn_at_caller(message: str, category: type = UserWarning) -> None:
+    """Warn at the first frame outside fastinit, as torch.nn.init's warnings name the caller."""
+    frame, level = sys._getframe(1), 2
+    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] == "fastinit":
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
+
+
+def _torch_fills_layout(tensor: Tensor) -> bool:
+    """True for the tensors torch.nn.init fills and fastinit leaves to it: sparse, nested,
+    mkldnn and quantized tensors (fastinit writes strided dense memory only)."""
+    return (tensor.layout != torch.strided or tensor.is_nested or tensor.is_mkldnn
+            or tensor.is_quantized)
+
+
+def _delegate_to_torch(fn_name: str, tensor: Tensor, args: tuple, kwargs: dict) -> Tensor:
+    torch_fn = _TORCH_INIT.get(fn_name)
+    if torch_fn is None:
+        raise UnsupportedLayoutError(
+            f"{fn_name}: cannot fill a tensor of layout {tensor.layout}"
+            f"{' (nested)' if tensor.is_nested else ''}{' (quantized)' if tensor.is_quantized else ''}; "
+            "fastinit fills strided dense tensors, and torch.nn.init has no such function")
+    seed = kwargs.pop("seed", None)
+    bound = inspect.signature(torch_fn).bind(tensor, *args, **kwargs)
+    if seed is not None:  # torch's generator, seeded with `seed`, in place of a draw
+        generator = torch.Generator(device=tensor.device)
+        bound.arguments["generator"] = generator.manual_seed(check_seed(seed))
+    return torch_fn(*bound.args, **bound.kwargs)
+
+
+# The drop-in functions torch.compile traces as one custom op each: (name, type, default) of
+# the function's own arguments after the tensor, less `generator` and `seed` (the op's random
+# functions take the seed as a keyword).
+_KAIMING_ARGUMENTS = (("a", "float", 0.0), ("mode", "str", "fan_in"),
+                      ("nonlinearity", "str", "leaky_relu"))
+_TRACED_ARGUMENTS = {
+    "uniform_": (("a", "float", 0.0), ("b", "float", 1.0)),
+    "normal_": (("mean", "float", 0.0), ("std", "float", 1.0)),
+    "trunc_normal_": (("mean", "float", 0.0), ("std", "float", 1.0), ("a", "float", -2.0),
+                      ("b", "float", 2.0)),
+    "constant_": (("val", "float", None),),
+    "xavier_uniform_": (("gain", "float", 1.0),),
+    "xavier_normal_": (("gain", "float", 1.0),),
+    "kaiming_uniform_": _KAIMING_ARGUMENTS,
+    "kaiming_normal_": _KAIMING_ARGUMENTS,
+}
+_TRACED_OPS: dict = {}
+
+
+def _register_traced_op(fn: Callable) -> None:
+    """fastinit::<name>: a custom op that mutates its tensor and runs `fn` (validation, plan,
+    backend); its fake implementation is `fn` itself, which validates and writes nothing to a
+    fake tensor. The op's arguments are positional, named arg0, arg1, ... (torch reserves some
+    names, such as `mode`)."""
+    name = fn.__name__
+    seeded = name != "constant_"
+    arguments = [f"{kind} arg{i}" for i, (_, kind, _) in enumerate(_TRACED_ARGUMENTS[name])]
+    schema = f"(Tensor(a!) tensor, {', '.join(arguments)}{', *, int seed' if seeded else ''}) -> ()"
+
+    def run(tensor, *args, **seed):
+        if seeded:  # the op's int is signed 64-bit; the seed is unsigned 64-bit
+            seed["seed"] &= U64_MASK
+        fn(tensor, *args, **seed)
+
+    op = torch.library.custom_op(f"fastinit::{name.rstrip('_')}", run, mutates_args=("tensor",),
+                                 schema=schema)
+    op.register_fake(run)
+    _TRACED_OPS[name] = op
+
+
+@torch.compiler.disable
+def _outside_graph(fn: Callable, tensor: Tensor, args: tuple, kwargs: dict) -> Tensor:
+    return fn(tensor, *args, **kwargs)
+
+
+def _traced_call(fn: Callable, tensor: Tensor, args: tuple, kwargs: dict) -> Tensor:
+    """A drop-in call met by torch.compile: the custom op when the call has a `seed=` and plain
+    number / string arguments; otherwise eager, outside the graph (a graph break), so that a
+    draw from the generator happens exactly as it would without compile."""
+    name = fn.__name__
+    spec = _TRACED_ARGUMENTS[name]
+    values = [args[i] if i < len(args) else kwargs.get(arg, default)
+              for i, (arg, _, default) in enumerate(spec)]
+    seed = kwargs.get("seed")
+    traceable = all(isinstance(v, (int, float, str)) for v in values)
+    if not traceable or (name != "constant_" and seed is None):
+        return _outside_graph(fn, tensor, args, kwargs)
+    seed_kwargs = {}
+    if name != "constant_":
+        seed = check_seed(seed)
+        seed_kwargs["seed"] = seed - (1 << 64) if seed >= (1 << 63) else seed
+    _TRACED_OPS[name](tensor, *values, **seed_kwargs)
     return tensor
 
 
-def _check_random_target(tensor: Tensor, fn_name: str) -> None:
-    check_float_dtype(tensor, fn_name)
+def _drop_in(fn: Callable) -> Callable:
+    """The public form of a drop-in function: refuses a non-tensor as torch does, hands the
+    layouts it does not fill to torch.nn.init, and under torch.compile traces the call as one
+    custom op (see _traced_call)."""
+    traced = fn.__name__ in _TRACED_ARGUMENTS
+
+    @functools.wraps(fn)
+    def drop_in(tensor, *args, **kwargs):
+        if torch.compiler.is_compiling():
+            return _traced_call(fn, tensor, args, kwargs) if traced else fn(tensor, *args, **kwargs)
+        if not isinstance(tensor, Tensor):
+            raise NotATensorError(
+                f"{fn.__name__}: expected a torch.Tensor, got {type(tensor).__module__}."
+                f"{type(tensor).__qualname__} (not a tensor)")
+        if _torch_fills_layout(tensor):
+            return _delegate_to_torch(fn.__name__, tensor, args, kwargs)
+        if has_real_storage(tensor):
+            check_storage(tensor)  # a freed (FSDP) or shrunk storage: torch's error, no write
+        return fn(tensor, *args, **kwargs)
+
+    if traced:
+        _register_traced_op(fn)
+    return drop_in
+
+
+def _resolve_seed(generator, seed) -> int:
+    check_generator(generator)
+    return draw_seed(generator) if seed is None else seed
+
+
+def _fill_random(tensor, dist, params, generator, seed) -> Tensor:
+    check_generator(generator)
+    if not has_real_storage(tensor) or tensor.numel() == 0:
+        return tensor
+    submit([make_fill(tensor, dist, params, _resolve_seed(generator, seed))])
+    return tensor
+
+
+def _check_random_target(tensor: Tensor, fn_name: str, allow_complex: bool = False) -> None:
+    check_float_dtype(tensor, fn_name, allow_complex)
     check_no_internal_overlap(tensor, fn_name)
 
 
@@ -64,9 +201,15 @@ def _fmt(x: float) -> str:
     return f"{x:g}"
 
 
+# c10's names of the floating dtypes, which torch's "... out of bounds for <name>" uses.
+_SCALAR_NAMES = {torch.float32: "float", torch.float64: "double", torch.float16: "c10::Half",
+                 torch.bfloat16: "c10::BFloat16"}
+
+
 def _uniform_plan(fn_name, tensor, a, b) -> tuple[Distribution, list]:
-    """Validate a uniform fill of `tensor` on [a, b); return its contract parameters."""
-    _check_random_target(tensor, fn_name)
+    """Validate a uniform fill of `tensor` on [a, b); return its contract parameters. A complex
+    tensor gets real and imaginary parts each in U(a, b), as torch's uniform_."""
+    _check_random_target(tensor, fn_name, allow_complex=True)
     for name, side, bound in (("a", "from", a), ("b", "to", b)):
         # torch's wording ("from/to is out of bounds for <dtype>") for nan and inf bounds
         if isinstance(bound, (int, float)) and not math.isfinite(bound):
@@ -99,11 +242,14 @@ def _uniform_checked(fn_name, tensor, a, b, generator, seed) -> Tensor:
 
 
 def _normal_plan(fn_name, tensor, mean, std) -> tuple[Distribution, list]:
-    """Validate a normal fill of `tensor`; return its contract parameters."""
-    _check_random_target(tensor, fn_name)
+    """Validate a normal fill of `tensor`; return its contract parameters. A complex tensor gets
+    independent real and imaginary parts, each N(mean, std^2 / 2), as torch's normal_."""
+    _check_random_target(tensor, fn_name, allow_complex=True)
     check_finite(fn_name, mean=mean, std=std)
     if std < 0:
         raise InitValueError(f"normal expects std >= 0.0, but found std {_fmt(std)}")
+    if tensor.is_complex():
+        std = float(std) / math.sqrt(2)
     return Distribution.NORMAL, normal_params(mean, std)
 
 
@@ -111,7 +257,7 @@ def _normal_checked(fn_name, tensor, mean, std, generator, seed) -> Tensor:
     return _fill_random(tensor, *_normal_plan(fn_name, tensor, mean, std), generator, seed)
 
 
-def _trunc_normal_plan(fn_name, tensor, mean, std, a, b, stacklevel=3) -> tuple[Distribution, list]:
+def _trunc_normal_plan(fn_name, tensor, mean, std, a, b) -> tuple[Distribution, list]:
     """Validate a truncated normal fill of `tensor`; return its contract parameters."""
     _check_random_target(tensor, fn_name)
     check_finite(fn_name, mean=mean, std=std)
@@ -128,19 +274,23 @@ def _trunc_normal_plan(fn_name, tensor, mean, std, a, b, stacklevel=3) -> tuple[
             f"uniform_ expects to return a [from, to) range, but found from={_fmt(a)} > to={_fmt(b)}"
         )
     if (mean < a - 2 * std) or (mean > b + 2 * std):
-        warnings.warn(
+        _warn_at_caller(
             "mean is more than 2 std from [a, b] in nn.init.trunc_normal_. "
-            "The distribution of values may be incorrect.",
-            stacklevel=stacklevel,
+            "The distribution of values may be incorrect."
         )
+    if a == b and math.isinf(a):  # torch: its uniform_ on [Phi(a), Phi(b)] refuses the bound
+        raise InitValueError(
+            f"{fn_name}: the interval [{a}, {b}] holds no finite value: from is out of bounds "
+            f"for {_SCALAR_NAMES.get(tensor.dtype, tensor.dtype)}")
     return trunc_normal_params(mean, std, a, b, tensor.dtype)
 
 
 def _trunc_normal_checked(fn_name, tensor, mean, std, a, b, generator, seed) -> Tensor:
-    plan = _trunc_normal_plan(fn_name, tensor, mean, std, a, b, stacklevel=4)
+    plan = _trunc_normal_plan(fn_name, tensor, mean, std, a, b)
     return _fill_random(tensor, *plan, generator, seed)
 
 
+@_drop_in
 def uniform_(
     tensor: Tensor,
     a: float = 0.0,
@@ -165,6 +315,7 @@ def uniform_(
     return _uniform_checked("uniform_", tensor, a, b, generator, seed)
 
 
+@_drop_in
 def normal_(
     tensor: Tensor,
     mean: float = 0.0,
@@ -182,6 +333,7 @@ def normal_(
     return _normal_checked("normal_", tensor, mean, std, generator, seed)
 
 
+@_drop_in
 def trunc_normal_(
     tensor: Tensor,
     mean: float = 0.0,
@@ -206,6 +358,7 @@ def trunc_normal_(
     return _trunc_normal_checked("trunc_normal_", tensor, mean, std, a, b, generator, seed)
 
 
+@_drop_in
 def constant_(tensor: Tensor, val: float) -> Tensor:
     r"""Fill the input Tensor with the value :math:`\text{val}`.
 
@@ -213,7 +366,7 @@ def constant_(tensor: Tensor, val: float) -> Tensor:
         >>> w = torch.empty(3, 5)
         >>> fastinit.constant_(w, 0.3)
     """
-    if tensor.is_meta:
+    if not has_real_storage(tensor):
         return tensor
     if tensor.dtype in DTYPE_CODES and isinstance(val, (int, float)) and math.isfinite(val):
         if abs(val) > torch.finfo(tensor.dtype).max:  # torch's fill_ refuses to overflow too
@@ -233,6 +386,7 @@ def constant_(tensor: Tensor, val: float) -> Tensor:
     return tensor
 
 
+@_drop_in
 def ones_(tensor: Tensor) -> Tensor:
     r"""Fill the input Tensor with the scalar value `1`.
 
@@ -243,6 +397,7 @@ def ones_(tensor: Tensor) -> Tensor:
     return constant_(tensor, 1.0)
 
 
+@_drop_in
 def zeros_(tensor: Tensor) -> Tensor:
     r"""Fill the input Tensor with the scalar value `0`.
 
@@ -270,6 +425,7 @@ def _check_orthogonal_shape(tensor: Tensor) -> None:
         raise ValueError("Only tensors with 2 or more dimensions are supported")
 
 
+@_drop_in
 def eye_(tensor: Tensor) -> Tensor:
     r"""Fill the 2-dimensional input `Tensor` with the identity matrix.
 
@@ -285,6 +441,7 @@ def eye_(tensor: Tensor) -> Tensor:
     return tensor
 
 
+@_drop_in
 def dirac_(tensor: Tensor, groups: int = 1) -> Tensor:
     r"""Fill the {3, 4, 5}-dimensional input `Tensor` with the Dirac delta function.
 
@@ -297,7 +454,7 @@ def dirac_(tensor: Tensor, groups: int = 1) -> Tensor:
     """
     _check_dirac_shape(tensor, groups)
     sizes = tensor.size()
-    if tensor.is_meta:
+    if not has_real_storage(tensor):
         return tensor
     check_unsharded(tensor, "dirac_")
     local = local_tensor(tensor)
@@ -312,6 +469,7 @@ def dirac_(tensor: Tensor, groups: int = 1) -> Tensor:
     return tensor
 
 
+@_drop_in
 def xavier_uniform_(
     tensor: Tensor,
     gain: float = 1.0,
@@ -332,6 +490,7 @@ def xavier_uniform_(
     return _fill_random(tensor, *_xavier_plan(tensor, gain, uniform=True), generator, seed)
 
 
+@_drop_in
 def xavier_normal_(
     tensor: Tensor,
     gain: float = 1.0,
@@ -361,6 +520,9 @@ def _xavier_plan(tensor: Tensor, gain: float, uniform: bool) -> tuple[Distributi
 
 
 def _kaiming_plan(tensor: Tensor, a, mode, nonlinearity, uniform: bool) -> tuple[Distribution, list]:
+    if 0 in tensor.shape:  # torch warns and writes nothing (and divides by no zero fan)
+        _warn_at_caller("Initializing zero-element tensors is a no-op")
+        return Distribution.CONSTANT, [0.0]
     fan = _calculate_correct_fan(tensor, mode)
     std = calculate_gain(nonlinearity, a) / math.sqrt(fan)
     if uniform:
@@ -369,6 +531,7 @@ def _kaiming_plan(tensor: Tensor, a, mode, nonlinearity, uniform: bool) -> tuple
     return _normal_plan("kaiming_normal_", tensor, 0.0, std)
 
 
+@_drop_in
 def kaiming_uniform_(
     tensor: Tensor,
     a: float = 0,
@@ -389,13 +552,11 @@ def kaiming_uniform_(
         >>> w = torch.empty(3, 5)
         >>> fastinit.kaiming_uniform_(w, mode="fan_in", nonlinearity="relu")
     """
-    if 0 in tensor.shape:
-        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=2)
-        return tensor
     plan = _kaiming_plan(tensor, a, mode, nonlinearity, uniform=True)
     return _fill_random(tensor, *plan, generator, seed)
 
 
+@_drop_in
 def kaiming_normal_(
     tensor: Tensor,
     a: float = 0,
@@ -414,13 +575,11 @@ def kaiming_normal_(
         >>> w = torch.empty(3, 5)
         >>> fastinit.kaiming_normal_(w, mode="fan_out", nonlinearity="relu")
     """
-    if 0 in tensor.shape:
-        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=2)
-        return tensor
     plan = _kaiming_plan(tensor, a, mode, nonlinearity, uniform=False)
     return _fill_random(tensor, *plan, generator, seed)
 
 
+@_drop_in
 def orthogonal_(
     tensor: Tensor,
     gain: float = 1,
@@ -439,13 +598,14 @@ def orthogonal_(
         >>> fastinit.orthogonal_(w)
     """
     _check_orthogonal_shape(tensor)
-    if tensor.numel() == 0 or tensor.is_meta:
+    check_generator(generator)
+    if tensor.numel() == 0 or not has_real_storage(tensor):
         return tensor
     check_float_dtype(tensor, "orthogonal_")
     check_no_internal_overlap(tensor, "orthogonal_")
     check_unsharded(tensor, "orthogonal_")
     check_finite("orthogonal_", gain=gain)
-    _orthogonal_fill(tensor, gain, draw_seed(generator) if seed is None else seed, stream=0)
+    _orthogonal_fill(tensor, gain, _resolve_seed(generator, seed), stream=0)
     return tensor
 
 
@@ -469,6 +629,7 @@ def _orthogonal_fill(tensor: Tensor, gain: float, seed: int, stream: int) -> Ten
     return tensor
 
 
+@_drop_in
 def sparse_(
     tensor: Tensor,
     sparsity: float,
@@ -489,7 +650,8 @@ def sparse_(
     """
     if tensor.ndimension() != 2:
         raise ValueError("Only tensors with 2 dimensions are supported")
-    if tensor.is_meta:
+    check_generator(generator)
+    if not has_real_storage(tensor):
         return tensor
     check_finite("sparse_", sparsity=sparsity)
     if not 0.0 <= sparsity <= 1.0:
@@ -503,8 +665,7 @@ def sparse_(
         return tensor
     rows, cols = tensor.shape
     num_zeros = math.ceil(sparsity * rows)
-    if seed is None:
-        seed = draw_seed(generator)
+    seed = _resolve_seed(generator, seed)
     keys = torch.empty((rows, cols), dtype=torch.float32)
     submit(
         [
@@ -519,6 +680,7 @@ def sparse_(
     return tensor
 
 
+@_drop_in
 def lecun_uniform_(
     tensor: Tensor, generator: Optional[torch.Generator] = None, *, seed: Optional[int] = None
 ) -> Tensor:
@@ -532,6 +694,7 @@ def lecun_uniform_(
     return variance_scaling_(tensor, 1.0, "fan_in", "uniform", generator, seed=seed)
 
 
+@_drop_in
 def lecun_normal_(
     tensor: Tensor, generator: Optional[torch.Generator] = None, *, seed: Optional[int] = None
 ) -> Tensor:
@@ -550,6 +713,7 @@ VARIANCE_SCALING_MODES = ("fan_in", "fan_out", "fan_avg")
 VARIANCE_SCALING_DISTRIBUTIONS = ("truncated_normal", "normal", "untruncated_normal", "uniform")
 
 
+@_drop_in
 def variance_scaling_(
     tensor: Tensor,
     scale: float = 1.0,
@@ -573,7 +737,7 @@ def variance_scaling_(
         >>> w = torch.empty(256, 128)
         >>> fastinit.variance_scaling_(w, 2.0, "fan_in", "truncated_normal")  # He normal, JAX style
     """
-    plan = _variance_scaling_plan(tensor, scale, mode, distribution, stacklevel=4)
+    plan = _variance_scaling_plan(tensor, scale, mode, distribution)
     return _fill_random(tensor, *plan, generator, seed)
 
 
@@ -590,7 +754,7 @@ def _check_variance_scaling_names(mode, distribution) -> None:
         )
 
 
-def _variance_scaling_plan(tensor, scale, mode, distribution, stacklevel=3):
+def _variance_scaling_plan(tensor, scale, mode, distribution):
     _check_variance_scaling_names(mode, distribution)
     check_finite("variance_scaling_", scale=scale)
     if scale <= 0:
@@ -601,7 +765,7 @@ def _variance_scaling_plan(tensor, scale, mode, distribution, stacklevel=3):
     if distribution == "truncated_normal":
         std = math.sqrt(variance) / TRUNCATED_NORMAL_STD_CORRECTION
         return _trunc_normal_plan(
-            "variance_scaling_", tensor, 0.0, std, -2.0 * std, 2.0 * std, stacklevel + 1
+            "variance_scaling_", tensor, 0.0, std, -2.0 * std, 2.0 * std
         )
     if distribution in ("normal", "untruncated_normal"):
         return _normal_plan("variance_scaling_", tensor, 0.0, math.sqrt(variance))
@@ -614,10 +778,9 @@ def _make_deprecate(meth: _F) -> _F:
     old_name = new_name[:-1]
 
     def deprecated_init(*args, **kwargs):
-        warnings.warn(
+        _warn_at_caller(
             f"`fastinit.{old_name}` is now deprecated in favor of `fastinit.{new_name}`.",
             FutureWarning,
-            stacklevel=2,
         )
         return meth(*args, **kwargs)
 

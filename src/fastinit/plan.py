@@ -5,13 +5,16 @@ Validation happens here, for every tensor of a call, before any backend writes a
 from __future__ import annotations
 
 import math
+import numbers
 import struct
 from dataclasses import dataclass, replace
 from typing import Sequence
 
 import torch
+from torch._subclasses.fake_tensor import is_fake
+from torch._subclasses.functional_tensor import FunctionalTensor
 
-from .contract import DTYPE_CODES, Distribution, check_seed
+from .contract import DTYPE_CODES, Distribution, check_seed, negated_params
 from .errors import InitValueError, UnsupportedDtypeError
 from .sharding import check_placements, global_runs, is_dtensor, local_tensor
 
@@ -70,14 +73,50 @@ _SCALAR_TYPE_NAMES = {
 }
 
 
-def check_float_dtype(tensor: torch.Tensor, fn_name: str) -> None:
-    if tensor.dtype not in DTYPE_CODES:
+COMPLEX_DTYPES = (torch.complex64, torch.complex128)
+
+
+def check_float_dtype(tensor: torch.Tensor, fn_name: str, allow_complex: bool = False) -> None:
+    """Raise UnsupportedDtypeError unless `tensor` has a dtype the contract fills (and, with
+    `allow_complex`, complex64/128, filled through their real view)."""
+    if tensor.dtype not in DTYPE_CODES and not (allow_complex and tensor.dtype in COMPLEX_DTYPES):
         scalar_name = _SCALAR_TYPE_NAMES.get(tensor.dtype, str(tensor.dtype).replace("torch.", ""))
         raise UnsupportedDtypeError(
             f"{fn_name}: not implemented for '{scalar_name}': cannot fill a tensor of dtype "
             f"{tensor.dtype}; fastinit's random initialisers support "
             f"{', '.join(str(d) for d in DTYPE_CODES)}"
+            + (" and complex64/128 (real and imaginary parts)" if allow_complex else "")
         )
+
+
+def has_real_storage(tensor: torch.Tensor) -> bool:
+    """False for tensors nothing can be written to: meta, fake (FakeTensorMode, tracing) and
+    functional tensors. A fill on them is a no-op that draws no seed."""
+    tensor = local_tensor(tensor)
+    return not (tensor.is_meta or is_fake(tensor) or torch._is_functional_tensor(tensor)
+                or isinstance(tensor, FunctionalTensor))
+
+
+def check_storage(tensor: torch.Tensor) -> None:
+    """Raise RuntimeError, with torch's words, unless `tensor`'s storage is allocated and holds
+    its whole extent (storage_offset + sum((size - 1) * stride) + 1 elements)."""
+    tensor = local_tensor(tensor)
+    if tensor.numel() == 0:
+        return
+    storage = tensor.untyped_storage()
+    if storage.data_ptr() == 0:
+        raise InitValueError(
+            "The tensor has a non-zero number of elements, but its data is not allocated yet: "
+            f"tensor of shape {tuple(tensor.shape)} with a storage of {storage.nbytes()} bytes "
+            "(freed, e.g. by FSDP); allocate it (untyped_storage().resize_) before initialising")
+    extent = tensor.storage_offset() + 1 + sum(
+        (size - 1) * stride for size, stride in zip(tensor.shape, tensor.stride()))
+    if extent * tensor.element_size() > storage.nbytes():
+        raise InitValueError(
+            f"sizes {list(tensor.shape)}, strides {list(tensor.stride())}, storage offset "
+            f"{tensor.storage_offset()}, and itemsize {tensor.element_size()} requiring a storage "
+            f"size of {extent * tensor.element_size()} are out of bounds for storage of size "
+            f"{storage.nbytes()}")
 
 
 def check_no_internal_overlap(tensor: torch.Tensor, fn_name: str) -> None:
@@ -90,12 +129,16 @@ def check_no_internal_overlap(tensor: torch.Tensor, fn_name: str) -> None:
 
 
 def check_finite(fn_name: str, **values: float) -> None:
+    """Raise TypeError for a value that is not a real number (a string, as torch's argument
+    parser does), InitValueError for nan or inf."""
     for name, value in values.items():
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            try:
-                value = float(value)
-            except (TypeError, ValueError):
-                raise TypeError(f"{fn_name}: {name} must be a real number, got {value!r}") from None
+        if not isinstance(value, (numbers.Real, torch.Tensor)):
+            raise TypeError(f"{fn_name}(): argument '{name}' must be float, not "
+                            f"{type(value).__name__}")
+        try:
+            value = float(value)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"{fn_name}: {name} must be a real number, got {value!r}") from None
         if not math.isfinite(value):
             raise InitValueError(f"{fn_name}: {name} must be finite, got {name}={value}")
 
@@ -110,8 +153,13 @@ def check_same_device(tensors: Sequence[torch.Tensor], fn_name: str) -> None:
 
 
 def make_fill(tensor, dist, params, seed, stream=0, first_index=0) -> Fill:
-    return Fill(tensor, Distribution(dist), tuple(float(p) for p in params), check_seed(seed),
-                check_seed(stream), int(first_index))
+    """The Fill of `tensor`; a negative view becomes its plain view with negated parameters."""
+    dist = Distribution(dist)
+    params = [float(p) for p in params]
+    if tensor.is_neg():
+        tensor, params = tensor._neg_view(), negated_params(dist, params)
+    return Fill(tensor, dist, tuple(params), check_seed(seed), check_seed(stream),
+                int(first_index))
 
 
 def _local_fills(fills: Sequence[Fill]) -> list[Fill]:
@@ -132,18 +180,22 @@ def contiguous_fills(
     """Fills over contiguous memory, plus (target, scratch) pairs to copy back afterwards.
 
     A DTensor contributes the pieces of its local shard, each at its global indices.
-    A non-contiguous target (channels_last, transposed, sliced) is generated into a contiguous
-    scratch tensor in logical order and then copied into the target, so it receives the values
-    of its logical indices and is always written.
+    A non-contiguous target (channels_last, transposed, sliced) or a conjugate view is generated
+    into a contiguous scratch tensor in logical order and then copied into the target, so it
+    receives the values of its logical indices and is always written. A complex target is
+    filled through its real view (torch.view_as_real): element j of that view is index j.
     """
     out: list[Fill] = []
     copy_back: list[tuple[torch.Tensor, torch.Tensor]] = []
     for f in _local_fills(fills):
-        if f.tensor.numel() == 0:
+        target = f.tensor
+        if target.numel() == 0:
             continue
-        if not f.tensor.is_contiguous():
-            scratch = torch.empty(f.tensor.shape, dtype=f.tensor.dtype, device=f.tensor.device)
-            copy_back.append((f.tensor, scratch))
-            f = replace(f, tensor=scratch)
-        out.append(f)
+        if not target.is_contiguous() or target.is_conj():
+            scratch = torch.empty(target.shape, dtype=target.dtype, device=target.device)
+            copy_back.append((target, scratch))
+            target = scratch
+        if target.is_complex():
+            target = torch.view_as_real(target)
+        out.append(replace(f, tensor=target))
     return out, copy_back

@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 
 from ..errors import BackendUnavailableError, InitValueError
-from ..plan import Fill, contiguous_fills
+from ..plan import Fill, check_storage, contiguous_fills, has_real_storage
 from ..sharding import local_tensor
 
 BACKENDS = ("cpu", "cuda", "triton", "reference")
@@ -88,14 +88,20 @@ def backend_for(device: torch.device):
 
 
 def execute(fills: Sequence[Fill]) -> None:
-    """Run validated fills: one backend call per (device, dtype) group, then copy-backs."""
-    if not torch.is_inference_mode_enabled():
-        for f in fills:
-            if local_tensor(f.tensor).is_inference():
-                raise InitValueError(
-                    "Inplace update to inference tensor outside InferenceMode is not allowed: "
-                    f"a tensor of shape {tuple(f.tensor.shape)} was created under "
-                    "torch.inference_mode(); initialise it inside inference_mode or clone it")
+    """Run validated fills: one backend call per (device, dtype) group, then copy-backs.
+
+    Fills of tensors without real storage (meta, fake, functional) are dropped; every other
+    tensor's storage is checked, for all fills, before any backend writes.
+    """
+    fills = [f for f in fills if has_real_storage(f.tensor)]
+    inference_refused = not torch.is_inference_mode_enabled()
+    for f in fills:
+        if inference_refused and local_tensor(f.tensor).is_inference():
+            raise InitValueError(
+                "Inplace update to inference tensor outside InferenceMode is not allowed: "
+                f"a tensor of shape {tuple(f.tensor.shape)} was created under "
+                "torch.inference_mode(); initialise it inside inference_mode or clone it")
+        check_storage(f.tensor)
     targets, copy_back = contiguous_fills(fills)
     groups: "OrderedDict[tuple, list[Fill]]" = OrderedDict()
     for f in targets:
