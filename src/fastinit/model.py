@@ -95,17 +95,13 @@ if hasattr(nn, "RMSNorm"):
     DEFAULT_RULES[nn.RMSNorm] = _affine
 
 
-# The methods a layer's default init lives in (MultiheadAttention's is `_reset_parameters`).
-RESET_METHODS = ("reset_parameters", "_reset_parameters")
-
-
 def _default_rules_for(module: nn.Module) -> Optional[dict]:
     """The default rules of `module`'s layer type; None when its class overrides that type's
-    reset method (a subclass with its own init: its reset_parameters runs instead)."""
+    reset_parameters (a subclass with its own init: its reset_parameters runs instead)."""
     for cls in type(module).__mro__:
         if cls in DEFAULT_RULES:
-            if any(getattr(type(module), m, None) is not getattr(cls, m, None)
-                   for m in RESET_METHODS):
+            if getattr(type(module), "reset_parameters", None) is not \
+                    getattr(cls, "reset_parameters", None):
                 return None
             return DEFAULT_RULES[cls](module)
     return None
