@@ -26,6 +26,11 @@ P_MIN = 1e-4
 @pytest.fixture
 def dropin(monkeypatch):
     """Replace torch.nn.init by fastinit (undone after the test); returns the list of calls."""
+    return patch_torch_init(monkeypatch)
+
+
+def patch_torch_init(monkeypatch) -> list:
+    """Patch every torch.nn.init function (and its by-name imports) to a spy calling fastinit's."""
     calls: list[tuple[str, torch.Tensor]] = []
     originals = {name: getattr(torch.nn.init, name) for name in torch.nn.init.__all__}
     spies = {}
@@ -66,7 +71,10 @@ def check_uniform(t: torch.Tensor, bound: float, what: str):
 
 
 def check_normal(t: torch.Tensor, std: float, what: str):
+    assert t.numel() >= 20_000, f"{what}: too few samples to reject a 5% wrong std"
     assert ks_p(t, stats.norm(0.0, std).cdf) > P_MIN, f"{what}: not N(0, {std:.4g})"
+    # std within 2.5% (5 standard errors at 20k samples): a 5% wrong std fails
+    assert abs(t.double().std().item() / std - 1) < 0.025, f"{what}: std off"
 
 
 def check_const(t: torch.Tensor, value: float, what: str):
@@ -88,17 +96,16 @@ def assert_all_params_went_through_fastinit(module: nn.Module, calls, expected: 
 # ----------------------------------------------------------------------------------------------
 
 
-def test_monkeypatch_is_undone_after_use(dropin):
-    assert torch.nn.init.uniform_ is not fastinit.uniform_
-    assert torch.nn.init.uniform_.__wrapped__ is fastinit.uniform_
-
-
-def test_torch_nn_init_is_restored():
-    """Runs after the test above (same module, file order): the fixture undid its patches."""
-    assert torch.nn.init.uniform_.__module__ == "torch.nn.init"
+def test_monkeypatch_is_undone_after_use():
     import torch.nn.modules.activation as activation
 
-    assert activation.xavier_uniform_ is torch.nn.init.xavier_uniform_
+    uniform, xavier = torch.nn.init.uniform_, activation.xavier_uniform_
+    with pytest.MonkeyPatch.context() as mp:
+        patch_torch_init(mp)
+        assert torch.nn.init.uniform_.__wrapped__ is fastinit.uniform_
+        assert activation.xavier_uniform_.__wrapped__ is fastinit.xavier_uniform_
+    assert torch.nn.init.uniform_ is uniform and uniform.__module__ == "torch.nn.init"
+    assert activation.xavier_uniform_ is xavier is torch.nn.init.xavier_uniform_
 
 
 def test_linear_values_are_exactly_fastinits(dropin):
@@ -210,7 +217,11 @@ def _check_mha(mha: nn.MultiheadAttention, prefix: str, calls):
     if mha.bias_k is not None:
         for b in (mha.bias_k, mha.bias_v):  # (1, 1, E): fan_in = fan_out = E
             assert called_with(calls, b)[-1] == "xavier_normal_"
-            check_normal(b, math.sqrt(2.0 / (2 * e)), f"{prefix}bias_kv")
+        # E values each: pool the biases of more such layers to test the std to 5%
+        more = [nn.MultiheadAttention(e, mha.num_heads, add_bias_kv=True)
+                for _ in range(-(-20_000 // (2 * e)))]
+        pooled = torch.cat([b.detach().flatten() for m in [mha] + more for b in (m.bias_k, m.bias_v)])
+        check_normal(pooled, math.sqrt(2.0 / (2 * e)), f"{prefix}bias_kv")
 
 
 @pytest.mark.parametrize(
@@ -314,7 +325,7 @@ def test_meta_device_modules_stay_meta(dropin):
         emb = nn.Embedding(100, 16, padding_idx=0)
     for module in (layer, lstm, emb):
         assert all(p.is_meta for p in module.parameters())
-    assert dropin  # the fastinit functions were called (and were no-ops)
+        assert_all_params_went_through_fastinit(module, dropin, {})  # and were no-ops
 
 
 def test_module_bf16_parameters(dropin):
@@ -324,3 +335,12 @@ def test_module_bf16_parameters(dropin):
     bound = 1 / math.sqrt(512)
     assert np.abs(w).max() <= bound * (1 + 2**-8)
     assert abs(w.std() - bound / math.sqrt(3)) < 0.02 * bound / math.sqrt(3)
+
+
+@pytest.mark.parametrize("scale", [1 / 1.05, 1.05])
+def test_check_normal_rejects_a_5_percent_wrong_std(scale):
+    """Negative control for check_normal: normal samples with a std 5% off fail it."""
+    samples = torch.randn(20_000, generator=torch.Generator().manual_seed(1)) * scale
+    check_normal(samples / scale, 1.0, "control")  # the right std passes
+    with pytest.raises(AssertionError):
+        check_normal(samples, 1.0, "control")
