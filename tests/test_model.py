@@ -685,6 +685,49 @@ def test_init_module_errors_write_nothing(rules, exc, match):
         fastinit.materialize(meta, "cpu", seed=0, rules=rules)
 
 
+def _bad_buffer(kind: str) -> torch.Tensor:
+    """A (4, 5) target each check of the planners or of backends.execute refuses."""
+    if kind == "integer":
+        return torch.full((4, 5), SENTINEL)
+    if kind == "expanded":
+        return torch.full((4, 1), float("nan")).expand(4, 5)
+    if kind == "inference":
+        with torch.inference_mode():
+            return torch.full((4, 5), float("nan"))
+    if kind == "one_dim":
+        return torch.full((20,), float("nan"))
+    t = torch.full((4, 5), float("nan"))
+    t.untyped_storage().resize_(0 if kind == "freed" else 8)
+    return t
+
+
+class _Buffers(nn.Module):
+    def __init__(self, bad_kind: str, bad_position: int):
+        super().__init__()
+        for i in range(3):
+            self.register_buffer(f"t{i}", _bad_buffer(bad_kind) if i == bad_position
+                                 else torch.full((4, 5), float("nan")))
+
+
+@pytest.mark.parametrize("position", [0, 1, 2], ids=["first", "middle", "last"])
+@pytest.mark.parametrize("kind, rule, exc, match", [
+    ("integer", spec.normal(), TypeError, "not implemented for 'Long'"),
+    ("expanded", spec.normal(), InitValueError, "more than one element"),
+    ("inference", spec.uniform(), RuntimeError, "inference tensor"),
+    ("freed", spec.trunc_normal(), RuntimeError, "data is not allocated yet"),
+    ("shrunk", spec.zeros(), RuntimeError, "out of bounds for storage"),
+    ("one_dim", spec.xavier_uniform(), ValueError, "fewer than 2 dimensions"),
+])
+def test_a_bad_tensor_anywhere_in_a_call_writes_nothing(kind, rule, exc, match, position):
+    """Every check of the planners and of backends.execute covers every tensor of a call."""
+    module = _Buffers(kind, position)
+    with pytest.raises(exc, match=match):
+        fastinit.init_module(module, {"t*": rule}, seed=0)
+    for i in range(3):
+        if i != position:
+            assert getattr(module, f"t{i}").isnan().all(), f"t{i} was written"
+
+
 def test_init_module_inside_fused_block_equals_outside():
     a, b = poison(ConvNet()), poison(ConvNet())
     fastinit.init_module(a, _convnet_rules(), seed=5)
