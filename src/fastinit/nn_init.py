@@ -129,11 +129,6 @@ def _register_traced_op(fn: Callable) -> None:
     _TRACED_OPS[name] = op
 
 
-@torch.compiler.disable
-def _outside_graph(fn: Callable, tensor: Tensor, args: tuple, kwargs: dict) -> Tensor:
-    return fn(tensor, *args, **kwargs)
-
-
 def _traced_call(fn: Callable, tensor: Tensor, args: tuple, kwargs: dict) -> Tensor:
     """A drop-in call met by torch.compile: the custom op when the call has a `seed=` and plain
     number / string arguments; otherwise eager, outside the graph (a graph break), so that a
@@ -145,7 +140,9 @@ def _traced_call(fn: Callable, tensor: Tensor, args: tuple, kwargs: dict) -> Ten
     seed = kwargs.get("seed")
     traceable = all(isinstance(v, (int, float, str)) for v in values)
     if not traceable or (name != "constant_" and seed is None):
-        return _outside_graph(fn, tensor, args, kwargs)
+        # (torch.compiler.disable here, not as a decorator: it imports torch._dynamo, which
+        # is loaded anyway while compiling but would cost `import fastinit` a second)
+        return torch.compiler.disable(fn)(tensor, *args, **kwargs)
     seed_kwargs = {}
     if name != "constant_":
         seed = check_seed(seed)
@@ -180,7 +177,7 @@ def _drop_in(fn: Callable) -> Callable:
 
 
 def _resolve_seed(generator, seed) -> int:
-    check_generator(generator)
+    """`seed`, else one draw from `generator` (callers have checked its type)."""
     return draw_seed(generator) if seed is None else seed
 
 
