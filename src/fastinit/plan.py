@@ -93,8 +93,9 @@ def has_real_storage(tensor: torch.Tensor) -> bool:
     """False for tensors nothing can be written to: meta, fake (FakeTensorMode, tracing) and
     functional tensors. A fill on them is a no-op that draws no seed."""
     tensor = local_tensor(tensor)
-    return not (tensor.is_meta or is_fake(tensor) or torch._is_functional_tensor(tensor)
-                or isinstance(tensor, FunctionalTensor))
+    with torch._C.DisableTorchFunction():  # a look at metadata, not an access to the memory
+        return not (tensor.is_meta or is_fake(tensor) or torch._is_functional_tensor(tensor)
+                    or isinstance(tensor, FunctionalTensor))
 
 
 def check_storage(tensor: torch.Tensor) -> None:
@@ -103,7 +104,8 @@ def check_storage(tensor: torch.Tensor) -> None:
     tensor = local_tensor(tensor)
     if tensor.numel() == 0:
         return
-    storage = tensor.untyped_storage()
+    with torch._C.DisableTorchFunction():  # a look at the storage, not an access to the memory
+        storage = tensor.untyped_storage()
     if storage.data_ptr() == 0:
         raise InitValueError(
             "The tensor has a non-zero number of elements, but its data is not allocated yet: "
