@@ -23,6 +23,9 @@ from torch import nn
 
 import fastinit
 from fastinit import sharding
+from fastinit.backends import execute
+from fastinit.contract import Distribution, normal_params
+from fastinit.plan import make_fill
 from test_torch_parity import ALL_CALLS, SEEDED
 
 REPO = Path(__file__).resolve().parents[1]
@@ -281,6 +284,16 @@ def test_complex_values_are_the_contract_on_the_real_view():
     z = fastinit.uniform_(torch.empty(6, 5, dtype=torch.complex128).t(), -1, 1, seed=4)
     real = fastinit.uniform_(torch.empty(5, 6, 2, dtype=torch.float64), -1, 1, seed=4)
     assert torch.equal(torch.view_as_real(z.contiguous()), real)
+
+
+def test_complex_piece_at_a_first_index_gets_the_values_of_its_place():
+    """A shard of a complex tensor (first_index in complex elements) gets the whole's values."""
+    whole = fastinit.normal_(torch.empty(10, 3, dtype=torch.complex64), seed=7)
+    piece = torch.full((4, 3), complex("nan+nanj"), dtype=torch.complex64)
+    fill = make_fill(piece, Distribution.NORMAL, normal_params(0.0, 1.0 / math.sqrt(2)), 7,
+                     first_index=2 * 3)
+    execute([fill])
+    assert torch.equal(piece, whole[2:6])
 
 
 def test_complex_trunc_normal_is_refused_as_torch():

@@ -197,7 +197,8 @@ def contiguous_fills(
             scratch = torch.empty(target.shape, dtype=target.dtype, device=target.device)
             copy_back.append((target, scratch))
             target = scratch
-        if target.is_complex():
-            target = torch.view_as_real(target)
-        out.append(replace(f, tensor=target))
+        first_index = f.first_index
+        if target.is_complex():  # complex element k is real-view elements 2k and 2k + 1
+            target, first_index = torch.view_as_real(target), 2 * first_index
+        out.append(replace(f, tensor=target, first_index=first_index))
     return out, copy_back
