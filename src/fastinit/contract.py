@@ -77,6 +77,7 @@ _generator_locks_guard = threading.Lock()
 
 
 def _generator_lock(generator: torch.Generator) -> threading.Lock:
+    """fastinit's lock of `generator`, the same object for every call with that generator."""
     with _generator_locks_guard:
         lock = _generator_locks.get(generator)
         if lock is None:

@@ -198,8 +198,8 @@ def _fmt(x: float) -> str:
     return f"{x:g}"
 
 
-# c10's names of the floating dtypes, which torch's "... out of bounds for <name>" uses.
-_SCALAR_NAMES = {torch.float32: "float", torch.float64: "double", torch.float16: "c10::Half",
+# The C++ type names of the floating dtypes, which torch's "... out of bounds for <name>" uses.
+_CPP_TYPE_NAMES = {torch.float32: "float", torch.float64: "double", torch.float16: "c10::Half",
                  torch.bfloat16: "c10::BFloat16"}
 
 
@@ -278,7 +278,7 @@ def _trunc_normal_plan(fn_name, tensor, mean, std, a, b) -> tuple[Distribution, 
     if a == b and math.isinf(a):  # torch: its uniform_ on [Phi(a), Phi(b)] refuses the bound
         raise InitValueError(
             f"{fn_name}: the interval [{a}, {b}] holds no finite value: from is out of bounds "
-            f"for {_SCALAR_NAMES.get(tensor.dtype, tensor.dtype)}")
+            f"for {_CPP_TYPE_NAMES.get(tensor.dtype, tensor.dtype)}")
     return trunc_normal_params(mean, std, a, b, tensor.dtype)
 
 
