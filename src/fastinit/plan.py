@@ -158,8 +158,9 @@ def make_fill(tensor, dist, params, seed, stream=0, first_index=0) -> Fill:
     """The Fill of `tensor`; a negative view becomes its plain view with negated parameters."""
     dist = Distribution(dist)
     params = [float(p) for p in params]
-    if tensor.is_neg():
-        tensor, params = tensor._neg_view(), negated_params(dist, params)
+    with torch._C.DisableTorchFunction():  # fastinit's own view, not a user's access
+        if tensor.is_neg():
+            tensor, params = tensor._neg_view(), negated_params(dist, params)
     return Fill(tensor, dist, tuple(params), check_seed(seed), check_seed(stream),
                 int(first_index))
 
@@ -193,12 +194,13 @@ def contiguous_fills(
         target = f.tensor
         if target.numel() == 0:
             continue
-        if not target.is_contiguous() or target.is_conj():
-            scratch = torch.empty(target.shape, dtype=target.dtype, device=target.device)
-            copy_back.append((target, scratch))
-            target = scratch
-        first_index = f.first_index
-        if target.is_complex():  # complex element k is real-view elements 2k and 2k + 1
-            target, first_index = torch.view_as_real(target), 2 * first_index
+        with torch._C.DisableTorchFunction():  # fastinit's own scratch and views
+            if not target.is_contiguous() or target.is_conj():
+                scratch = torch.empty(target.shape, dtype=target.dtype, device=target.device)
+                copy_back.append((target, scratch))
+                target = scratch
+            first_index = f.first_index
+            if target.is_complex():  # complex element k is real-view elements 2k and 2k + 1
+                target, first_index = torch.view_as_real(target), 2 * first_index
         out.append(replace(f, tensor=target, first_index=first_index))
     return out, copy_back
