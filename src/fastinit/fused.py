@@ -155,7 +155,7 @@ class Recorder:
                 kept.append((f, fp))
         self.pending = kept
         if any(fp.overlaps(footprint) for _, fp in self.pending):
-            self.flush()
+            self.flush({footprint.key})
 
     def _log(self, tensor: torch.Tensor, footprint: _Footprint, text: str) -> None:
         self._writes.setdefault(footprint.key, []).append((footprint, text))
@@ -167,18 +167,18 @@ class Recorder:
             self._log(tensor, footprint, text)
 
     # -- reading -----------------------------------------------------------------------------
-    def touches_pending(self, args, kwargs) -> bool:
+    def touched(self, args, kwargs) -> set:
+        """The storage keys of pending fills that the tensors in `args` / `kwargs` live in."""
         if not self.pending:
-            return False
+            return set()
         keys = {fp.key for _, fp in self.pending}
-        found = False
+        found = set()
 
         def visit(x):
-            nonlocal found
-            if found:
-                return
             if isinstance(x, torch.Tensor):
-                found = _storage_key(x) in keys
+                key = _storage_key(x)
+                if key in keys:
+                    found.add(key)
             elif isinstance(x, (list, tuple)):
                 for y in x:
                     visit(y)
@@ -190,13 +190,19 @@ class Recorder:
         visit(kwargs)
         return found
 
-    def flush(self) -> None:
-        """Run the pending fills now (in a dry run: forget them)."""
-        if self.pending:
-            fills, self.pending = [f for f, _ in self.pending], []
-            if not self.dry_run:
-                backends.execute(fills)
-                self.flushes += 1
+    def flush(self, keys: Optional[set] = None) -> None:
+        """Run the pending fills now: those in the storages `keys`, or all (in a dry run:
+        forget them). Fills of other storages stay pending: they touch other memory."""
+        if not self.pending:
+            return
+        if keys is None:
+            run, self.pending = self.pending, []
+        else:
+            run = [(f, fp) for f, fp in self.pending if fp.key in keys]
+            self.pending = [(f, fp) for f, fp in self.pending if fp.key not in keys]
+        if run and not self.dry_run:
+            backends.execute([f for f, _ in run])
+            self.flushes += 1
 
     # -- queries -----------------------------------------------------------------------------
     def wrote(self, tensor: torch.Tensor) -> bool:
@@ -338,14 +344,17 @@ class _Interceptor(TorchFunctionMode):
             return None if done is _SKIPPED else done
         target = _written_tensor(name, args, kwargs)
         reads = args[1:] if name in OVERWRITE_OPS else args
-        if rec.touches_pending(reads, kwargs):
-            rec.flush()
+        touched = rec.touched(reads, kwargs)
+        if touched:
+            rec.flush(touched)
         if name in OVERWRITE_OPS and target is not None:
             footprint = _Footprint.of(target)
             if footprint is not None:
                 rec.overwrite(footprint)
-        elif target is not None and rec.touches_pending((target,), {}):
-            rec.flush()
+        elif target is not None:
+            touched = rec.touched((target,), {})
+            if touched:
+                rec.flush(touched)
         result = func(*args, **kwargs)
         if target is not None:
             rec.log_write(target, name)
@@ -378,8 +387,9 @@ class _Interceptor(TorchFunctionMode):
         return _fastinit().zeros_(t)
 
     def _generic_fill(self, func, t, *args):
-        if self.recorder.touches_pending(args, {}):
-            self.recorder.flush()
+        touched = self.recorder.touched(args, {})
+        if touched:
+            self.recorder.flush(touched)
         footprint = _Footprint.of(t)
         if footprint is not None:
             self.recorder.overwrite(footprint)
