@@ -61,6 +61,7 @@ OVERWRITE_OPS = frozenset({"copy_", "fill_", "zero_"})
 
 _local = threading.local()
 _TORCH_INIT = torch.nn.init  # the module, for the functions as torch defines them
+_TORCH_INIT_NAMES = frozenset(_TORCH_INIT.__all__)
 
 
 def _storage_key(t: torch.Tensor):
@@ -429,7 +430,7 @@ class _Interceptor(TorchFunctionMode):
         a wrapper has replaced it there (Hugging Face's guard while it initialises), that
         wrapper arrives here and stands for torch's function of the same name."""
         name = getattr(func, "__name__", None)
-        if name in _TORCH_INIT.__all__ and getattr(_TORCH_INIT, name, None) is func:
+        if name in _TORCH_INIT_NAMES and getattr(_TORCH_INIT, name, None) is func:
             return getattr(_fastinit(), name, None)
         return None
 
