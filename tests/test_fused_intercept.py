@@ -369,3 +369,21 @@ def test_memory_reachable_through_a_view_is_written():
         del w
     assert recorder.unreachable == 0
     assert torch.equal(v, fastinit.normal_(torch.empty(10, 10), seed=5)[2:5])
+
+
+# --- dry runs ----------------------------------------------------------------------------------
+
+
+def test_a_dry_run_records_on_meta_and_writes_nothing(written):
+    with torch.device("meta"):
+        w, v, b = torch.empty(64, 32), torch.empty(10), torch.empty(5)
+    state = torch.get_rng_state()
+    with fastinit.fused(dry_run=True) as recorder:
+        torch.nn.init.trunc_normal_(w, std=0.02)  # torch's returns at once on meta: seen there
+        torch.nn.init.trunc_normal_(v, std=0.5, a=-1, b=1)
+        b.fill_(0.25)
+    torch.set_rng_state(state)
+    assert recorder.describe(w) == "trunc_normal(mean=0, std=0.02, a=-2, b=2)"
+    assert recorder.describe(v) == "trunc_normal(mean=0, std=0.5, a=-1, b=1)"
+    assert recorder.describe(b) == "constant(0.25)"
+    assert written["calls"] == 0

@@ -402,6 +402,9 @@ class _Interceptor(TorchFunctionMode):
             if made is not None:
                 return made
         name = getattr(func, "__name__", "")
+        if rec.dry_run and name == "__get__" and _property_name(func) == "is_meta" and args:
+            # torch's trunc_normal_ returns at once on a meta tensor: a dry run records it there
+            self._routine_fill(caller, args[0])
         if name in METADATA_OPS or (name == "__getitem__" and _is_basic_index(args[1])):
             return func(*args, **kwargs)  # a view is tracked through its storage
         done = self._follow_up(caller, name, args, kwargs)
@@ -565,6 +568,11 @@ def _caller_frame():
     while frame is not None and frame.f_globals.get("__name__") in _PLUMBING_MODULES:
         frame = frame.f_back
     return frame
+
+
+def _property_name(getter) -> str:
+    """The attribute a property getter (`Tensor.is_meta.__get__`) reads."""
+    return getattr(getattr(getter, "__self__", None), "__name__", "")
 
 
 def _is_basic_index(index) -> bool:
