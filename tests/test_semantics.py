@@ -66,6 +66,14 @@ def test_fake_tensors_are_untouched_no_ops_for_every_public_function():
                 pass
         assert ran == [], ran
         assert torch.equal(torch.get_rng_state(), state), "a seed was drawn"
+        torch.manual_seed(4)
+        with FakeTensorMode():  # whole-model init: no-op writes, a real seed as for meta
+            model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
+            seeds = [fastinit.reset_parameters(model).seed,
+                     fastinit.init_module(model, {{"*": fastinit.spec.normal()}}).seed]
+        torch.manual_seed(4)
+        assert seeds == [int(torch.randint(0, 2**63 - 1, (1,))) for _ in range(2)], seeds
+        assert ran == [], ran
         print("done")
     """)
     assert proc.returncode == 0, proc.stderr[-3000:]
