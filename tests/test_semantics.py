@@ -66,6 +66,14 @@ def test_fake_tensors_are_untouched_no_ops_for_every_public_function():
                 pass
         assert ran == [], ran
         assert torch.equal(torch.get_rng_state(), state), "a seed was drawn"
+        torch.manual_seed(4)
+        with FakeTensorMode():  # whole-model init: no-op writes, a real seed as for meta
+            model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
+            seeds = [fastinit.reset_parameters(model).seed,
+                     fastinit.init_module(model, {{"*": fastinit.spec.normal()}}).seed]
+        torch.manual_seed(4)
+        assert seeds == [int(torch.randint(0, 2**63 - 1, (1,))) for _ in range(2)], seeds
+        assert ran == [], ran
         print("done")
     """)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -548,3 +556,31 @@ def test_missing_private_dtensor_helper_raises_a_clear_error():
     with pytest.raises(RuntimeError, match="private DTensor helper _split_tensor.*2.13 and 2.14"):
         sharding._private_helper(object(), "_split_tensor")
     assert sharding._private_helper(sharding._dtensor_utils, "compute_local_shape_and_global_offset")
+
+
+# ----------------------------------------------------------------------------------------------
+# The same on the GPU backends
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (no GPU here)")
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_gpu_views_complex_and_compile_match_cpu(backend):
+    try:
+        fastinit.set_backend(backend)
+    except fastinit.BackendUnavailableError as exc:
+        pytest.skip(str(exc))
+    cpu_plain = fastinit.uniform_(torch.empty(40, 25), 2.0, 3.0, seed=9)
+    neg = torch.full((40, 25), float("nan"), device="cuda")._neg_view()
+    fastinit.uniform_(neg, 2.0, 3.0, seed=9)
+    assert torch.equal(neg.cpu(), cpu_plain)
+    z = fastinit.uniform_(torch.empty(30, 7, dtype=torch.complex64, device="cuda"), -1, 1, seed=5)
+    assert torch.equal(z.cpu(), fastinit.uniform_(torch.empty(30, 7, dtype=torch.complex64), -1, 1, seed=5))
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda w: fastinit.uniform_(w, -1.0, 1.0, seed=3), fullgraph=True)
+    out = compiled(torch.full((64, 64), float("nan"), device="cuda"))
+    assert torch.equal(out, fastinit.uniform_(torch.empty(64, 64, device="cuda"), -1.0, 1.0, seed=3))
+    t = torch.empty(64, device="cuda")
+    t.untyped_storage().resize_(0)
+    with pytest.raises(RuntimeError, match="data is not allocated yet"):
+        fastinit.normal_(t, seed=1)

@@ -12,6 +12,7 @@ from enum import IntEnum
 
 import numpy as np
 import torch
+from torch._subclasses.fake_tensor import unset_fake_temporarily
 
 PHILOX_M0 = 0xD2511F53
 PHILOX_M1 = 0xCD9E8D57
@@ -101,7 +102,10 @@ def draw_seed(generator: torch.Generator | None) -> int:
     """
     check_generator(generator)
     if generator is None or generator.device.type == "cpu":
-        return int(torch.randint(0, 2**63 - 1, (1,), generator=generator, device="cpu"))
+        # a real draw even inside FakeTensorMode (whole-model init of fake tensors draws its
+        # seed as it does for meta tensors; drop-in fills of fake tensors draw none)
+        with unset_fake_temporarily():
+            return int(torch.randint(0, 2**63 - 1, (1,), generator=generator, device="cpu"))
     # An explicit accelerator generator: no device sync; derive from (initial seed, offset) and
     # advance the offset by one Philox block, as torch's own kernels do. Reading and advancing
     # the offset is one step under the generator's lock, so two threads never draw one seed.
