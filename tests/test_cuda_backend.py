@@ -308,10 +308,12 @@ def test_launch_table_chunk_size_follows_the_work():
 @needs_module
 @pytest.mark.parametrize("bad,match", [
     (_fake_fill_bytes(5) + _fake_fill_bytes(5, dtype_code=2), "one launch fills one dtype"),
-    (_fake_fill_bytes(5, first_index=-1), "must be >= 0"),
-    (_fake_fill_bytes(5, dist=9), "unknown distribution"),
-    (_fake_fill_bytes(5, dtype_code=7), "unknown dtype"),
-    (_fake_fill_bytes(5, data=0), "null data address"),
+    (_fake_fill_bytes(5, first_index=-1), "descriptor 0: first_index: -1 is negative"),
+    (_fake_fill_bytes(5) + _fake_fill_bytes(-5), "descriptor 1: numel: -5 is negative"),
+    (_fake_fill_bytes(5, dist=9), "descriptor 0: dist: unknown distribution code 9"),
+    (_fake_fill_bytes(5, dtype_code=7), "descriptor 0: dtype: unknown dtype code 7"),
+    (_fake_fill_bytes(5, data=0), "descriptor 0: data: null address"),
+    (_fake_fill_bytes(5, data=4098), "descriptor 0: data: address 4098 is not aligned"),
     (_fake_fill_bytes(5)[:-1], "whole number"),
 ])
 def test_launch_table_rejects_bad_descriptors(bad, match):

@@ -8,6 +8,7 @@
 #include "fill_cpu.h"
 
 #include <omp.h>
+#include <pthread.h>
 
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -18,6 +19,7 @@
 #endif
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <vector>
 
@@ -50,10 +52,6 @@ inline __attribute__((always_inline)) void store_f32(const float* v, int64_t cou
       break;
     }
   }
-}
-
-inline __attribute__((always_inline)) size_t element_size(int32_t dtype) {
-  return dtype == kFloat64 ? 8 : (dtype == kFloat32 ? 4 : 2);
 }
 
 // Philox words of counters (c0 + i, c1, c2, c3), i in [0, n), into structure-of-arrays
@@ -376,9 +374,24 @@ FillRangeFn select_fill_range() {
   }
 }
 
+// libgomp keeps its worker threads between parallel regions and has no fork handler: in a child
+// forked after a parallel region ran, the next region waits forever for workers that were not
+// copied. Such a child fills on its calling thread alone (the values never depend on the thread
+// count); a child forked before any parallel region keeps OpenMP.
+std::atomic<bool> g_pool_started{false};
+std::atomic<bool> g_forked_after_pool{false};
+
+void mark_forked_child() {
+  if (g_pool_started.load(std::memory_order_relaxed)) {
+    g_forked_after_pool.store(true, std::memory_order_relaxed);
+  }
+}
+
 }  // namespace
 
-void fill_cpu(const FillDescriptor* descriptors, int64_t count, int num_threads) {
+int fill_cpu(const FillDescriptor* descriptors, int64_t count, int num_threads) {
+  static const int fork_handler = pthread_atfork(nullptr, nullptr, mark_forked_child);
+  (void)fork_handler;
   struct Chunk {
     int64_t descriptor;
     int64_t begin;
@@ -390,13 +403,25 @@ void fill_cpu(const FillDescriptor* descriptors, int64_t count, int num_threads)
     }
   }
   const int64_t n = static_cast<int64_t>(chunks.size());
-  const int threads = num_threads > 0 ? num_threads : omp_get_max_threads();
   static const FillRangeFn fill_range = select_fill_range();
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (n > 1)
-  for (int64_t c = 0; c < n; ++c) {
+  const auto fill_chunk = [&](int64_t c) {
     const FillDescriptor& d = descriptors[chunks[c].descriptor];
     fill_range(d, chunks[c].begin, std::min(chunks[c].begin + kChunkElements, d.numel));
+  };
+  int threads = num_threads > 0 ? num_threads : omp_get_max_threads();
+  if (g_forked_after_pool.load(std::memory_order_relaxed)) threads = 1;
+  if (threads <= 1 || n <= 1) {  // no OpenMP call at all: safe in a forked child
+    for (int64_t c = 0; c < n; ++c) fill_chunk(c);
+    return 1;
   }
+  g_pool_started.store(true, std::memory_order_relaxed);
+  int team = 0;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+  for (int64_t c = 0; c < n; ++c) {
+    if (c == 0) team = omp_get_num_threads();
+    fill_chunk(c);
+  }
+  return team;
 }
 
 const char* cpu_simd_level() {

@@ -22,10 +22,9 @@ struct DescriptorSpan {
 };
 
 DescriptorSpan descriptor_span(const py::buffer_info& info) {
-  const size_t size = static_cast<size_t>(info.size) * static_cast<size_t>(info.itemsize);
-  CHECK_DESCRIPTOR_BYTES(size);
   return {static_cast<const fastinit::FillDescriptor*>(info.ptr),
-          static_cast<int64_t>(size / sizeof(fastinit::FillDescriptor))};
+          fastinit::descriptor_count(static_cast<size_t>(info.size) *
+                                     static_cast<size_t>(info.itemsize))};
 }
 
 // (table, num_descriptors, num_chunks, chunk_shift, dtype): the bytes to copy to the device and

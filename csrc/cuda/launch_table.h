@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "../descriptor_check.h"
 #include "../fastinit/fill.h"
 
 namespace fastinit {
@@ -54,24 +55,14 @@ inline int choose_chunk_shift(const FillDescriptor* d, int64_t count, int num_sm
   return shift;
 }
 
+// Descriptor i can be written (descriptor_check.h) and has the launch's dtype.
 inline void check_descriptor(const FillDescriptor& d, int64_t i, int32_t dtype) {
-  const std::string where = "descriptor " + std::to_string(i) + ": ";
+  fastinit::check_descriptor(d, i);
   if (d.dtype != dtype) {
-    throw std::invalid_argument(where + "dtype code " + std::to_string(d.dtype) +
-                                " differs from the launch's dtype code " + std::to_string(dtype) +
-                                " (one launch fills one dtype)");
+    throw std::invalid_argument("descriptor " + std::to_string(i) + ": dtype: code " +
+                                std::to_string(d.dtype) + " differs from the launch's dtype code " +
+                                std::to_string(dtype) + " (one launch fills one dtype)");
   }
-  if (d.dtype < kFloat32 || d.dtype > kBFloat16) {
-    throw std::invalid_argument(where + "unknown dtype code " + std::to_string(d.dtype));
-  }
-  if (d.dist < kConstant || d.dist > kTruncNormalFp64) {
-    throw std::invalid_argument(where + "unknown distribution code " + std::to_string(d.dist));
-  }
-  if (d.numel < 0 || d.first_index < 0) {
-    throw std::invalid_argument(where + "numel " + std::to_string(d.numel) + " and first_index " +
-                                std::to_string(d.first_index) + " must be >= 0");
-  }
-  if (d.numel > 0 && d.data == 0) throw std::invalid_argument(where + "null data address");
 }
 
 struct LaunchTable {
