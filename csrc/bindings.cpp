@@ -43,4 +43,5 @@ PYBIND11_MODULE(_C, m) {
         "Philox4x32-10 of one counter and key (for known-answer tests).");
   m.def("simd_level", &fastinit::cpu_simd_level);
   m.attr("DESCRIPTOR_SIZE") = sizeof(fastinit::FillDescriptor);
+  m.attr("COMPILER") = __VERSION__;  // the compiler that built this module
 }
