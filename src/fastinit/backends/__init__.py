@@ -128,6 +128,23 @@ def execute(fills: Sequence[Fill]) -> None:
                 torch.autograd.graph.increment_version(local_tensor(f.tensor))
 
 
+def check_not_capturing(why: str) -> None:
+    """Refuse a launch that stages host memory while the current CUDA stream is being captured
+    into a graph: a replay would read that host memory after it has been freed or reused.
+
+    Args:
+        why: which backend stages what, for the message.
+
+    Raises:
+        RuntimeError: the current CUDA stream is capturing.
+    """
+    if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+        raise RuntimeError(
+            f"fastinit cannot run this fill inside CUDA graph capture: {why}, and a graph replay "
+            f"would read that host memory after it is gone. Initialise these tensors before "
+            f"capturing.")
+
+
 def _select_from_environment() -> None:
     """Apply FASTINIT_BACKEND. A value that cannot be used warns here, at import, and the error
     is raised by every fill until set_backend() picks a backend."""

@@ -13,6 +13,7 @@ import torch
 
 from ..contract import DTYPE_CODES, Distribution
 from ..plan import Fill
+from . import check_not_capturing
 
 NAME = "triton"
 
@@ -76,6 +77,10 @@ def run(fills: Sequence[Fill], config=None) -> None:
     if not fills:
         return
     check_fills(fills)
+    if fills[0].tensor.device.type == "cuda":
+        check_not_capturing(
+            "the triton backend stages its descriptor table in host memory (the cuda backend "
+            "passes a call's table as the kernel's argument, which graph capture keeps)")
     config = _fill.DEFAULT_CONFIG if config is None else config
     if interpreting() and fills[0].tensor.device.type != "cpu":
         # The interpreter dereferences the table's raw addresses on the host: generate into
