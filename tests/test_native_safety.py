@@ -173,8 +173,7 @@ def test_triton_launcher_rejects_misaligned_data_and_unknown_dist():
 # Fork: a child forked after the parent's fill ran on an OpenMP team.
 
 FORK_PROBE = """
-import hashlib, json, multiprocessing, time, torch, fastinit
-from fastinit import _C
+import faulthandler, hashlib, json, multiprocessing, time, torch, fastinit
 from fastinit.contract import Distribution, normal_params
 from fastinit.plan import make_fill, pack_descriptors
 
@@ -183,6 +182,7 @@ def digest(t):
 
 def threads_of_a_fill():
     # _C.fill asked for 2 threads returns how many ran it (the target must outlive the call).
+    from fastinit import _C
     target = torch.empty(1 << 20)
     return _C.fill(pack_descriptors([make_fill(target, Distribution.NORMAL,
                                                normal_params(0, 1), 5)]), 2)
@@ -193,35 +193,44 @@ def values():
     return t
 
 def child(queue):
+    faulthandler.dump_traceback_later(60, exit=True)  # a hung child ends, showing where
     start = time.monotonic()
     t = values()
     team = threads_of_a_fill()
     queue.put((digest(t), team, time.monotonic() - start))
 
+torch.set_num_threads(2)
+torch_parallel = float((torch.randn(1 << 22) * 2 + 1).sum())  # torch's own OpenMP team
 parent_team = threads_of_a_fill()
-expected = digest(values())
 context = multiprocessing.get_context("fork")
 queue = context.Queue()
 process = context.Process(target=child, args=(queue,))
 process.start()
 child_digest, child_team, seconds = queue.get(timeout=30)
 process.join(60)
+expected = digest(values())
 print(json.dumps([parent_team, expected == child_digest, child_team, seconds, process.exitcode]))
 """
 
 
-def test_fork_child_after_a_parallel_fill_completes_with_the_same_values():
-    parent_team, same, child_team, seconds, exitcode = last_json(run_script(FORK_PROBE, 120))
+@pytest.mark.parametrize("parent_fills", [True, False], ids=["after_a_fill", "after_torch_ops"])
+def test_fork_child_after_parallel_regions_completes_with_the_same_values(parent_fills):
+    """The parent ran an OpenMP team (torch's ops, and fastinit's fill or not; the fork handler
+    is in place from `import fastinit`): the child's fills finish, on fresh threads of its own,
+    with the parent's values."""
+    script = FORK_PROBE if parent_fills else FORK_PROBE.replace(
+        "parent_team = threads_of_a_fill()", "parent_team = 2")
+    parent_team, same, child_team, seconds, exitcode = last_json(run_script(script, 120))
     assert parent_team == 2, "the parent's fill did not start an OpenMP team: nothing tested"
     assert same, "the forked child's values differ from the parent's"
-    assert child_team == 1, "the forked child should fill on its calling thread"
+    assert child_team == 2, "the forked child should fill on two fresh threads"
     assert exitcode == 0
     assert seconds < 30
 
 
-def test_fork_child_before_any_parallel_fill_keeps_its_threads():
+def test_fork_child_before_any_parallel_region_keeps_its_threads():
     script = """
-    import json, multiprocessing, torch
+    import faulthandler, json, multiprocessing, torch
     from fastinit import _C
     from fastinit.contract import Distribution, normal_params
     from fastinit.plan import make_fill, pack_descriptors
@@ -230,6 +239,7 @@ def test_fork_child_before_any_parallel_fill_keeps_its_threads():
         return _C.fill(pack_descriptors([make_fill(target, Distribution.NORMAL,
                                                    normal_params(0, 1), 5)]), 2)
     def child(queue):
+        faulthandler.dump_traceback_later(60, exit=True)  # a hung child ends, showing where
         queue.put(team())
     context = multiprocessing.get_context("fork")
     queue = context.Queue()

@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <thread>
 #include <cstring>
 #include <vector>
 
@@ -383,23 +384,34 @@ FillRangeFn select_fill_range() {
 }
 
 // libgomp keeps its worker threads between parallel regions and has no fork handler: in a child
-// forked after a parallel region ran, the next region waits forever for workers that were not
-// copied. Such a child fills on its calling thread alone (the values never depend on the thread
-// count); a child forked before any parallel region keeps OpenMP.
-std::atomic<bool> g_pool_started{false};
-std::atomic<bool> g_forked_after_pool{false};
+// forked after a parallel region ran on the forking thread (one of fastinit's, or one of
+// torch's, which shares the library), the next region waits forever for workers that were not
+// copied. So a forked child never enters OpenMP: it fills on fresh threads of its own, started
+// per call (the values never depend on the thread count).
+std::atomic<bool> g_forked_child{false};
 
-void mark_forked_child() {
-  if (g_pool_started.load(std::memory_order_relaxed)) {
-    g_forked_after_pool.store(true, std::memory_order_relaxed);
-  }
+void mark_forked_child() { g_forked_child.store(true, std::memory_order_relaxed); }
+
+// Registered when the module loads, so any later fork is seen.
+[[maybe_unused]] const int g_fork_handler = pthread_atfork(nullptr, nullptr, mark_forked_child);
+
+// Runs fill_chunk(c) for every c in [0, n) on `threads` new threads (the caller waits), taking
+// chunks in order from a shared counter as schedule(dynamic, 1) does.
+template <typename FillChunk>
+void fill_on_fresh_threads(int threads, int64_t n, const FillChunk& fill_chunk) {
+  std::atomic<int64_t> next{0};
+  const auto work = [&] {
+    for (int64_t c = next.fetch_add(1); c < n; c = next.fetch_add(1)) fill_chunk(c);
+  };
+  std::vector<std::thread> workers;
+  workers.reserve(static_cast<size_t>(threads));
+  for (int t = 0; t < threads; ++t) workers.emplace_back(work);
+  for (std::thread& worker : workers) worker.join();
 }
 
 }  // namespace
 
 int fill_cpu(const FillDescriptor* descriptors, int64_t count, int num_threads) {
-  static const int fork_handler = pthread_atfork(nullptr, nullptr, mark_forked_child);
-  (void)fork_handler;
   struct Chunk {
     int64_t descriptor;
     int64_t begin;
@@ -416,13 +428,16 @@ int fill_cpu(const FillDescriptor* descriptors, int64_t count, int num_threads) 
     const FillDescriptor& d = descriptors[chunks[c].descriptor];
     fill_range(d, chunks[c].begin, std::min(chunks[c].begin + kChunkElements, d.numel));
   };
-  int threads = num_threads > 0 ? num_threads : omp_get_max_threads();
-  if (g_forked_after_pool.load(std::memory_order_relaxed)) threads = 1;
-  if (threads <= 1 || n <= 1) {  // no OpenMP call at all: safe in a forked child
+  const int threads = static_cast<int>(
+      std::min<int64_t>(num_threads > 0 ? num_threads : omp_get_max_threads(), n));
+  if (threads <= 1) {
     for (int64_t c = 0; c < n; ++c) fill_chunk(c);
     return 1;
   }
-  g_pool_started.store(true, std::memory_order_relaxed);
+  if (g_forked_child.load(std::memory_order_relaxed)) {
+    fill_on_fresh_threads(threads, n, fill_chunk);
+    return threads;
+  }
   int team = 0;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
   for (int64_t c = 0; c < n; ++c) {

@@ -162,3 +162,6 @@ def _select_from_environment() -> None:
 
 
 _select_from_environment()
+# The C++ module is loaded at import, not at the first CPU fill: its fork handler
+# (csrc/cpu/fill_cpu.cpp) must be in place before the program forks worker processes.
+_module("cpu")
