@@ -53,11 +53,26 @@ BAD_DESCRIPTORS = {
     "unknown dtype": ("dtype", 7, "descriptor 1: dtype: unknown dtype code 7"),
 }
 
-CPU_PROBE = """
+# Each entry point called with a buffer of packed descriptors (`buffer`); the _cuda ones need no
+# GPU to validate (emulate writes host memory: the one that could crash here).
+ENTRY_POINTS = {
+    "_C.fill": "_C.fill(buffer, 2)",
+    "_cuda.emulate": "_cuda.emulate(buffer)",
+    "_cuda.build_table": "_cuda.build_table(buffer, 132)",
+    "_cuda.launch_by_value": "_cuda.launch_by_value(buffer, 132, 0, 0)",
+}
+
+ENTRY_PROBE = """
 import json, struct, torch
 from fastinit import _C
 from fastinit.contract import Distribution
 from fastinit.plan import make_fill, pack_descriptors
+try:
+    from fastinit import _cuda
+except ImportError as exc:
+    if {call!r}.startswith("_cuda"):
+        print(json.dumps({{"skip": f"fastinit._cuda is not built here: {{exc}}"}}))
+        raise SystemExit(0)
 
 FIELD_OFFSETS = {offsets!r}
 CASES = {cases!r}
@@ -74,14 +89,15 @@ for name, (field, value, _) in CASES.items():
         value = bad.data_ptr() + 2
     struct.pack_into(FORMATS[field], buffer, second + FIELD_OFFSETS[field], value)
     try:
-        _C.fill(buffer, 2)
+        {call}
         outcome = ("no error", "")
     except Exception as exc:
         outcome = (type(exc).__name__, str(exc))
     untouched = bool(good.isnan().all()) and bool(bad.isnan().all())
     results[name] = [*outcome, untouched, value]
+buffer = bytearray(10)
 try:
-    _C.fill(bytearray(10), 1)
+    {call}
     results["partial buffer"] = ["no error", "", True, 0]
 except Exception as exc:
     results["partial buffer"] = [type(exc).__name__, str(exc), True, 0]
@@ -89,22 +105,26 @@ print(json.dumps(results))
 """
 
 
-@pytest.fixture(scope="module")
-def cpu_probe():
-    script = CPU_PROBE.format(offsets=FIELD_OFFSETS, cases=BAD_DESCRIPTORS)
-    return last_json(run_script(script))
+@pytest.fixture(scope="module", params=list(ENTRY_POINTS))
+def entry_probe(request):
+    script = ENTRY_PROBE.format(call=ENTRY_POINTS[request.param], offsets=FIELD_OFFSETS,
+                                cases=BAD_DESCRIPTORS)
+    results = last_json(run_script(script))
+    if "skip" in results:
+        pytest.skip(results["skip"])
+    return results
 
 
 @pytest.mark.parametrize("case", list(BAD_DESCRIPTORS))
-def test_cpu_fill_rejects_a_bad_descriptor_before_writing(cpu_probe, case):
-    error_type, message, untouched, value = cpu_probe[case]
+def test_entry_point_rejects_a_bad_descriptor_before_writing(entry_probe, case):
+    error_type, message, untouched, value = entry_probe[case]
     assert error_type == "ValueError", (error_type, message)
     assert BAD_DESCRIPTORS[case][2].format(value) in message
     assert untouched, "a tensor was written although the call raised"
 
 
-def test_cpu_fill_rejects_a_partial_descriptor_buffer(cpu_probe):
-    error_type, message, _, _ = cpu_probe["partial buffer"]
+def test_entry_point_rejects_a_partial_descriptor_buffer(entry_probe):
+    error_type, message, _, _ = entry_probe["partial buffer"]
     assert error_type == "ValueError" and "is not a whole number of" in message
 
 
