@@ -10,13 +10,14 @@ def _arm_medians(benchmarks) -> dict:
     groups = collections.defaultdict(dict)
     numels = {}
     for bench in benchmarks:
-        if bench.has_error or not bench.stats:
+        info = bench.extra_info
+        if bench.has_error or not bench.stats or not ({"median_s", "impl"} & info.keys()):
             continue
-        numels[bench.group] = bench.extra_info["numel"]
-        if "median_s" in bench.extra_info:
-            groups[bench.group].update(bench.extra_info["median_s"])
+        numels[bench.group] = info["numel"]
+        if "median_s" in info:
+            groups[bench.group].update(info["median_s"])
         else:
-            groups[bench.group][bench.extra_info["impl"]] = bench.stats.median
+            groups[bench.group][info["impl"]] = bench.stats.median
     return {group: (arms, numels[group]) for group, arms in groups.items()}
 
 
