@@ -3,7 +3,14 @@ random-number contract for every backend (same seed, same weights on CPU and GPU
 """
 from .backends import backend_info, get_backend, set_backend
 from .contract import stream_for_name
-from .errors import BackendUnavailableError, InitValueError, UnsupportedDtypeError, ZeroStdError
+from .errors import (
+    BackendUnavailableError,
+    InitValueError,
+    NotATensorError,
+    UnsupportedDtypeError,
+    UnsupportedLayoutError,
+    ZeroStdError,
+)
 from . import spec
 from .fused import fused
 from .gains import calculate_gain
@@ -88,4 +95,6 @@ __all__ = [
     "UnsupportedDtypeError",
     "ZeroStdError",
     "BackendUnavailableError",
+    "UnsupportedLayoutError",
+    "NotATensorError",
 ]
