@@ -570,11 +570,73 @@ def test_materialize_with_rules_convnet():
     assert (meta.emb.weight[0] == 0).all()
 
 
-def test_materialize_warns_about_uninitialised_tensors():
+def test_materialize_refuses_to_leave_tensors_uninitialised():
+    meta = _meta(lambda: nn.Sequential(OrderedDict(fc=nn.Linear(4, 4), raw=NoReset())))
+    with pytest.raises(InitValueError, match=r"\['raw\.alpha', 'raw\.table'\].*allow_uninitialized"):
+        fastinit.materialize(meta, "cpu", seed=0)
+    # a rule for them is enough
+    meta = _meta(lambda: nn.Sequential(OrderedDict(fc=nn.Linear(4, 4), raw=NoReset())))
+    result = fastinit.materialize(meta, "cpu", seed=0, rules={"raw.*": spec.constant(0.5)})
+    assert result.untouched == [] and sorted(result.fused) == ["fc.bias", "fc.weight", "raw.alpha",
+                                                               "raw.table"]
+    assert (meta.raw.alpha == 0.5).all() and (meta.raw.table == 0.5).all()
+    assert torch.isfinite(meta.fc.weight).all()
+    # or the explicit opt-out, which warns
     meta = _meta(lambda: nn.Sequential(OrderedDict(fc=nn.Linear(4, 4), raw=NoReset())))
     with pytest.warns(UserWarning, match=r"raw\.alpha"):
-        result = fastinit.materialize(meta, "cpu", seed=0)
+        result = fastinit.materialize(meta, "cpu", seed=0, allow_uninitialized=True)
     assert sorted(result.untouched) == ["raw.alpha", "raw.table"]
+
+
+class ConstructorBuffers(nn.Module):
+    """A buffer computed in the constructor; no reset_parameters, no init method."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(8, 8)
+        self.register_buffer("inv_freq", 1.0 / (10000 ** (torch.arange(0, 8, 2).float() / 8)))
+        self.register_buffer("position_ids", torch.arange(16).expand(1, -1), persistent=False)
+
+
+def test_materialize_keeps_constructor_buffers_built_under_meta_init():
+    with pytest.raises(InitValueError, match=r"\['inv_freq', 'position_ids'\]"):
+        fastinit.materialize(_meta(ConstructorBuffers), "cpu", seed=0)
+    with fastinit.meta_init():
+        model = ConstructorBuffers()
+        assert model.proj.weight.is_meta and not model.inv_freq.is_meta
+    assert nn.Module.register_parameter is fastinit.model._register_parameter  # restored on exit
+    assert nn.Linear(2, 2).weight.device.type == "cpu"
+    want = ConstructorBuffers()
+    result = fastinit.materialize(model, "cpu", torch.float64, seed=3)
+    assert result.kept == ["inv_freq", "position_ids"] and result.untouched == []
+    assert sorted(result.fused) == ["proj.bias", "proj.weight"]
+    assert model.inv_freq.dtype == torch.float64
+    assert torch.equal(model.inv_freq, want.inv_freq.double())
+    assert torch.equal(model.position_ids, want.position_ids)
+    assert torch.isfinite(model.proj.weight).all() and isinstance(model.proj.weight, nn.Parameter)
+    rows = {r.name: r for r in fastinit.explain(model)}
+    assert rows["inv_freq"].source == "kept" and rows["proj.weight"].source == "default"
+
+
+def test_meta_init_affects_only_its_thread():
+    import threading
+
+    inside, outside = threading.Event(), threading.Event()
+    devices = {}
+
+    def other_thread():
+        inside.wait(10)
+        devices["other"] = nn.Linear(2, 2).weight.device.type
+        outside.set()
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    with fastinit.meta_init():
+        inside.set()
+        outside.wait(10)
+        devices["this"] = nn.Linear(2, 2).weight.device.type
+    thread.join()
+    assert devices == {"other": "cpu", "this": "meta"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -710,6 +772,10 @@ def test_explain_tiny_llama_rows():
     assert emb.distribution == "normal" and emb.bound_or_std == "mean=0 std=1"
     assert rows["norm.weight"].distribution == "constant" and rows["norm.weight"].bound_or_std == "1"
     assert rows["rotary.cos"].distribution == "module's own init"
+    assert rows["rotary.cos"].source == "RotaryEmbedding.reset_parameters()"
+    assert rows["norm.weight"].source == "default"
+    # a built model's buffers already hold their values: materialize keeps them
+    assert {r.name: r.source for r in fastinit.explain(tiny_llama())}["rotary.cos"] == "kept"
     # what explain says is what reset_parameters does
     cpu = poison(tiny_llama())
     fastinit.reset_parameters(cpu, seed=0)
@@ -718,7 +784,7 @@ def test_explain_tiny_llama_rows():
 
 
 def test_explain_with_rules():
-    rows = {r.name: r for r in fastinit.explain(tiny_llama(), rules=LLAMA_RULES)}
+    rows = {r.name: r for r in fastinit.explain(_meta(tiny_llama), rules=LLAMA_RULES)}
     assert rows["layers.0.mlp.down_proj.weight"].bound_or_std == "mean=0 std=0.02"
     lm = rows["lm_head.weight"]
     assert lm.distribution == "uniform (xavier_uniform)" and lm.gain == 1.0
@@ -726,6 +792,7 @@ def test_explain_with_rules():
     assert _bounds(lm.bound_or_std) == pytest.approx((-bound, bound), rel=1e-5)
     assert rows["embed_tokens.weight"].distribution.startswith("trunc_normal")
     assert rows["rotary.sin"].distribution == "module's own init"
+    assert rows["lm_head.weight"].source == "rule"
 
 
 def _run_cli(*args, timeout=180) -> str:
