@@ -127,14 +127,26 @@ def trunc_normal_params(
     mean: float, std: float, a: float, b: float, dtype: torch.dtype
 ) -> tuple[int, list[float]]:
     """(distribution code, parameters) of a truncated normal on [a, b] for `dtype`."""
-    alpha = (a - mean) / std
-    beta = (b - mean) / std
+    return _trunc_normal_params(mean, std, (a - mean) / std, (b - mean) / std, a, b, dtype)
+
+
+def trunc_normal_standard_params(
+    mean: float, std: float, a: float, b: float, dtype: torch.dtype
+) -> tuple[int, list[float]]:
+    """(distribution code, parameters) of `mean + std * z`, z a standard normal truncated to
+    [a, b] (TF / JAX semantics)."""
+    return _trunc_normal_params(mean, std, a, b, mean + std * a, mean + std * b, dtype)
+
+
+def _trunc_normal_params(mean, std, alpha, beta, lo, hi, dtype) -> tuple[int, list[float]]:
+    """A truncated normal with standardised bounds [alpha, beta], its values clamped to
+    [lo, hi] rounded inward to `dtype`."""
     sign = 1.0
     if alpha + beta > 0:
         alpha, beta, sign = -beta, -alpha, -1.0
     p_alpha = phi(alpha)
     dp = phi(beta) - p_alpha
-    a_in, b_in = round_inward(a, b, dtype)
+    a_in, b_in = round_inward(lo, hi, dtype)
     dist = Distribution.TRUNC_NORMAL
     if dtype == torch.float64 or beta < FP32_TRUNC_NORMAL_MIN_BETA:
         dist = Distribution.TRUNC_NORMAL_FP64

@@ -1,115 +1,522 @@
-"""`with fastinit.fused():` records every fastinit and torch.nn.init call made inside it (an
-existing `model.apply(weights_init)`, a module constructor) and runs them at exit in one fused
-pass per (device, dtype).
+"""`with fastinit.fused():` records the initialisation done inside it and runs it at exit in one
+fused pass per (device, dtype).
 
-Each call is validated and draws its seed when it is made, exactly as it would alone, so the
-result is bitwise equal to running the calls one by one. A TorchFunctionMode watches every other
-torch operation: one that touches the memory of a pending tensor (code that scales a weight
-right after initialising it, Embedding zeroing its padding row) flushes the pending fills first,
-so it sees the values it would have seen.
+Nothing is patched: the block pushes a `TorchFunctionMode`, which is per thread, so a thread
+outside any block sees plain torch and a block in one thread never touches another. The mode
+records, with fastinit's values (the values of the drop-in function given the same arguments):
+
+* every torch.nn.init function however it is reached (``torch.nn.init.normal_``, a name
+  imported from it, a captured copy such as Hugging Face's ``TORCH_INIT_FUNCTIONS`` or a guard
+  wrapper around one): the functions that dispatch through ``__torch_function__`` arrive as
+  themselves; the others arrive as the tensor methods they call;
+* the in-place tensor methods init code uses: ``Tensor.normal_``, ``uniform_``, ``fill_`` and
+  ``zero_``, called directly or through ``.data``;
+* the truncated-normal routines of torch.nn.init and timm (``trunc_normal_``,
+  ``trunc_normal_tf_`` and so ``lecun_normal_`` / ``variance_scaling_``), which are recognised
+  by the function that issues their first tensor operation and become one
+  ``fastinit.trunc_normal_`` / ``fastinit.trunc_normal_tf_`` fill;
+* ``torch.randn``, ``torch.rand``, ``torch.zeros`` and ``torch.ones`` creating a new tensor
+  (a constructor's ``nn.Parameter(torch.randn(...))``): an empty tensor with a recorded fill.
+
+Each call is validated and draws its seed when it is made, exactly as it would alone. A recorded
+fill that a later write covers entirely before anything reads it is dropped (its seed draw has
+happened, so every value and the generator state are those of running the calls one by one),
+so every element is written once. Any other operation that reads a pending tensor, or lets its
+memory escape torch (``data_ptr``, ``untyped_storage``, ``type``, ``numpy``, serialisation),
+flushes the pending fills first, so it sees the values it would have seen. Views and aliases
+made by torch operations (``.data``, ``view``, ``nn.Parameter``) share the pending tensor's
+storage and are tracked through it, so making them does not flush.
 """
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 import threading
-from typing import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Iterator, Optional, Sequence
 
 import torch
 from torch.overrides import TorchFunctionMode
 
 from . import backends
+from .contract import DTYPE_CODES, Distribution
 from .plan import Fill
 from .sharding import local_tensor
 
-# Operations that read only metadata (shape, dtype, strides, property getters) never flush.
+# Operations that read only metadata (shape, dtype, strides, device, property getters such as
+# `.data`, which makes a tracked alias) or make a new tensor from the metadata alone never flush.
 METADATA_OPS = frozenset({
     "__get__", "size", "dim", "ndimension", "numel", "nelement", "stride", "storage_offset",
-    "is_contiguous", "data_ptr", "element_size", "is_floating_point", "is_complex", "__len__",
-    "_debug_has_internal_overlap", "untyped_storage", "get_device", "type", "__hash__",
-    "__repr__", "__format__", "_is_view",
+    "is_contiguous", "element_size", "is_floating_point", "is_complex", "__len__",
+    "_debug_has_internal_overlap", "get_device", "__hash__", "__format__", "_is_view",
+    "detach", "view", "view_as", "requires_grad_", "new_tensor", "new_empty", "new_zeros",
+    "new_ones", "new_full", "empty_like", "zeros_like", "ones_like", "full_like", "_set_grad_enabled",
 })
 
+# In-place operations that overwrite every element of their first argument without reading it.
+OVERWRITE_OPS = frozenset({"copy_", "fill_", "zero_"})
+
 _local = threading.local()
+_TORCH_INIT = torch.nn.init  # the module, for the functions as torch defines them
 
 
 def _storage_key(t: torch.Tensor):
+    """The memory a tensor lives in: (device, address), or the storage object on meta."""
     t = local_tensor(t)
-    if t.is_meta or t.numel() == 0:
+    storage = t.untyped_storage()
+    if t.is_meta:
+        return ("meta", storage._cdata)
+    if t.numel() == 0:
         return None
-    return (t.device, t.untyped_storage().data_ptr())
+    return (t.device, storage.data_ptr())
+
+
+@dataclass
+class _Footprint:
+    """The element range [lo, hi] of its storage a tensor spans; dense when it covers it all."""
+
+    key: object
+    lo: int
+    hi: int
+    dense: bool
+
+    @classmethod
+    def of(cls, t: torch.Tensor) -> Optional["_Footprint"]:
+        t = local_tensor(t)
+        if t.numel() == 0:
+            return None
+        lo = hi = t.storage_offset()
+        for size, stride in zip(t.shape, t.stride()):
+            (lo, hi) = (lo + (size - 1) * stride, hi) if stride < 0 else (lo, hi + (size - 1) * stride)
+        dense = hi - lo + 1 == t.numel() and torch._debug_has_internal_overlap(t) == 0
+        return cls(_storage_key(t), lo, hi, dense)
+
+    def covers(self, other: "_Footprint") -> bool:
+        return self.dense and self.key == other.key and self.lo <= other.lo and other.hi <= self.hi
+
+    def overlaps(self, other: "_Footprint") -> bool:
+        return self.key == other.key and self.lo <= other.hi and other.lo <= self.hi
+
+
+def describe_fill(dist: int, params: Sequence[float]) -> str:
+    """A fill's distribution in words, e.g. "normal(mean=0, std=0.02)"."""
+    if dist == Distribution.UNIFORM:
+        return f"uniform({params[1]:.6g}, {params[1] + params[0]:.6g})"
+    if dist == Distribution.NORMAL:
+        return f"normal(mean={params[0]:.6g}, std={params[1]:.6g})"
+    if dist == Distribution.CONSTANT:
+        return f"constant({params[0]:.6g})"
+    mean, std, lo, hi = params[0], abs(params[1]), params[6], params[7]
+    return f"trunc_normal(mean={mean:.6g}, std={std:.6g}, a={lo:.6g}, b={hi:.6g})"
 
 
 class Recorder:
-    """Pending fills of one `fused()` block."""
+    """The pending fills and the write log of one `fused()` block (one thread).
 
-    def __init__(self) -> None:
-        self.pending: list[Fill] = []
-        self.storages: set = set()
-        self.flushes = 0
+    Attributes:
+        pending: fills recorded and not yet run.
+        recorded: how many fills were recorded.
+        dropped: how many recorded fills a later write covered before anything read them.
+        flushes: how many times pending fills ran before the block's end.
+        dry_run: record only: fills (meta tensors included) are logged, never run.
+    """
+
+    def __init__(self, dry_run: bool = False) -> None:
+        self.dry_run = dry_run
+        self.pending: list[tuple[Fill, _Footprint]] = []
         self.recorded = 0
+        self.dropped = 0
+        self.flushes = 0
+        self._writes: dict[object, list[tuple[_Footprint, str]]] = {}
+        self._keep_alive: list[torch.Tensor] = []  # keys stay valid while the block lasts
+        # (frame, target) of the latest recognised routine whose call is recorded (ROUTINES)
+        self._done_routines: list[tuple[object, torch.Tensor]] = []
 
+    # -- recording ---------------------------------------------------------------------------
     def add(self, fills: Sequence[Fill]) -> None:
-        keys = {_storage_key(f.tensor) for f in fills} - {None}
-        if keys & self.storages:
-            self.flush()  # a tensor initialised twice: the earlier fill runs first
-        self.pending.extend(fills)
-        self.storages |= keys
-        self.recorded += len(fills)
+        for f in fills:
+            footprint = _Footprint.of(f.tensor)
+            if footprint is None:
+                continue
+            self.overwrite(footprint)
+            self.pending.append((f, footprint))
+            self._log(f.tensor, footprint, describe_fill(f.dist, f.params))
+            self.recorded += 1
 
+    def overwrite(self, footprint: _Footprint) -> None:
+        """A write of every element of `footprint` is about to happen: pending fills it covers
+        are dropped; one it only overlaps runs first."""
+        kept = []
+        for f, fp in self.pending:
+            if footprint.covers(fp):
+                self.dropped += 1
+            else:
+                kept.append((f, fp))
+        self.pending = kept
+        if any(fp.overlaps(footprint) for _, fp in self.pending):
+            self.flush()
+
+    def _log(self, tensor: torch.Tensor, footprint: _Footprint, text: str) -> None:
+        self._writes.setdefault(footprint.key, []).append((footprint, text))
+        self._keep_alive.append(tensor)
+
+    def log_write(self, tensor: torch.Tensor, text: str) -> None:
+        footprint = _Footprint.of(tensor)
+        if footprint is not None:
+            self._log(tensor, footprint, text)
+
+    # -- reading -----------------------------------------------------------------------------
     def touches_pending(self, args, kwargs) -> bool:
-        if not self.storages:
+        if not self.pending:
             return False
+        keys = {fp.key for _, fp in self.pending}
         found = False
 
         def visit(x):
             nonlocal found
+            if found:
+                return
             if isinstance(x, torch.Tensor):
-                found = found or _storage_key(x) in self.storages
+                found = _storage_key(x) in keys
             elif isinstance(x, (list, tuple)):
                 for y in x:
                     visit(y)
+            elif isinstance(x, dict):
+                for y in x.values():
+                    visit(y)
 
         visit(args)
-        visit(tuple((kwargs or {}).values()))
+        visit(kwargs)
         return found
 
     def flush(self) -> None:
+        """Run the pending fills now (in a dry run: forget them)."""
         if self.pending:
-            fills, self.pending, self.storages = self.pending, [], set()
-            backends.execute(fills)
-            self.flushes += 1
+            fills, self.pending = [f for f, _ in self.pending], []
+            if not self.dry_run:
+                backends.execute(fills)
+                self.flushes += 1
+
+    # -- queries -----------------------------------------------------------------------------
+    def wrote(self, tensor: torch.Tensor) -> bool:
+        """Whether anything in the block wrote (part of) `tensor`'s memory."""
+        footprint = _Footprint.of(tensor)
+        if footprint is None:
+            return True  # nothing to write
+        return any(fp.overlaps(footprint) for fp, _ in self._writes.get(footprint.key, ()))
+
+    def describe(self, tensor: torch.Tensor) -> Optional[str]:
+        """The last write that covered all of `tensor`, followed by any later partial writes,
+        e.g. "normal(mean=0, std=0.02); then zero_ on part"; None when nothing wrote it."""
+        footprint = _Footprint.of(tensor)
+        if footprint is None:
+            return None
+        text = None
+        for fp, what in self._writes.get(footprint.key, ()):
+            if fp.dense and fp.lo <= footprint.lo and footprint.hi <= fp.hi:
+                text = what
+            elif fp.overlaps(footprint):
+                text = f"{text}; then {what} on part" if text else f"{what} on part"
+        return text
 
 
-class _FlushOnAccess(TorchFunctionMode):
-    def __init__(self, recorder: Recorder):
-        super().__init__()
-        self.recorder = recorder
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if getattr(func, "__name__", "") not in METADATA_OPS and \
-                self.recorder.touches_pending(args, kwargs):
-            self.recorder.flush()
-        return func(*args, **kwargs)
-
-
-def active_recorder():
+def active_recorder() -> Optional[Recorder]:
     return getattr(_local, "recorder", None)
+
+
+def records_meta() -> bool:
+    """Inside `fused(dry_run=True)`: fills of meta tensors are recorded too."""
+    recorder = active_recorder()
+    return recorder is not None and recorder.dry_run
+
+
+def run_now(fills: Sequence[Fill], target: torch.Tensor, what: str) -> None:
+    """Run fills at once, also inside a block: for functions that read their own fills (the
+    orthogonal_ and sparse_ scratch matrices). Pending fills that `target` covers are dropped,
+    and the write of `target` is logged as `what`."""
+    recorder = active_recorder()
+    if recorder is not None:
+        footprint = _Footprint.of(target)
+        if footprint is not None:
+            recorder.overwrite(footprint)
+        recorder.recorded += 1
+        if recorder.dry_run:
+            recorder.log_write(target, what)
+            return
+    backends.execute([f for f in fills if not local_tensor(f.tensor).is_meta])
+    if recorder is not None:
+        recorder.log_write(target, what)
 
 
 def submit(fills: Sequence[Fill]) -> None:
     """Run validated fills now, or record them inside a `fused()` block."""
     recorder = active_recorder()
     if recorder is None:
-        backends.execute(fills)
+        backends.execute([f for f in fills if not local_tensor(f.tensor).is_meta])
     else:
         recorder.add(fills)
 
 
+# --- what the mode intercepts ----------------------------------------------------------------
+
+# Routines that make a distribution through a chain of tensor operations, by (module, function
+# name): the fastinit function each one equals and the names of its arguments. The routine's
+# first random fill of its target (its local `tensor`) becomes that fastinit call, with the
+# arguments read from the routine's frame; the routine's later operations on the target are then
+# already done (see `_FOLLOW_UPS`).
+ROUTINES = {
+    ("torch.nn.init", "_no_grad_trunc_normal_"): ("trunc_normal_", ("mean", "std", "a", "b", "generator")),
+    ("torch.nn.init", "sparse_"): ("sparse_", ("sparsity", "std", "generator")),
+    ("timm.layers.weight_init", "_trunc_normal_"): ("trunc_normal_", ("mean", "std", "a", "b")),
+    ("timm.models.layers.weight_init", "_trunc_normal_"): ("trunc_normal_", ("mean", "std", "a", "b")),
+}
+# Callers of those routines that rescale the standard truncated normal (TF / JAX semantics):
+# the whole caller is one fastinit call.
+OUTER_ROUTINES = {
+    ("timm.layers.weight_init", "trunc_normal_tf_"): ("trunc_normal_tf_", ("mean", "std", "a", "b")),
+    ("timm.models.layers.weight_init", "trunc_normal_tf_"): ("trunc_normal_tf_", ("mean", "std", "a", "b")),
+}
+
+
+def _routine(frame, table):
+    if frame is None:
+        return None
+    return table.get((frame.f_globals.get("__name__"), frame.f_code.co_name))
+
+
+def _is_fillable(t) -> bool:
+    """A tensor fastinit fills exactly as torch's in-place method would."""
+    return (isinstance(t, torch.Tensor) and t.layout == torch.strided and t.dtype in DTYPE_CODES
+            and not (torch.is_grad_enabled() and t.requires_grad))
+
+
+def _fastinit():
+    import fastinit
+    return fastinit
+
+
+def _scalar(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+class _Interceptor(TorchFunctionMode):
+    def __init__(self, recorder: Recorder):
+        super().__init__()
+        self.recorder = recorder
+        fi = _fastinit()
+        self.init_functions = {getattr(_TORCH_INIT, name): getattr(fi, name)
+                               for name in _TORCH_INIT.__all__ if hasattr(fi, name)}
+        self.tensor_methods = {
+            torch.Tensor.normal_: self._normal_,
+            torch.Tensor.uniform_: self._uniform_,
+            torch.Tensor.fill_: self._fill_,
+            torch.Tensor.zero_: self._zero_,
+        }
+        self.factories = {torch.randn: "normal_", torch.rand: "uniform_",
+                          torch.zeros: "zeros_", torch.ones: "ones_"}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        rec = self.recorder
+        fastinit_fn = self.init_functions.get(func)
+        if fastinit_fn is not None:
+            return fastinit_fn(*args, **kwargs)
+        caller = _caller_frame()
+        method = self.tensor_methods.get(func)
+        if method is not None and args and _is_fillable(args[0]):
+            return method(caller, *args, **kwargs)
+        if func in self.factories:
+            made = self._factory(func, args, kwargs)
+            if made is not None:
+                return made
+        name = getattr(func, "__name__", "")
+        if name in METADATA_OPS:
+            return func(*args, **kwargs)
+        done = self._follow_up(caller, name, args, kwargs)
+        if done is not None:
+            return None if done is _SKIPPED else done
+        target = _written_tensor(name, args, kwargs)
+        reads = args[1:] if name in OVERWRITE_OPS else args
+        if rec.touches_pending(reads, kwargs):
+            rec.flush()
+        if name in OVERWRITE_OPS and target is not None:
+            footprint = _Footprint.of(target)
+            if footprint is not None:
+                rec.overwrite(footprint)
+        elif target is not None and rec.touches_pending((target,), {}):
+            rec.flush()
+        result = func(*args, **kwargs)
+        if target is not None:
+            rec.log_write(target, name)
+        return result
+
+    # -- tensor methods ----------------------------------------------------------------------
+    def _normal_(self, caller, t, mean=0.0, std=1.0, *, generator=None):
+        if self._routine_fill(caller, t):
+            return t
+        return _fastinit().normal_(t, mean, std, generator)
+
+    def _uniform_(self, caller, t, *args, generator=None, **kwargs):
+        if self._routine_fill(caller, t):
+            return t
+        if self._done_frame(caller) is not None:
+            # torch's narrow-interval trunc_normal_ draws an acceptance buffer after its first
+            # fill; with the target already final, accept everything: u = 0, log u = -inf.
+            with torch.no_grad():
+                return t.zero_()
+        a = kwargs.get("from", args[0] if args else 0.0)
+        b = kwargs.get("to", args[1] if len(args) > 1 else 1.0)
+        return _fastinit().uniform_(t, a, b, generator)
+
+    def _fill_(self, caller, t, value):
+        if not _scalar(value) or not math.isfinite(value):
+            return self._generic_fill(torch.Tensor.fill_, t, value)
+        return _fastinit().constant_(t, value)
+
+    def _zero_(self, caller, t):
+        return _fastinit().zeros_(t)
+
+    def _generic_fill(self, func, t, *args):
+        if self.recorder.touches_pending(args, {}):
+            self.recorder.flush()
+        footprint = _Footprint.of(t)
+        if footprint is not None:
+            self.recorder.overwrite(footprint)
+        result = func(t, *args)
+        self.recorder.log_write(t, func.__name__)
+        return result
+
+    # -- routines made of tensor operations --------------------------------------------------
+    def _done_frame(self, frame):
+        """The target of a recognised routine running in `frame` whose fill is recorded."""
+        for done, target in self.recorder._done_routines:
+            if done is frame:
+                return target
+        return None
+
+    def _routine_fill(self, caller, t) -> bool:
+        """If `caller` is a known routine making its first fill of its target `t`, make the
+        equivalent fastinit call and remember the routine's frames: their later operations on
+        `t` are part of that call."""
+        routine = _routine(caller, ROUTINES)
+        if routine is None or caller.f_locals.get("tensor") is not t or self._done_frame(caller) is not None:
+            return False
+        frames = [caller]
+        outer = caller.f_back
+        outer_routine = _routine(outer, OUTER_ROUTINES)
+        if outer_routine is not None and outer.f_locals.get("tensor") is t:
+            routine, values = outer_routine, outer.f_locals
+            frames.append(outer)
+        else:
+            values = caller.f_locals
+        name, arg_names = routine
+        kwargs = {arg: values[arg] for arg in arg_names}
+        if name == "trunc_normal_":
+            # the routine has warned about a mean far from [a, b] already
+            _fastinit().nn_init._trunc_normal_checked(
+                name, t, kwargs["mean"], kwargs["std"], kwargs["a"], kwargs["b"],
+                kwargs.get("generator"), None, warn=False)
+        else:
+            getattr(_fastinit(), name)(t, **kwargs)
+        # Only the latest routine can still be running: hold its frames alone (their identity
+        # stays unique while held; an older routine's scratch tensors are released).
+        self.recorder._done_routines = [(frame, t) for frame in frames]
+        return True
+
+    def _follow_up(self, caller, name, args, kwargs):
+        """A done routine's later operation, already part of its recorded call: a result that
+        stands for it without running it, or None when this is not one."""
+        if not self.recorder._done_routines:
+            return None
+        target = self._done_frame(caller)
+        if target is None:
+            return None
+        first = args[0] if args else None
+        if first is target and name in ("erfinv_", "mul_", "add_", "clamp_"):
+            return target
+        if first is target and name in ("lt", "gt"):  # rejection test: all within [a, b]
+            return torch.zeros((), dtype=torch.bool, device=target.device)
+        if first is target and name == "__setitem__":  # sparse_'s zeros: part of the call
+            return _SKIPPED
+        if name == "copy_" and len(args) > 1 and args[1] is target:  # a scratch copy of it
+            return first
+        if name == "randperm":  # sparse_'s zero positions: drawn by the call already
+            return torch.arange(args[0], device=target.device)
+        return None
+
+    # -- factories ---------------------------------------------------------------------------
+    def _factory(self, func, args, kwargs):
+        if set(kwargs) - {"dtype", "device", "requires_grad", "generator"}:
+            return None
+        size = args[0] if len(args) == 1 and isinstance(args[0], (tuple, list, torch.Size)) else args
+        if not all(isinstance(s, int) for s in size):
+            return None
+        dtype = kwargs.get("dtype") or torch.get_default_dtype()
+        if dtype not in DTYPE_CODES:
+            return None
+        generator = kwargs.get("generator")
+        if generator is not None and func not in (torch.randn, torch.rand):
+            return None
+        t = torch.empty(tuple(size), dtype=dtype, device=kwargs.get("device"))
+        fill = getattr(_fastinit(), self.factories[func])
+        with torch.no_grad():
+            fill(t, generator=generator) if generator is not None else fill(t)
+        if kwargs.get("requires_grad"):
+            t.requires_grad_(True)
+        return t
+
+
+_SKIPPED = object()
+
+
+# Frames of torch's own function-mode plumbing between a call and the mode (a `torch.device`
+# context inside the block, `handle_torch_function`).
+_PLUMBING_MODULES = frozenset({"torch.overrides", "torch.utils._device"})
+
+
+def _caller_frame():
+    """The frame of the code that called the intercepted operation."""
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_globals.get("__name__") in _PLUMBING_MODULES:
+        frame = frame.f_back
+    return frame
+
+
+def _key_or_none(t):
+    return _storage_key(t) if isinstance(t, torch.Tensor) else None
+
+
+def _written_tensor(name: str, args, kwargs) -> Optional[torch.Tensor]:
+    """The tensor an operation writes in place: `out=`, an in-place method's self, or
+    `__setitem__`'s target."""
+    out = kwargs.get("out")
+    if isinstance(out, torch.Tensor):
+        return out
+    if args and isinstance(args[0], torch.Tensor) and (
+            name == "__setitem__" or (name.endswith("_") and not name.startswith("__"))
+            or name.startswith("__i")):
+        return args[0]
+    return None
+
+
 @contextlib.contextmanager
-def fused() -> Iterator[Recorder]:
-    """Record fastinit and torch.nn.init calls; run them in one fused pass at exit.
+def fused(dry_run: bool = False) -> Iterator[Recorder]:
+    """Record the initialisation done inside the block; run it in one fused pass at exit.
+
+    Every torch.nn.init and fastinit call, the in-place tensor fills init code uses
+    (``normal_``, ``uniform_``, ``fill_``, ``zero_``), torch's and timm's truncated normals
+    and ``torch.randn`` / ``rand`` / ``zeros`` / ``ones`` are recorded with fastinit's values
+    (see the module docstring for the rules); other code runs as usual and sees the values it
+    would have seen. Only the calling thread is affected; nothing is patched.
+
+    Args:
+        dry_run: record only: fills of every tensor, meta tensors included, are logged and
+            never run, and nothing is allocated for them (``fastinit.explain`` uses this).
+
+    Returns:
+        A context manager yielding the block's `Recorder` (``wrote(t)``, ``describe(t)``,
+        ``recorded``, ``dropped``, ``flushes``). A block nested in another joins it.
 
     Example::
 
@@ -118,37 +525,15 @@ def fused() -> Iterator[Recorder]:
             model.apply(my_weights_init)      # torch.nn.init calls in it too
         # here every parameter holds exactly what the calls one by one would have written
     """
-    if active_recorder() is not None:  # nested: join the outer block
-        yield active_recorder()
+    outer = active_recorder()
+    if outer is not None:
+        yield outer
         return
-    import fastinit
-
-    recorder = Recorder()
-    originals = _bound_init_functions(fastinit)
+    recorder = Recorder(dry_run=dry_run)
     _local.recorder = recorder
     try:
-        for module, name, _ in originals:
-            setattr(module, name, getattr(fastinit, name))
-        with _FlushOnAccess(recorder):
+        with _Interceptor(recorder):
             yield recorder
     finally:
-        for module, name, fn in reversed(originals):
-            setattr(module, name, fn)
         _local.recorder = None
     recorder.flush()
-
-
-def _bound_init_functions(fastinit) -> list:
-    """(module, name, function) for each torch.nn.init function fastinit replaces: in
-    torch.nn.init, and in every loaded torch.nn module that imported it by name
-    (torch.nn.modules.activation and .transformer do `from torch.nn.init import xavier_uniform_`,
-    so MultiheadAttention and Transformer would otherwise bypass the patch)."""
-    current = {name: getattr(torch.nn.init, name) for name in torch.nn.init.__all__
-               if hasattr(fastinit, name)}
-    out = [(torch.nn.init, name, fn) for name, fn in current.items()]
-    for module_name, module in list(sys.modules.items()):
-        if module is None or module is torch.nn.init or not module_name.startswith("torch.nn."):
-            continue
-        namespace = getattr(module, "__dict__", {})
-        out.extend((module, name, fn) for name, fn in current.items() if namespace.get(name) is fn)
-    return out

@@ -14,13 +14,14 @@ from typing import Callable, Literal, Optional, TypeVar
 import torch
 from torch import Tensor
 
-from .fused import submit
+from .fused import records_meta, run_now, submit
 from .contract import (
     Distribution,
     constant_params,
     draw_seed,
     normal_params,
     trunc_normal_params,
+    trunc_normal_standard_params,
     uniform_params,
 )
 from .errors import InitValueError, ZeroStdError
@@ -47,7 +48,7 @@ _F = TypeVar("_F", bound=Callable)
 
 
 def _fill_random(tensor, dist, params, generator, seed) -> Tensor:
-    if tensor.is_meta or tensor.numel() == 0:
+    if (tensor.is_meta and not records_meta()) or tensor.numel() == 0:
         return tensor
     if seed is None:
         seed = draw_seed(generator)
@@ -111,8 +112,12 @@ def _normal_checked(fn_name, tensor, mean, std, generator, seed) -> Tensor:
     return _fill_random(tensor, *_normal_plan(fn_name, tensor, mean, std), generator, seed)
 
 
-def _trunc_normal_plan(fn_name, tensor, mean, std, a, b, stacklevel=3) -> tuple[Distribution, list]:
-    """Validate a truncated normal fill of `tensor`; return its contract parameters."""
+def _trunc_normal_plan(fn_name, tensor, mean, std, a, b, stacklevel=3, warn=True,
+                      standard_bounds=False) -> tuple[Distribution, list]:
+    """Validate a truncated normal fill of `tensor`; return its contract parameters.
+
+    With `standard_bounds`, [a, b] bounds the standard normal before it is scaled by `std` and
+    shifted by `mean` (TF / JAX semantics); otherwise it bounds the values themselves."""
     _check_random_target(tensor, fn_name)
     check_finite(fn_name, mean=mean, std=std)
     for name, bound in (("a", a), ("b", b)):
@@ -127,7 +132,9 @@ def _trunc_normal_plan(fn_name, tensor, mean, std, a, b, stacklevel=3) -> tuple[
         raise InitValueError(
             f"uniform_ expects to return a [from, to) range, but found from={_fmt(a)} > to={_fmt(b)}"
         )
-    if (mean < a - 2 * std) or (mean > b + 2 * std):
+    if standard_bounds:
+        return trunc_normal_standard_params(mean, std, a, b, tensor.dtype)
+    if warn and ((mean < a - 2 * std) or (mean > b + 2 * std)):
         warnings.warn(
             "mean is more than 2 std from [a, b] in nn.init.trunc_normal_. "
             "The distribution of values may be incorrect.",
@@ -136,8 +143,13 @@ def _trunc_normal_plan(fn_name, tensor, mean, std, a, b, stacklevel=3) -> tuple[
     return trunc_normal_params(mean, std, a, b, tensor.dtype)
 
 
-def _trunc_normal_checked(fn_name, tensor, mean, std, a, b, generator, seed) -> Tensor:
-    plan = _trunc_normal_plan(fn_name, tensor, mean, std, a, b, stacklevel=4)
+def _trunc_normal_checked(fn_name, tensor, mean, std, a, b, generator, seed, warn=True) -> Tensor:
+    plan = _trunc_normal_plan(fn_name, tensor, mean, std, a, b, stacklevel=4, warn=warn)
+    return _fill_random(tensor, *plan, generator, seed)
+
+
+def _trunc_normal_tf_checked(fn_name, tensor, mean, std, a, b, generator, seed) -> Tensor:
+    plan = _trunc_normal_plan(fn_name, tensor, mean, std, a, b, standard_bounds=True)
     return _fill_random(tensor, *plan, generator, seed)
 
 
@@ -206,6 +218,47 @@ def trunc_normal_(
     return _trunc_normal_checked("trunc_normal_", tensor, mean, std, a, b, generator, seed)
 
 
+def trunc_normal_tf_(
+    tensor: Tensor,
+    mean: float = 0.0,
+    std: float = 1.0,
+    a: float = -2.0,
+    b: float = 2.0,
+    generator: Optional[torch.Generator] = None,
+    *,
+    seed: Optional[int] = None,
+) -> Tensor:
+    r"""Fill the input Tensor with a truncated normal in TensorFlow / JAX semantics.
+
+    A standard normal truncated to :math:`[a, b]` is scaled by ``std`` and shifted by
+    ``mean``, so the values lie in :math:`[\text{mean} + a\,\text{std},
+    \text{mean} + b\,\text{std}]` (timm's ``trunc_normal_tf_``, JAX's
+    ``truncated_normal``). :func:`trunc_normal_` instead bounds the values themselves.
+
+    Args:
+        tensor: an n-dimensional `torch.Tensor` of a floating-point dtype
+        mean: the mean the standard truncated normal is shifted by
+        std: the factor the standard truncated normal is scaled by (> 0)
+        a: the lower cutoff, in standard deviations
+        b: the upper cutoff, in standard deviations
+        generator: the generator the seed is drawn from; see :func:`uniform_`
+        seed: use this seed instead of drawing one; see :func:`uniform_`
+
+    Returns:
+        ``tensor``, filled.
+
+    Raises:
+        InitValueError: ``std`` is negative, a bound is nan or ``a > b``.
+        ZeroStdError: ``std`` is 0.
+        UnsupportedDtypeError: ``tensor`` is not floating point.
+
+    Examples:
+        >>> w = torch.empty(3, 5)
+        >>> fastinit.trunc_normal_tf_(w, std=0.02)
+    """
+    return _trunc_normal_tf_checked("trunc_normal_tf_", tensor, mean, std, a, b, generator, seed)
+
+
 def constant_(tensor: Tensor, val: float) -> Tensor:
     r"""Fill the input Tensor with the value :math:`\text{val}`.
 
@@ -213,7 +266,7 @@ def constant_(tensor: Tensor, val: float) -> Tensor:
         >>> w = torch.empty(3, 5)
         >>> fastinit.constant_(w, 0.3)
     """
-    if tensor.is_meta:
+    if tensor.is_meta and not records_meta():
         return tensor
     if tensor.dtype in DTYPE_CODES and isinstance(val, (int, float)) and math.isfinite(val):
         if abs(val) > torch.finfo(tensor.dtype).max:  # torch's fill_ refuses to overflow too
@@ -456,7 +509,8 @@ def _orthogonal_fill(tensor: Tensor, gain: float, seed: int, stream: int) -> Ten
     cols = tensor.numel() // rows
     work_dtype = torch.float64 if tensor.dtype == torch.float64 else torch.float32
     flattened = torch.empty((rows, cols), dtype=work_dtype, device=tensor.device)
-    submit([make_fill(flattened, Distribution.NORMAL, normal_params(0.0, 1.0), seed, stream)])
+    run_now([make_fill(flattened, Distribution.NORMAL, normal_params(0.0, 1.0), seed, stream)],
+            tensor, f"orthogonal(gain={gain:g})")
     if rows < cols:
         flattened.t_()
     q, r = torch.linalg.qr(flattened)
@@ -506,11 +560,12 @@ def sparse_(
     if seed is None:
         seed = draw_seed(generator)
     keys = torch.empty((rows, cols), dtype=torch.float32)
-    submit(
+    run_now(  # the keys are read at once, and the zeros written into the normal values
         [
             make_fill(tensor, Distribution.NORMAL, normal_params(0.0, std), seed, stream=0),
             make_fill(keys, Distribution.UNIFORM, uniform_params(0.0, 1.0), seed, stream=1),
-        ]
+        ],
+        tensor, f"sparse(sparsity={sparsity:g}, std={std:g})",
     )
     if num_zeros:
         zero_rows = keys.argsort(dim=0, stable=True)[:num_zeros].to(tensor.device)

@@ -1,0 +1,347 @@
+"""`fused()` intercepts instead of replacing: torch.nn.init however reached, the in-place tensor
+fills, torch's and timm's truncated normals and torch.randn-style factories are recorded with
+fastinit's values; overwritten fills are dropped; escapes of memory flush; threads are
+independent.
+
+The reference for "the values fastinit gives" is always the drop-in fastinit call with the same
+arguments from the same generator state, compared bitwise, with the generator's end state
+compared too (each call draws its seed when it is made, dropped or not).
+"""
+from __future__ import annotations
+
+import io
+import threading
+
+import pytest
+import torch
+from torch import nn
+
+import fastinit
+from fastinit import backends
+
+ORIGINAL_INIT = {name: getattr(torch.nn.init, name) for name in torch.nn.init.__all__}
+
+
+def bits(t: torch.Tensor) -> torch.Tensor:
+    return t.view({8: torch.int64, 4: torch.int32, 2: torch.int16}[t.element_size()])
+
+
+def assert_bitwise(a: torch.Tensor, b: torch.Tensor) -> None:
+    assert a.dtype == b.dtype and a.shape == b.shape
+    assert torch.equal(bits(a.contiguous()), bits(b.contiguous()))
+
+
+@pytest.fixture
+def written(monkeypatch):
+    """Counts the elements the backends write (every fastinit fill goes through execute)."""
+    count = {"elements": 0, "calls": 0}
+    real = backends.execute
+
+    def counting(fills):
+        count["elements"] += sum(f.tensor.numel() for f in fills)
+        count["calls"] += 1
+        return real(fills)
+
+    monkeypatch.setattr(backends, "execute", counting)
+    return count
+
+
+def fused_and_reference(fused_fn, reference_fn, seed=0):
+    """fused_fn() inside a block and reference_fn() one by one with fastinit, from one seed; the
+    generator must end in the same state."""
+    torch.manual_seed(seed)
+    with fastinit.fused() as recorder:
+        got = fused_fn()
+    state = torch.get_rng_state()
+    torch.manual_seed(seed)
+    ref = reference_fn()
+    assert torch.equal(state, torch.get_rng_state()), "a different number of seed draws"
+    return got, ref, recorder
+
+
+# --- every route to torch.nn.init --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,args,kwargs", [
+    ("uniform_", (-0.3, 0.7), {}),
+    ("normal_", (0.5, 0.02), {}),
+    ("constant_", (0.25,), {}),
+    ("ones_", (), {}),
+    ("zeros_", (), {}),
+    ("xavier_uniform_", (), {"gain": 1.5}),
+    ("xavier_normal_", (), {}),
+    ("kaiming_uniform_", (), {"a": 5 ** 0.5}),
+    ("kaiming_normal_", (), {"mode": "fan_out", "nonlinearity": "relu"}),
+    ("trunc_normal_", (), {"std": 0.02}),                    # torch's wide-interval branch
+    ("trunc_normal_", (0.0, 1.0, 2.0, 3.0), {}),             # torch's narrow-interval branch
+    ("sparse_", (0.3,), {"std": 0.05}),
+])
+def test_torch_nn_init_inside_fused_gives_fastinit_values(name, args, kwargs, written):
+    shape = (48, 40)
+    w = torch.empty(shape)
+    got, ref, recorder = fused_and_reference(
+        lambda: getattr(torch.nn.init, name)(w, *args, **kwargs),
+        lambda: getattr(fastinit, name)(torch.empty(shape), *args, **kwargs))
+    assert_bitwise(got, ref)
+    # each run writes the tensor once (sparse_ also fills its key matrix once)
+    assert written["elements"] == w.numel() * (4 if name == "sparse_" else 2)
+    assert recorder.recorded >= 1
+
+
+def test_captured_copies_and_guard_wrappers_reach_fastinit():
+    """Hugging Face keeps torch.nn.init functions captured at import and wraps them: the calls
+    through the copies are recorded too, since nothing needs replacing."""
+    from transformers import initialization as hf_init
+
+    w = torch.empty(64, 32)
+    got, ref, recorder = fused_and_reference(
+        lambda: (hf_init.TORCH_INIT_FUNCTIONS["normal_"](w, std=0.02), hf_init.ones_(b := torch.empty(8)),
+                 hf_init.normal_(w, std=0.05))[2],
+        lambda: (fastinit.normal_(torch.empty(64, 32), std=0.02),
+                 fastinit.normal_(torch.empty(64, 32), std=0.05))[1])
+    assert_bitwise(got, ref)
+    assert recorder.dropped == 1  # the first normal_ of w was overwritten before any read
+
+
+@pytest.mark.parametrize("route", ["method", "data", "keyword_bounds"])
+def test_tensor_methods_are_recorded(route, written):
+    w = nn.Parameter(torch.empty(64, 16))
+
+    def fused_fn():
+        with torch.no_grad():
+            if route == "method":
+                w.normal_(0.1, 0.3)
+                w.uniform_(-1, 1)
+            elif route == "data":
+                w.data.normal_(0.1, 0.3)
+                w.data.uniform_(-1, 1)
+            else:
+                w.normal_(mean=0.1, std=0.3)
+                w.uniform_(**{"from": -1, "to": 1})
+        return w.detach()
+
+    def reference_fn():
+        r = torch.empty(64, 16)
+        fastinit.normal_(r, 0.1, 0.3)
+        return fastinit.uniform_(r, -1, 1)
+
+    got, ref, recorder = fused_and_reference(fused_fn, reference_fn)
+    assert_bitwise(got, ref)
+    assert recorder.dropped == 1 and written["elements"] == 3 * w.numel()  # once here, twice in ref
+
+
+def test_fill_and_zero_are_constant_fills():
+    a, b = torch.empty(10, 10), torch.empty(10, 10, dtype=torch.bfloat16)
+    with fastinit.fused() as recorder:
+        a.fill_(0.5)
+        b.zero_()
+        assert len(recorder.pending) == 2
+    assert (a == 0.5).all() and (b == 0).all()
+
+
+def test_a_leaf_requiring_grad_outside_no_grad_raises_as_in_torch():
+    p = nn.Parameter(torch.empty(4))
+    with fastinit.fused():
+        with pytest.raises(RuntimeError, match="leaf Variable"):
+            p.normal_()
+
+
+def test_factories_become_fills(written):
+    got, ref, recorder = fused_and_reference(
+        lambda: (torch.randn(3, 5), torch.rand((7,), dtype=torch.float64), torch.zeros(4),
+                 torch.ones(2, 2, requires_grad=True)),
+        lambda: (fastinit.normal_(torch.empty(3, 5)), fastinit.uniform_(torch.empty(7, dtype=torch.float64)),
+                 torch.zeros(4), torch.ones(2, 2)))
+    for g, r in zip(got, ref):
+        assert_bitwise(g.detach(), r)
+    assert got[3].requires_grad and recorder.recorded == 4
+
+
+def test_a_constructor_draw_then_an_init_writes_once(written):
+    """ViT-style: `nn.Parameter(torch.randn(...))` in a constructor, overwritten by the model's
+    init: the first fill is dropped, its seed draw kept."""
+    def fused_fn():
+        p = nn.Parameter(torch.randn(1, 1, 64))
+        torch.nn.init.trunc_normal_(p, std=0.02)
+        return p.detach()
+
+    def reference_fn():
+        fastinit.normal_(torch.empty(1, 1, 64))
+        return fastinit.trunc_normal_(torch.empty(1, 1, 64), std=0.02)
+
+    torch.manual_seed(0)
+    with fastinit.fused() as recorder:
+        got = fused_fn()
+    elements = written["elements"]
+    state = torch.get_rng_state()
+    torch.manual_seed(0)
+    ref = reference_fn()
+    assert torch.equal(state, torch.get_rng_state())
+    assert_bitwise(got, ref)
+    assert recorder.dropped == 1 and elements == 64
+
+
+# --- dropped overwrites, bitwise -------------------------------------------------------------
+
+
+def test_overwrites_are_dropped_and_values_equal_one_by_one(written):
+    def calls(init):
+        model = nn.Sequential(nn.Linear(32, 64), nn.LayerNorm(64), nn.Linear(64, 8))
+        for m in model.modules():
+            if isinstance(m, nn.Linear):
+                init.normal_(m.weight, std=0.02)
+                init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                init.ones_(m.weight)
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    torch.manual_seed(3)
+    with fastinit.fused() as recorder:
+        got = calls(torch.nn.init)
+    in_block = written["elements"]
+    state = torch.get_rng_state()
+    # one by one: each layer's own reset_parameters through fastinit, then the same calls
+    torch.manual_seed(3)
+    with fastinit.fused():  # (only to route the constructors' torch.nn.init calls to fastinit)
+        model = nn.Sequential(nn.Linear(32, 64), nn.LayerNorm(64), nn.Linear(64, 8))
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            fastinit.normal_(m.weight, std=0.02)
+            fastinit.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            fastinit.ones_(m.weight)
+    assert torch.equal(state, torch.get_rng_state())
+    for name, ref in model.state_dict().items():
+        assert_bitwise(got[name], ref)
+    parameters = sum(t.numel() for t in got.values())
+    assert in_block == parameters  # every element written once
+    assert recorder.dropped == 5  # two weights, two biases, the LayerNorm's weight
+
+
+def test_a_partial_overwrite_runs_the_earlier_fill_first():
+    with fastinit.fused() as recorder:
+        w = torch.empty(8, 8)
+        fastinit.normal_(w, seed=1)
+        fastinit.zeros_(w[2])
+        assert recorder.flushes == 1 and recorder.dropped == 0
+    ref = fastinit.normal_(torch.empty(8, 8), seed=1)
+    ref[2] = 0
+    assert torch.equal(w, ref)
+
+
+# --- escapes of memory flush -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("access", ["type", "save", "data_ptr", "untyped_storage"])
+def test_memory_escapes_see_written_values(access):
+    ref = fastinit.normal_(torch.empty(32, 8), seed=9)
+    with fastinit.fused() as recorder:
+        w = torch.empty(32, 8)
+        fastinit.normal_(w, seed=9)
+        if access == "type":
+            seen = w.type(torch.float64)
+        elif access == "save":
+            buffer = io.BytesIO()
+            torch.save(w, buffer)
+            buffer.seek(0)
+            seen = torch.load(buffer)
+        elif access == "data_ptr":
+            import ctypes
+            raw = (ctypes.c_float * w.numel()).from_address(w.data_ptr())
+            seen = torch.tensor(list(raw)).view(32, 8)
+        else:
+            seen = torch.frombuffer(bytearray(bytes(w.untyped_storage())), dtype=torch.float32).view(32, 8)
+        assert recorder.flushes == 1
+    assert torch.equal(seen.to(torch.float32), ref)
+
+
+# --- threads -----------------------------------------------------------------------------------
+
+
+def test_threads_are_independent():
+    """One thread builds models inside fused() while another builds them outside: the outside
+    one gets torch's own values, and torch.nn.init is torch's throughout."""
+    barrier = threading.Barrier(2)
+    errors, outside_values, seen_init = [], [], []
+    stop = threading.Event()
+
+    def inside():
+        try:
+            barrier.wait()
+            for i in range(20):
+                with fastinit.fused():
+                    m = nn.Linear(128, 128)
+                    torch.nn.init.normal_(m.weight, generator=torch.Generator().manual_seed(i))
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+        finally:
+            stop.set()
+
+    def outside():
+        try:
+            barrier.wait()
+            i = 0
+            while not stop.is_set() or i < 20:
+                w = torch.empty(128, 128)
+                torch.nn.init.normal_(w, generator=torch.Generator().manual_seed(i))
+                outside_values.append((i, w))
+                seen_init.append(torch.nn.init.normal_ is ORIGINAL_INIT["normal_"])
+                i += 1
+        except Exception as e:  # pragma: no cover
+            errors.append(e)
+
+    threads = [threading.Thread(target=inside), threading.Thread(target=outside)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert all(seen_init) and len(outside_values) >= 20
+    for i, w in outside_values[:40]:
+        expected = torch.empty(128, 128).normal_(generator=torch.Generator().manual_seed(i))
+        assert torch.equal(w, expected), "the outside thread did not get torch's values"
+    assert all(getattr(torch.nn.init, n) is f for n, f in ORIGINAL_INIT.items())
+
+
+def test_overlapping_blocks_in_two_threads_leave_torch_unchanged():
+    barrier = threading.Barrier(2)
+
+    def work(seed):
+        with fastinit.fused():
+            barrier.wait()
+            nn.Linear(16, 16)
+            barrier.wait()
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(getattr(torch.nn.init, n) is f for n, f in ORIGINAL_INIT.items())
+    assert fastinit.fused.__module__  # the module is importable and no recorder is left:
+    from fastinit.fused import active_recorder
+    assert active_recorder() is None
+
+
+# --- trunc_normal_tf_ --------------------------------------------------------------------------
+
+
+def test_trunc_normal_tf_is_the_standard_truncated_normal_scaled():
+    w = fastinit.trunc_normal_tf_(torch.empty(400_000, dtype=torch.float64), mean=0.5, std=0.1,
+                                  a=-1.0, b=2.0, seed=4)
+    assert w.min() >= 0.5 - 0.1 and w.max() <= 0.5 + 0.2
+    from scipy import stats
+    dist = stats.truncnorm(-1.0, 2.0, loc=0.5, scale=0.1)
+    assert stats.kstest(w.numpy(), dist.cdf).pvalue > 1e-3
+    # negative control: torch semantics (bounds on the values) is a different distribution here
+    wrong = stats.truncnorm((-1.0 - 0.5) / 0.1, (2.0 - 0.5) / 0.1, loc=0.5, scale=0.1)
+    assert stats.kstest(w.numpy(), wrong.cdf).pvalue < 1e-6
+
+
+def test_trunc_normal_tf_validates_like_trunc_normal():
+    with pytest.raises(fastinit.ZeroStdError):
+        fastinit.trunc_normal_tf_(torch.empty(3), std=0.0)
+    with pytest.raises(fastinit.InitValueError):
+        fastinit.trunc_normal_tf_(torch.empty(3), a=1.0, b=-1.0)
+    with pytest.raises(fastinit.UnsupportedDtypeError):
+        fastinit.trunc_normal_tf_(torch.empty(3, dtype=torch.int32))
