@@ -348,13 +348,21 @@ def _is_hugging_face_model(module: nn.Module) -> bool:
 
 def _hugging_face_init(model: nn.Module, kept: list[torch.Tensor]) -> None:
     """`PreTrainedModel.init_weights()` on fresh tensors: every module's `_init_weights` (which
-    also recomputes rotary and position buffers), then `tie_weights`. The model's
-    `_is_hf_initialized` flags from an earlier build are cleared, and kept buffers are flagged,
-    so that HF's init leaves them alone as it does loaded weights."""
+    also recomputes rotary and position buffers), then `tie_weights`. As in a model built on a
+    real device, a tied parameter (`lm_head.weight`) is initialised as its source alone (the
+    target is set aside on meta, where init writes nothing) and tied again by `tie_weights`.
+    The model's `_is_hf_initialized` flags from an earlier build are cleared, and kept buffers
+    are flagged, so that HF's init leaves them alone as it does loaded weights."""
     for m in model.modules():
         m.__dict__.pop("_is_hf_initialized", None)
     for t in kept:
         t._is_hf_initialized = True
+    for target in getattr(model, "all_tied_weights_keys", None) or {}:
+        owner_name, _, local = target.rpartition(".")
+        owner = model.get_submodule(owner_name)
+        tied = getattr(owner, local)
+        setattr(owner, local, nn.Parameter(torch.empty_like(tied, device="meta"),
+                                           requires_grad=tied.requires_grad))
     model.init_weights()
 
 
@@ -573,9 +581,12 @@ def _describe(plan, sp: spec.Spec) -> tuple[str, str]:
 
 
 def _recorded_write(description: str) -> tuple[str, str]:
-    """("normal", "mean=0, std=0.02") from a dry run's "normal(mean=0, std=0.02)"."""
-    kind, _, args = description.partition("(")
-    return kind, args[:-1] if args.endswith(")") else "-"
+    """("normal", "mean=0, std=0.02") from a dry run's "normal(mean=0, std=0.02)";
+    later partial writes follow the detail ("...; then constant(0) on part")."""
+    last_full, then, partial = description.partition("; then ")
+    kind, _, args = last_full.partition("(")
+    detail = args[:-1] if args.endswith(")") else "-"
+    return kind, detail + then + partial
 
 
 def _dry_run_model_init(module: nn.Module, model_init, tensors: dict[str, torch.Tensor]
