@@ -25,7 +25,7 @@ RANDOM_FNS = [
     "uniform_", "normal_", "trunc_normal_", "xavier_uniform_", "xavier_normal_",
     "kaiming_uniform_", "kaiming_normal_", "orthogonal_", "sparse_",
 ]
-FASTINIT_ONLY_RANDOM = ["lecun_uniform_", "lecun_normal_", "variance_scaling_"]
+FASTINIT_ONLY_RANDOM = ["lecun_uniform_", "lecun_normal_", "variance_scaling_", "trunc_normal_tf_"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -345,6 +345,7 @@ ALL_CALLS = {
     "lecun_uniform_": ((6, 5), ()),
     "lecun_normal_": ((6, 5), ()),
     "variance_scaling_": ((6, 5), (2.0, "fan_avg", "uniform")),
+    "trunc_normal_tf_": ((6, 5), (0.1, 0.02)),
 }
 ALL_NAMES = list(ALL_CALLS)
 SEEDED = [n for n in ALL_NAMES if n in RANDOM_FNS + FASTINIT_ONLY_RANDOM]

@@ -23,7 +23,8 @@ fill that a later write covers entirely before anything reads it is dropped (its
 happened, so every value and the generator state are those of running the calls one by one),
 so every element is written once. Any other operation that reads a pending tensor, or lets its
 memory escape torch (``data_ptr``, ``untyped_storage``, ``type``, ``numpy``, serialisation),
-flushes the pending fills first, so it sees the values it would have seen. Views and aliases
+first runs the fills pending in the memory it touches, so it sees the values it would have seen;
+fills of other memory stay pending. Views and aliases
 made by torch operations (``.data``, ``view``, ``nn.Parameter``) share the pending tensor's
 storage and are tracked through it, so making them does not flush.
 """
@@ -117,6 +118,8 @@ class Recorder:
     Attributes:
         pending: fills recorded and not yet run.
         recorded: how many fills were recorded.
+        elements_filled: elements written by fastinit's fills (the block's runs so far).
+        elements_other: elements written by other in-place operations seen in the block.
         dropped: how many recorded fills a later write covered before anything read them.
         flushes: how many times pending fills ran before the block's end.
         dry_run: record only: fills (meta tensors included) are logged, never run.
@@ -128,7 +131,9 @@ class Recorder:
         self.recorded = 0
         self.dropped = 0
         self.flushes = 0
-        self._writes: dict[object, list[tuple[_Footprint, str]]] = {}
+        self._writes: dict[object, list[tuple[_Footprint, str, bool]]] = {}
+        self.elements_filled = 0  # elements fastinit's fills wrote
+        self.elements_other = 0   # elements other in-place operations wrote
         self._keep_alive: list[torch.Tensor] = []  # keys stay valid while the block lasts
         # (frame, target) of the latest recognised routine whose call is recorded (ROUTINES)
         self._done_routines: list[tuple[object, torch.Tensor]] = []
@@ -141,7 +146,7 @@ class Recorder:
                 continue
             self.overwrite(footprint)
             self.pending.append((f, footprint))
-            self._log(f.tensor, footprint, describe_fill(f.dist, f.params))
+            self._log(f.tensor, footprint, describe_fill(f.dist, f.params), by_fastinit=True)
             self.recorded += 1
 
     def overwrite(self, footprint: _Footprint) -> None:
@@ -155,30 +160,32 @@ class Recorder:
                 kept.append((f, fp))
         self.pending = kept
         if any(fp.overlaps(footprint) for _, fp in self.pending):
-            self.flush()
+            self.flush({footprint.key})
 
-    def _log(self, tensor: torch.Tensor, footprint: _Footprint, text: str) -> None:
-        self._writes.setdefault(footprint.key, []).append((footprint, text))
+    def _log(self, tensor: torch.Tensor, footprint: _Footprint, text: str, by_fastinit: bool) -> None:
+        self._writes.setdefault(footprint.key, []).append((footprint, text, by_fastinit))
         self._keep_alive.append(tensor)
 
-    def log_write(self, tensor: torch.Tensor, text: str) -> None:
+    def log_write(self, tensor: torch.Tensor, text: str, by_fastinit: bool = False) -> None:
         footprint = _Footprint.of(tensor)
         if footprint is not None:
-            self._log(tensor, footprint, text)
+            self._log(tensor, footprint, text, by_fastinit)
+            if not by_fastinit and not footprint.key[0] == "meta":
+                self.elements_other += local_tensor(tensor).numel()
 
     # -- reading -----------------------------------------------------------------------------
-    def touches_pending(self, args, kwargs) -> bool:
+    def touched(self, args, kwargs) -> set:
+        """The storage keys of pending fills that the tensors in `args` / `kwargs` live in."""
         if not self.pending:
-            return False
+            return set()
         keys = {fp.key for _, fp in self.pending}
-        found = False
+        found = set()
 
         def visit(x):
-            nonlocal found
-            if found:
-                return
             if isinstance(x, torch.Tensor):
-                found = _storage_key(x) in keys
+                key = _storage_key(x)
+                if key in keys:
+                    found.add(key)
             elif isinstance(x, (list, tuple)):
                 for y in x:
                     visit(y)
@@ -190,13 +197,24 @@ class Recorder:
         visit(kwargs)
         return found
 
-    def flush(self) -> None:
-        """Run the pending fills now (in a dry run: forget them)."""
-        if self.pending:
-            fills, self.pending = [f for f, _ in self.pending], []
-            if not self.dry_run:
-                backends.execute(fills)
-                self.flushes += 1
+    def flush(self, keys: Optional[set] = None) -> None:
+        """Run the pending fills now: those in the storages `keys`, or all (in a dry run:
+        forget them). Fills of other storages stay pending: they touch other memory."""
+        if not self.pending:
+            return
+        if keys is None:
+            run, self.pending = self.pending, []
+        else:
+            run = [(f, fp) for f, fp in self.pending if fp.key in keys]
+            self.pending = [(f, fp) for f, fp in self.pending if fp.key not in keys]
+        if run and not self.dry_run:
+            self._execute([f for f, _ in run])
+            self.flushes += 1
+
+    def _execute(self, fills: Sequence[Fill]) -> None:
+        fills = [f for f in fills if not local_tensor(f.tensor).is_meta]
+        backends.execute(fills)
+        self.elements_filled += sum(local_tensor(f.tensor).numel() for f in fills)
 
     # -- queries -----------------------------------------------------------------------------
     def wrote(self, tensor: torch.Tensor) -> bool:
@@ -204,7 +222,21 @@ class Recorder:
         footprint = _Footprint.of(tensor)
         if footprint is None:
             return True  # nothing to write
-        return any(fp.overlaps(footprint) for fp, _ in self._writes.get(footprint.key, ()))
+        return any(fp.overlaps(footprint) for fp, _, _ in self._writes.get(footprint.key, ()))
+
+    def by_fastinit(self, tensor: torch.Tensor) -> bool:
+        """Whether `tensor`'s final values are all fastinit's: its last write covering it was a
+        fastinit fill, and no other operation wrote part of it after."""
+        footprint = _Footprint.of(tensor)
+        if footprint is None:
+            return False
+        result = False
+        for fp, _, ours in self._writes.get(footprint.key, ()):
+            if fp.dense and fp.lo <= footprint.lo and footprint.hi <= fp.hi:
+                result = ours
+            elif fp.overlaps(footprint) and not ours:
+                result = False
+        return result
 
     def describe(self, tensor: torch.Tensor) -> Optional[str]:
         """The last write that covered all of `tensor`, followed by any later partial writes,
@@ -213,7 +245,7 @@ class Recorder:
         if footprint is None:
             return None
         text = None
-        for fp, what in self._writes.get(footprint.key, ()):
+        for fp, what, _ in self._writes.get(footprint.key, ()):
             if fp.dense and fp.lo <= footprint.lo and footprint.hi <= fp.hi:
                 text = what
             elif fp.overlaps(footprint):
@@ -241,12 +273,11 @@ def run_now(fills: Sequence[Fill], target: torch.Tensor, what: str) -> None:
         if footprint is not None:
             recorder.overwrite(footprint)
         recorder.recorded += 1
-        if recorder.dry_run:
-            recorder.log_write(target, what)
-            return
+        if not recorder.dry_run:
+            recorder._execute(fills)
+        recorder.log_write(target, what, by_fastinit=True)
+        return
     backends.execute([f for f in fills if not local_tensor(f.tensor).is_meta])
-    if recorder is not None:
-        recorder.log_write(target, what)
 
 
 def submit(fills: Sequence[Fill]) -> None:
@@ -338,14 +369,17 @@ class _Interceptor(TorchFunctionMode):
             return None if done is _SKIPPED else done
         target = _written_tensor(name, args, kwargs)
         reads = args[1:] if name in OVERWRITE_OPS else args
-        if rec.touches_pending(reads, kwargs):
-            rec.flush()
+        touched = rec.touched(reads, kwargs)
+        if touched:
+            rec.flush(touched)
         if name in OVERWRITE_OPS and target is not None:
             footprint = _Footprint.of(target)
             if footprint is not None:
                 rec.overwrite(footprint)
-        elif target is not None and rec.touches_pending((target,), {}):
-            rec.flush()
+        elif target is not None:
+            touched = rec.touched((target,), {})
+            if touched:
+                rec.flush(touched)
         result = func(*args, **kwargs)
         if target is not None:
             rec.log_write(target, name)
@@ -378,8 +412,9 @@ class _Interceptor(TorchFunctionMode):
         return _fastinit().zeros_(t)
 
     def _generic_fill(self, func, t, *args):
-        if self.recorder.touches_pending(args, {}):
-            self.recorder.flush()
+        touched = self.recorder.touched(args, {})
+        if touched:
+            self.recorder.flush(touched)
         footprint = _Footprint.of(t)
         if footprint is not None:
             self.recorder.overwrite(footprint)
