@@ -366,17 +366,8 @@ def test_built_inside_fused(model_id, monkeypatch):
     run_forward(model)
 
 
-# Built inside fused(), a model with a padded Embedding: when HF's init zeroes the padding row
-# (`weight[padding_idx]`, a read of the pending weight), fused() runs every pending fill, not
-# only that weight's, so the constructors' fills of the modules HF's init has not reached yet
-# (all the Linear layers after the embedding) are written before HF's init overwrites them.
-FLUSH_ALL = pytest.mark.xfail(strict=True, reason="fused() flushes every pending fill when one "
-                              "pending tensor is read")
-
-
 @HF_INIT_RECORDED
-@pytest.mark.parametrize("model_id", [pytest.param(m, marks=FLUSH_ALL) if m in ("llama", "llama_tied", "bert")
-                                      else m for m in MODELS])
+@pytest.mark.parametrize("model_id", list(MODELS))
 def test_built_inside_fused_writes_each_element_once(model_id, monkeypatch):
     model, _, writes, _ = build_inside_fused(model_id, monkeypatch)
     assert assert_written_once(model, writes, True) == sum(t.numel() for t in state(model).values())
