@@ -490,3 +490,17 @@ def test_explain_hf_llama():
     table = str(rows)
     assert table.splitlines()[0].split()[:4] == ["name", "shape", "dtype", "distribution"]
     assert "model.layers.1.mlp.down_proj.weight" in table and repr(rows) == table
+
+
+@HF_INIT_RECORDED
+def test_demo_hf(capsys):
+    from fastinit.cli import main
+
+    assert main(["demo", "--model", "hf", "--params", "4e7"]) == 0
+    out = capsys.readouterr().out
+    assert "Hugging Face LlamaForCausalLM: 2 layers, hidden 512" in out
+    for arm in ("fastinit.materialize (meta)", "inside fastinit.fused()",
+                "HF meta path (to_empty + init_weights)", "HF plain build"):
+        assert arm in out
+    worst = float(out.split("worst relative deviation ")[1].split()[0])
+    assert worst < 0.01 and out.rstrip().endswith("norms and rotary tables exact: True"), out

@@ -515,7 +515,8 @@ def materialize(module: nn.Module, device=None, dtype: Optional[torch.dtype] = N
         if model_init is not None:
             with _own_generator(seed):
                 model_init([t for t in tensors.values() if id(t) in kept])
-            model_written = [n for n, t in tensors.items() if recorder.wrote(t)]
+            with torch._C.DisableTorchFunction():  # looking up storages is not a read to flush
+                model_written = [n for n, t in tensors.items() if recorder.wrote(t)]
             written = written | {id(tensors[n]) for n in model_written}
         rule_covered = frozenset() if rules_for is None else \
             frozenset(id(ti.tensor) for ti in _collect(module, "", rules_for)[0])
