@@ -396,7 +396,7 @@ def _own_generator(seed: int) -> Iterator[None]:
 
 _meta_init_state = threading.local()
 _meta_init_lock = threading.Lock()
-_meta_init_depth = 0  # threads inside meta_init(); nn.Module.register_parameter is wrapped while > 0
+_meta_init_depth = 0  # threads inside meta_init(): register_parameter is wrapped while > 0
 _register_parameter = nn.Module.register_parameter
 
 
@@ -625,19 +625,20 @@ def explain(module: nn.Module, rules: Optional[Rules] = None, prefix: str = "", 
     by_model = {} if model_init is None else _dry_run_model_init(module, model_init, tensors)
     by_rule = {} if rules is None else \
         {ti.name: ti for ti in _collect(module, prefix, _rules_for_user(rules, module, prefix))[0]}
-    by_default = {ti.name: ti for ti in _collect(module, prefix, lambda mod, _: _default_rules_for(mod))[0]}
+    defaults = _collect(module, prefix, lambda mod, _: _default_rules_for(mod))[0]
+    by_default = {ti.name: ti for ti in defaults}
     rows = Explanation()
     for name, t in tensors.items():
         fans = _calculate_fan_in_and_fan_out(t) if t.dim() >= 2 else (None, None)
         head = (name, tuple(t.shape), str(t.dtype).replace("torch.", ""))
-        kept = isinstance(t, torch.Tensor) and not isinstance(t, nn.Parameter) and not t.is_meta
+        kept = not isinstance(t, nn.Parameter) and not t.is_meta  # a buffer with a value
         ti = None if kept else by_rule.get(name)
         if ti is None and name not in by_model and not kept:
             ti = by_default.get(name)
         if ti is not None:
             dist, detail = _describe(ti.spec.plan(t, name), ti.spec)
-            rows.append(ExplainRow(*head, f"{dist} ({ti.spec.kind})" if ti.spec.kind != dist else dist,
-                                   *fans, ti.spec.gain(), detail,
+            label = f"{dist} ({ti.spec.kind})" if ti.spec.kind != dist else dist
+            rows.append(ExplainRow(*head, label, *fans, ti.spec.gain(), detail,
                                    "rule" if name in by_rule else "default"))
         elif name in by_model:
             kind, detail = _recorded_write(by_model[name])
