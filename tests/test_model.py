@@ -837,3 +837,75 @@ def test_demo_runs_end_to_end():
     assert int(check.group(1)) >= 5
     assert float(check.group(2)) < 0.01, out
     assert "fastinit.materialize:" in out and "torch way" in out
+
+
+# ----------------------------------------------------------------------------------------------
+# materialize with the model's own init (init="auto"): the torchtitan pattern
+# ----------------------------------------------------------------------------------------------
+
+
+class TitanStyle(nn.Module):
+    """torchtitan's pattern: a rotary buffer computed by init_weights(), which also initialises
+    every layer (trunc_normal weights, ones for the norm)."""
+
+    def __init__(self, method: str = "init_weights"):
+        super().__init__()
+        self.embed = nn.Embedding(512, 64)
+        self.proj = nn.Linear(64, 256, bias=False)
+        self.norm = nn.RMSNorm(64)
+        self.register_buffer("freqs", torch.empty(32), persistent=False)
+        setattr(self, method, self._init)
+
+    def _init(self):
+        with torch.no_grad():
+            self.freqs.copy_(1.0 / (10000 ** (torch.arange(0, 64, 2).float() / 64)))
+        nn.init.trunc_normal_(self.embed.weight, std=0.02)
+        nn.init.trunc_normal_(self.proj.weight, std=0.02, a=-0.04, b=0.04)
+        nn.init.ones_(self.norm.weight)
+
+
+@pytest.mark.parametrize("method", ["init_weights", "init_states"])
+def test_materialize_runs_the_models_own_init(method):
+    meta = _meta(lambda: TitanStyle(method))
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    result = fastinit.materialize(meta, "cpu", seed=3)
+    assert torch.equal(torch.get_rng_state(), before)  # the caller's generator is not consumed
+    assert sorted(result.model_init) == ["embed.weight", "freqs", "norm.weight", "proj.weight"]
+    assert result.fused == [] and result.untouched == []
+    assert torch.equal(meta.freqs, 1.0 / (10000 ** (torch.arange(0, 64, 2).float() / 64)))
+    check_normal(meta.embed.weight.detach(), 0.02, "embed.weight")  # a = -2, b = 2: a normal
+    assert meta.proj.weight.abs().max() <= 0.04 and meta.proj.weight.std() > 0.01
+    assert (meta.norm.weight == 1).all()
+    # same seed, same values; init="reset_parameters" gives torch's layer defaults instead
+    again = _meta(lambda: TitanStyle(method))
+    fastinit.materialize(again, "cpu", seed=3)
+    assert_bitwise_equal(tensors(meta), tensors(again))
+    defaults = _meta(lambda: TitanStyle(method))
+    with pytest.raises(InitValueError, match=r"\['freqs'\]"):  # nothing computes it then
+        fastinit.materialize(defaults, "cpu", seed=3, init="reset_parameters")
+    rows = {r.name: r for r in fastinit.explain(_meta(lambda: TitanStyle(method)))}
+    assert rows["freqs"].source == "model init" and rows["freqs"].distribution == "copy_"
+    assert (rows["norm.weight"].distribution, rows["norm.weight"].source) == ("constant", "model init")
+    rows = {r.name: r for r in fastinit.explain(_meta(lambda: TitanStyle(method)),
+                                                 init="reset_parameters")}
+    assert rows["proj.weight"].source == "default" and rows["freqs"].source == "NOT INITIALISED"
+
+
+@pytest.mark.xfail(strict=True, reason="torch.nn.init.trunc_normal_ returns before any tensor "
+                   "operation on a meta tensor, so fused(dry_run=True) does not see it")
+def test_explain_sees_trunc_normal_on_meta():
+    rows = {r.name: r for r in fastinit.explain(_meta(TitanStyle))}
+    assert rows["proj.weight"].distribution == "trunc_normal", rows["proj.weight"]
+    assert rows["proj.weight"].bound_or_std == "mean=0, std=0.02, a=-0.04, b=0.04"
+
+
+def test_materialize_seed_none_draws_one_seed():
+    torch.manual_seed(11)
+    meta = _meta(TitanStyle)
+    result = fastinit.materialize(meta, "cpu")
+    torch.manual_seed(11)
+    assert result.seed == int(torch.randint(0, 2**63 - 1, (1,)))
+    again = _meta(TitanStyle)
+    fastinit.materialize(again, "cpu", seed=result.seed)
+    assert_bitwise_equal(tensors(meta), tensors(again))

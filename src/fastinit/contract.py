@@ -4,9 +4,12 @@ kernels/ (Triton) and backends/reference.py (NumPy, the executable form of the c
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
+import threading
 from enum import IntEnum
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -67,8 +70,26 @@ def check_seed(seed: int) -> int:
     return seed
 
 
+_seed_source = threading.local()
+
+
+@contextlib.contextmanager
+def seeds_from(generator: torch.Generator) -> Iterator[None]:
+    """Inside the block, this thread's drop-in calls without a `generator` draw their seeds from
+    `generator` instead of torch's default CPU generator (which is left untouched)."""
+    previous = getattr(_seed_source, "generator", None)
+    _seed_source.generator = generator
+    try:
+        yield
+    finally:
+        _seed_source.generator = previous
+
+
 def draw_seed(generator: torch.Generator | None) -> int:
-    """The seed of one drop-in call, drawn from `generator` (default: the CPU generator)."""
+    """The seed of one drop-in call, drawn from `generator` (default: the CPU generator, or the
+    one `seeds_from` gives this thread)."""
+    if generator is None:
+        generator = getattr(_seed_source, "generator", None)
     if generator is None or generator.device.type == "cpu":
         return int(torch.randint(0, 2**63 - 1, (1,), generator=generator))
     # An explicit accelerator generator: no device sync; derive from (initial seed, offset) and

@@ -20,7 +20,7 @@ from torch import nn
 
 from . import nn_init, spec
 from .fused import fused, submit
-from .contract import Distribution, check_seed, draw_seed, stream_for_name
+from .contract import Distribution, check_seed, draw_seed, seeds_from, stream_for_name
 from .errors import InitValueError
 from .gains import _calculate_fan_in_and_fan_out
 from .plan import DTYPE_CODES, make_fill
@@ -385,15 +385,6 @@ def _model_init(module: nn.Module, init: InitArg) -> Optional[Callable[[list], o
     return None
 
 
-@contextlib.contextmanager
-def _own_generator(seed: int) -> Iterator[None]:
-    """Torch's default CPU generator seeded with `seed` inside the block and restored after it:
-    a model's own init draws its seeds from it, and the caller's generator is left as it was."""
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(seed)
-        yield
-
-
 _meta_init_state = threading.local()
 _meta_init_lock = threading.Lock()
 _meta_init_depth = 0  # threads inside meta_init(): register_parameter is wrapped while > 0
@@ -475,9 +466,10 @@ def materialize(module: nn.Module, device=None, dtype: Optional[torch.dtype] = N
     3. for every tensor neither wrote: PyTorch's default init of its layer (as in
        `reset_parameters`), or its module's own `reset_parameters()`.
 
-    The model's own init draws its seeds from torch's default CPU generator seeded with `seed`
-    and restored afterwards, so the caller's generator is not consumed; the fastinit passes use
-    `seed` with each tensor's name as stream. A buffer that already holds a value (a model built
+    The model's own init draws its seeds from a generator seeded with `seed` (`seeds_from`,
+    this thread only): torch's default generator is not consumed, unless the init draws from it
+    itself rather than through a call fastinit records (`torch.randperm`, `bernoulli_`). The
+    fastinit passes use `seed` with each tensor's name as stream. A buffer that already holds a value (a model built
     under `fastinit.meta_init()`, whose buffers keep their constructor values) is moved to
     `device` and keeps it; only the model's own init may write it again (Hugging Face's leaves
     it alone). Tied parameters stay tied. Peak memory is the parameters themselves.
@@ -513,7 +505,7 @@ def materialize(module: nn.Module, device=None, dtype: Optional[torch.dtype] = N
         written = kept
         model_written: list[str] = []
         if model_init is not None:
-            with _own_generator(seed):
+            with seeds_from(torch.Generator().manual_seed(seed)):
                 model_init([t for t in tensors.values() if id(t) in kept])
             with torch._C.DisableTorchFunction():  # looking up storages is not a read to flush
                 model_written = [n for n, t in tensors.items() if recorder.wrote(t)]
@@ -595,7 +587,7 @@ def _dry_run_model_init(module: nn.Module, model_init, tensors: dict[str, torch.
     """{name: the last write of the model's own init} for each tensor it writes, found by a dry
     run: nothing is executed or allocated, and torch's generator is restored afterwards."""
     kept = [t for t in module.buffers() if not t.is_meta]
-    with torch.random.fork_rng(devices=[]), fused(dry_run=True) as recorder:
+    with seeds_from(torch.Generator()), fused(dry_run=True) as recorder:
         model_init(kept)
     return {name: d for name, t in tensors.items() if (d := recorder.describe(t)) is not None}
 
