@@ -900,6 +900,20 @@ def test_explain_sees_trunc_normal_on_meta():
     assert rows["proj.weight"].bound_or_std == "mean=0, std=0.02, a=-0.04, b=0.04"
 
 
+def test_materialize_init_that_replaces_or_forgets_tensors():
+    def replace(m):  # a new parameter made inside the init: its values are the init's
+        TitanStyle._init(m)
+        m.proj.weight = nn.Parameter(torch.full((256, 64), 0.5))
+
+    meta = _meta(TitanStyle)
+    result = fastinit.materialize(meta, "cpu", seed=0, init=replace)
+    assert (meta.proj.weight == 0.5).all() and "proj.weight" in result.model_init
+    meta = _meta(TitanStyle)
+    with pytest.raises(InitValueError, match=r"left \['proj.weight'\] on the meta device"):
+        fastinit.materialize(meta, "cpu", seed=0, init=lambda m: setattr(
+            m.proj, "weight", nn.Parameter(torch.empty(256, 64, device="meta"))))
+
+
 def test_materialize_seed_none_draws_one_seed():
     torch.manual_seed(11)
     meta = _meta(TitanStyle)

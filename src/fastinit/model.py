@@ -469,10 +469,11 @@ def materialize(module: nn.Module, device=None, dtype: Optional[torch.dtype] = N
     The model's own init draws its seeds from a generator seeded with `seed` (`seeds_from`,
     this thread only): torch's default generator is not consumed, unless the init draws from it
     itself rather than through a call fastinit records (`torch.randperm`, `bernoulli_`). The
-    fastinit passes use `seed` with each tensor's name as stream. A buffer that already holds a value (a model built
-    under `fastinit.meta_init()`, whose buffers keep their constructor values) is moved to
-    `device` and keeps it; only the model's own init may write it again (Hugging Face's leaves
-    it alone). Tied parameters stay tied. Peak memory is the parameters themselves.
+    fastinit passes use `seed` with each tensor's name as stream. A buffer that already holds a
+    value (a model built under `fastinit.meta_init()`, whose buffers keep their constructor
+    values) is moved to `device` and keeps it; only the model's own init may write it again
+    (Hugging Face's leaves it alone). Tied parameters stay tied. Peak memory is the parameters
+    themselves.
 
     Args:
         module: the model, built under ``torch.device("meta")`` or `fastinit.meta_init()`.
@@ -489,9 +490,10 @@ def materialize(module: nn.Module, device=None, dtype: Optional[torch.dtype] = N
         kept their values, `fused` / `structured` / `not_fused` what the fastinit passes did.
 
     Raises:
-        InitValueError: a bad `init` or rule, or (unless `allow_uninitialized`) tensors that no
-            rule, no `reset_parameters` and no model init writes, named; the pending fills of
-            the pass are then dropped, but the module is already allocated.
+        InitValueError: a bad `init` or rule, a tensor the model's init left on meta, or
+            (unless `allow_uninitialized`) tensors that no rule, no `reset_parameters` and no
+            model init writes, named; the pending fills of the pass are then dropped, but the
+            module is already allocated.
     """
     model_init = _model_init(module, init)
     rules_for = None if rules is None else _rules_for_user(rules, module, "")
@@ -507,8 +509,15 @@ def materialize(module: nn.Module, device=None, dtype: Optional[torch.dtype] = N
         if model_init is not None:
             with seeds_from(torch.Generator().manual_seed(seed)):
                 model_init([t for t in tensors.values() if id(t) in kept])
+            allocated = {id(t) for t in tensors.values()}
+            tensors = _named_tensors(module)  # a tensor the init made anew holds its values
+            on_meta = [n for n, t in tensors.items() if t.is_meta]
+            if on_meta:
+                raise InitValueError(f"materialize: the model's init left {on_meta} on the meta "
+                                     "device")
             with torch._C.DisableTorchFunction():  # looking up storages is not a read to flush
-                model_written = [n for n, t in tensors.items() if recorder.wrote(t)]
+                model_written = [n for n, t in tensors.items()
+                                 if id(t) not in allocated or recorder.wrote(t)]
             written = written | {id(tensors[n]) for n in model_written}
         rule_covered = frozenset() if rules_for is None else \
             frozenset(id(ti.tensor) for ti in _collect(module, "", rules_for)[0])
