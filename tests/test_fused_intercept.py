@@ -218,12 +218,13 @@ def test_overwrites_are_dropped_and_values_equal_one_by_one(written):
     assert recorder.dropped == 5  # two weights, two biases, the LayerNorm's weight
 
 
-def test_a_partial_overwrite_runs_the_earlier_fill_first():
+def test_a_partial_fill_runs_after_the_earlier_fill(written):
     with fastinit.fused() as recorder:
         w = torch.empty(8, 8)
         fastinit.normal_(w, seed=1)
         fastinit.zeros_(w[2])
-        assert recorder.flushes == 1 and recorder.dropped == 0
+        assert [p.phase for p in recorder.pending] == [0, 1] and recorder.flushes == 0
+    assert recorder.flushes == 1 and written["calls"] == 2  # one pass, two phases
     ref = fastinit.normal_(torch.empty(8, 8), seed=1)
     ref[2] = 0
     assert torch.equal(w, ref)
@@ -345,3 +346,44 @@ def test_trunc_normal_tf_validates_like_trunc_normal():
         fastinit.trunc_normal_tf_(torch.empty(3), a=1.0, b=-1.0)
     with pytest.raises(fastinit.UnsupportedDtypeError):
         fastinit.trunc_normal_tf_(torch.empty(3, dtype=torch.int32))
+
+
+# --- memory nothing can reach is not written ---------------------------------------------------
+
+
+def test_a_weight_replaced_by_a_tie_before_the_pass_is_not_written(written):
+    with fastinit.fused() as recorder:
+        emb = nn.Embedding(100, 16)
+        head = nn.Linear(16, 100, bias=False)
+        head.weight = emb.weight  # the Linear's own weight, initialised above, is dropped
+    assert recorder.unreachable == 1 and written["elements"] == 100 * 16
+    assert head.weight is emb.weight and emb.weight.std() > 0.5
+
+
+def test_memory_reachable_through_a_view_is_written():
+    torch.manual_seed(0)
+    with fastinit.fused() as recorder:
+        w = torch.empty(10, 10)
+        fastinit.normal_(w, seed=5)
+        v = w[2:5]
+        del w
+    assert recorder.unreachable == 0
+    assert torch.equal(v, fastinit.normal_(torch.empty(10, 10), seed=5)[2:5])
+
+
+# --- dry runs ----------------------------------------------------------------------------------
+
+
+def test_a_dry_run_records_on_meta_and_writes_nothing(written):
+    with torch.device("meta"):
+        w, v, b = torch.empty(64, 32), torch.empty(10), torch.empty(5)
+    state = torch.get_rng_state()
+    with fastinit.fused(dry_run=True) as recorder:
+        torch.nn.init.trunc_normal_(w, std=0.02)  # torch's returns at once on meta: seen there
+        torch.nn.init.trunc_normal_(v, std=0.5, a=-1, b=1)
+        b.fill_(0.25)
+    torch.set_rng_state(state)
+    assert recorder.describe(w) == "trunc_normal(mean=0, std=0.02, a=-2, b=2)"
+    assert recorder.describe(v) == "trunc_normal(mean=0, std=0.5, a=-1, b=1)"
+    assert recorder.describe(b) == "constant(0.25)"
+    assert written["calls"] == 0

@@ -30,6 +30,7 @@ storage and are tracked through it, so making them does not flush.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import math
 import sys
@@ -43,7 +44,7 @@ from torch.overrides import TorchFunctionMode
 from . import backends
 from .contract import DTYPE_CODES, Distribution
 from .plan import Fill
-from .sharding import local_tensor
+from .sharding import is_dtensor, local_tensor
 
 # Operations that read only metadata (shape, dtype, strides, device, property getters such as
 # `.data`, which makes a tracked alias) or make a new tensor from the metadata alone never flush.
@@ -60,12 +61,14 @@ OVERWRITE_OPS = frozenset({"copy_", "fill_", "zero_"})
 
 _local = threading.local()
 _TORCH_INIT = torch.nn.init  # the module, for the functions as torch defines them
+_TORCH_INIT_NAMES = frozenset(_TORCH_INIT.__all__)
 
 
 def _storage_key(t: torch.Tensor):
     """The memory a tensor lives in: (device, address), or the storage object on meta."""
     t = local_tensor(t)
-    storage = t.untyped_storage()
+    with torch._C.DisableTorchFunction():  # our own look at the memory: not a user's access
+        storage = t.untyped_storage()
     if t.is_meta:
         return ("meta", storage._cdata)
     if t.numel() == 0:
@@ -100,6 +103,16 @@ class _Footprint:
         return self.key == other.key and self.lo <= other.hi and other.lo <= self.hi
 
 
+@dataclass
+class _Pending:
+    """A recorded fill waiting for the pass; `phase` orders it after the pending fills of the
+    memory it overlaps (fills of one phase never overlap, so each phase is one fused pass)."""
+
+    fill: Fill
+    footprint: _Footprint
+    phase: int
+
+
 def describe_fill(dist: int, params: Sequence[float]) -> str:
     """A fill's distribution in words, e.g. "normal(mean=0, std=0.02)"."""
     if dist == Distribution.UNIFORM:
@@ -122,17 +135,20 @@ class Recorder:
         elements_other: elements written by other in-place operations seen in the block.
         dropped: how many recorded fills a later write covered before anything read them.
         flushes: how many times pending fills ran before the block's end.
+        unreachable: fills not run because nothing outside the recorder could reach their
+            tensor any more (see `_reachable`).
         dry_run: record only: fills (meta tensors included) are logged, never run.
     """
 
     def __init__(self, dry_run: bool = False) -> None:
         self.dry_run = dry_run
-        self.pending: list[tuple[Fill, _Footprint]] = []
+        self.pending: list[_Pending] = []
         self.recorded = 0
         self.dropped = 0
         self.flushes = 0
         self._writes: dict[object, list[tuple[_Footprint, str, bool]]] = {}
         self.elements_filled = 0  # elements fastinit's fills wrote
+        self.unreachable = 0      # fills skipped: nothing but the recorder could reach them
         self.elements_other = 0   # elements other in-place operations wrote
         self._keep_alive: list[torch.Tensor] = []  # keys stay valid while the block lasts
         # (frame, target) of the latest recognised routine whose call is recorded (ROUTINES)
@@ -144,22 +160,25 @@ class Recorder:
             footprint = _Footprint.of(f.tensor)
             if footprint is None:
                 continue
-            self.overwrite(footprint)
-            self.pending.append((f, footprint))
+            self._drop_covered(footprint)
+            # a fill over part of a pending one (an Embedding's padding row) runs after it, in a
+            # later phase of the same pass
+            phase = 1 + max((p.phase for p in self.pending if p.footprint.overlaps(footprint)),
+                            default=-1)
+            self.pending.append(_Pending(f, footprint, phase))
             self._log(f.tensor, footprint, describe_fill(f.dist, f.params), by_fastinit=True)
             self.recorded += 1
 
-    def overwrite(self, footprint: _Footprint) -> None:
-        """A write of every element of `footprint` is about to happen: pending fills it covers
-        are dropped; one it only overlaps runs first."""
-        kept = []
-        for f, fp in self.pending:
-            if footprint.covers(fp):
-                self.dropped += 1
-            else:
-                kept.append((f, fp))
+    def _drop_covered(self, footprint: _Footprint) -> None:
+        kept = [p for p in self.pending if not footprint.covers(p.footprint)]
+        self.dropped += len(self.pending) - len(kept)
         self.pending = kept
-        if any(fp.overlaps(footprint) for _, fp in self.pending):
+
+    def overwrite(self, footprint: _Footprint) -> None:
+        """Another operation is about to write every element of `footprint`: pending fills it
+        covers are dropped; those it only overlaps run first."""
+        self._drop_covered(footprint)
+        if any(p.footprint.overlaps(footprint) for p in self.pending):
             self.flush({footprint.key})
 
     def _log(self, tensor: torch.Tensor, footprint: _Footprint, text: str, by_fastinit: bool) -> None:
@@ -178,7 +197,7 @@ class Recorder:
         """The storage keys of pending fills that the tensors in `args` / `kwargs` live in."""
         if not self.pending:
             return set()
-        keys = {fp.key for _, fp in self.pending}
+        keys = {p.footprint.key for p in self.pending}
         found = set()
 
         def visit(x):
@@ -205,11 +224,32 @@ class Recorder:
         if keys is None:
             run, self.pending = self.pending, []
         else:
-            run = [(f, fp) for f, fp in self.pending if fp.key in keys]
-            self.pending = [(f, fp) for f, fp in self.pending if fp.key not in keys]
+            run = [p for p in self.pending if p.footprint.key in keys]
+            self.pending = [p for p in self.pending if p.footprint.key not in keys]
+        run = self._reachable(run)
         if run and not self.dry_run:
-            self._execute([f for f, _ in run])
+            for phase in sorted({p.phase for p in run}):  # one fused pass per phase
+                self._execute([p.fill for p in run if p.phase == phase])
             self.flushes += 1
+
+    def _reachable(self, run: list) -> list:
+        """The pending fills whose memory anything but this recorder can still reach. A tensor
+        dropped before the pass (a head weight replaced by a tied embedding after its init) is
+        not written: only the recorder refers to it and no other tensor shares its storage."""
+        ours = collections.Counter(id(p.fill.tensor) for p in self.pending + run)
+        ours.update(id(t) for t in self._keep_alive)
+        ours.update(id(t) for _, t in self._done_routines)
+        kept = []
+        for p in run:
+            t = p.fill.tensor
+            # getrefcount: its argument, `t`, and the recorder's own references
+            unreferenced = sys.getrefcount(t) - 2 - ours[id(t)] == 0
+            if unreferenced and not is_dtensor(t) and not t.is_meta and \
+                    torch._C._storage_Use_Count(t.untyped_storage()._cdata) <= 2:
+                self.unreachable += 1
+                continue
+            kept.append(p)
+        return kept
 
     def _execute(self, fills: Sequence[Fill]) -> None:
         fills = [f for f in fills if not local_tensor(f.tensor).is_meta]
@@ -350,7 +390,7 @@ class _Interceptor(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         rec = self.recorder
-        fastinit_fn = self.init_functions.get(func)
+        fastinit_fn = self.init_functions.get(func) or self._replaced_init_function(func)
         if fastinit_fn is not None:
             return fastinit_fn(*args, **kwargs)
         caller = _caller_frame()
@@ -362,8 +402,11 @@ class _Interceptor(TorchFunctionMode):
             if made is not None:
                 return made
         name = getattr(func, "__name__", "")
-        if name in METADATA_OPS:
-            return func(*args, **kwargs)
+        if rec.dry_run and name == "__get__" and _property_name(func) == "is_meta" and args:
+            # torch's trunc_normal_ returns at once on a meta tensor: a dry run records it there
+            self._routine_fill(caller, args[0])
+        if name in METADATA_OPS or (name == "__getitem__" and _is_basic_index(args[1])):
+            return func(*args, **kwargs)  # a view is tracked through its storage
         done = self._follow_up(caller, name, args, kwargs)
         if done is not None:
             return None if done is _SKIPPED else done
@@ -384,6 +427,15 @@ class _Interceptor(TorchFunctionMode):
         if target is not None:
             rec.log_write(target, name)
         return result
+
+    def _replaced_init_function(self, func):
+        """torch.nn.init's functions dispatch with the function their module holds *now*: when
+        a wrapper has replaced it there (Hugging Face's guard while it initialises), that
+        wrapper arrives here and stands for torch's function of the same name."""
+        name = getattr(func, "__name__", None)
+        if name in _TORCH_INIT_NAMES and getattr(_TORCH_INIT, name, None) is func:
+            return getattr(_fastinit(), name, None)
+        return None
 
     # -- tensor methods ----------------------------------------------------------------------
     def _normal_(self, caller, t, mean=0.0, std=1.0, *, generator=None):
@@ -516,6 +568,18 @@ def _caller_frame():
     while frame is not None and frame.f_globals.get("__name__") in _PLUMBING_MODULES:
         frame = frame.f_back
     return frame
+
+
+def _property_name(getter) -> str:
+    """The attribute a property getter (`Tensor.is_meta.__get__`) reads."""
+    return getattr(getattr(getter, "__self__", None), "__name__", "")
+
+
+def _is_basic_index(index) -> bool:
+    """Indexing that makes a view (ints, slices, None, ...), reading no element."""
+    items = index if isinstance(index, tuple) else (index,)
+    return all(i is None or i is Ellipsis or isinstance(i, slice)
+               or (isinstance(i, int) and not isinstance(i, bool)) for i in items)
 
 
 def _key_or_none(t):
