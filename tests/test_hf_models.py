@@ -56,24 +56,6 @@ import fastinit  # noqa: E402
 from fastinit import backends, contract, spec  # noqa: E402
 from fastinit.errors import InitValueError  # noqa: E402
 
-
-
-def _guarded_init_is_recorded() -> bool:
-    """Whether fused() records torch.nn.init calls made under HF's guard_torch_init_functions
-    (which puts its wrappers in place of torch.nn.init's functions while HF's init runs)."""
-    from transformers import initialization
-
-    t = torch.empty(4, device="meta")
-    with fastinit.fused(dry_run=True) as recorder, initialization.guard_torch_init_functions():
-        initialization.normal_(t, std=0.5)
-    return (recorder.describe(t) or "").startswith("normal")
-
-
-HF_INIT_RECORDED = pytest.mark.xfail(
-    not _guarded_init_is_recorded(), strict=True,
-    reason="fused() does not see torch.nn.init calls while HF's guard_torch_init_functions is "
-           "active: torch.nn.init.normal_ hands the mode the guard wrapper now under its name")
-
 INIT_RANGE = 0.02
 MIN_NUMEL = 16384
 # The std of n normal samples is off by 1/sqrt(2n) relative (0.55% at 16384): 2.5% passes the
@@ -283,12 +265,10 @@ class WriteCounts(TorchFunctionMode):
 INTEGER_BUFFERS = "written at least once"
 
 
-def assert_written_once(model: nn.Module, writes: WriteCounts, built_inside_fused: bool) -> int:
+def assert_written_once(model: nn.Module, writes: WriteCounts) -> int:
     """Every element of every parameter and buffer written exactly once, except the padding row
-    of an Embedding, which HF's init writes twice (normal_, then zeros_ on the row). And, built
-    inside fused(), such an Embedding is written once more: its constructor zeroes the padding
-    row of its pending normal_ fill (`weight[padding_idx].fill_(0)`), which flushes that fill
-    before HF's init overwrites it. Returns the number of elements checked."""
+    of an Embedding, which HF's init writes twice (normal_, then zeros_ on the row). Returns the
+    number of elements checked."""
     total = 0
     for name, t in state(model).items():
         got = writes.of(t)
@@ -299,7 +279,6 @@ def assert_written_once(model: nn.Module, writes: WriteCounts, built_inside_fuse
         want = torch.ones(t.shape, dtype=torch.int32)
         owner = model.get_submodule(name.rpartition(".")[0])
         if isinstance(owner, nn.Embedding) and owner.padding_idx is not None:
-            want += int(built_inside_fused)
             want[owner.padding_idx] += 1
         assert torch.equal(got, want), (f"{name}: written {got.min().item()}..{got.max().item()} "
                                         f"times ({(got != want).sum().item()} elements wrong)")
@@ -358,7 +337,6 @@ def build_on_meta_and_materialize(model_id: str, monkeypatch):
     return model, draws, writes, result
 
 
-@HF_INIT_RECORDED
 @pytest.mark.parametrize("model_id", list(MODELS))
 def test_built_inside_fused(model_id, monkeypatch):
     plain = plain_build(model_id)
@@ -368,14 +346,12 @@ def test_built_inside_fused(model_id, monkeypatch):
     run_forward(model)
 
 
-@HF_INIT_RECORDED
 @pytest.mark.parametrize("model_id", list(MODELS))
 def test_built_inside_fused_writes_each_element_once(model_id, monkeypatch):
     model, _, writes, _ = build_inside_fused(model_id, monkeypatch)
-    assert assert_written_once(model, writes, True) == sum(t.numel() for t in state(model).values())
+    assert assert_written_once(model, writes) == sum(t.numel() for t in state(model).values())
 
 
-@HF_INIT_RECORDED
 @pytest.mark.parametrize("model_id", list(MODELS))
 def test_meta_then_materialize(model_id, monkeypatch):
     plain = plain_build(model_id)
@@ -385,7 +361,7 @@ def test_meta_then_materialize(model_id, monkeypatch):
     # HF's own init wrote every tensor: fastinit's layer defaults had nothing left to do
     assert sorted(result.model_init) == sorted(state(model)) and result.fused == []
     assert assert_like_hf(model, plain) > 0
-    assert_written_once(model, writes, False)
+    assert_written_once(model, writes)
     if model_id in ("llama_tied", "gpt2"):
         assert model.lm_head.weight is model.get_input_embeddings().weight
     run_forward(model)
@@ -414,7 +390,6 @@ def test_checks_fail_on_torch_default_init():
         assert_like_hf(model, plain)
 
 
-@HF_INIT_RECORDED
 def test_materialize_rules_win_over_hf_init():
     with torch.device("meta"):
         model = llama()
@@ -470,7 +445,6 @@ def test_materialize_names_a_custom_tensor_nothing_initialises():
     assert rows["model.gate.scale"].source == "NOT INITIALISED"
 
 
-@HF_INIT_RECORDED
 def test_explain_hf_llama():
     with torch.device("meta"):
         model = llama()
@@ -494,7 +468,6 @@ def test_explain_hf_llama():
     assert "model.layers.1.mlp.down_proj.weight" in table and repr(rows) == table
 
 
-@HF_INIT_RECORDED
 def test_demo_hf(capsys):
     from fastinit.cli import main
 
@@ -519,11 +492,10 @@ def test_seed_draw_check_catches_other_consumers(monkeypatch):
             nn.init.normal_(torch.empty(8))
 
 
-@HF_INIT_RECORDED
-@pytest.mark.xfail(strict=True, reason="torch.nn.init.trunc_normal_ returns before any tensor "
-                   "operation on a meta tensor, so fused(dry_run=True) does not see it")
 def test_explain_hf_vit_trunc_normal_on_meta():
     with torch.device("meta"):
         model = vit()
     rows = {r.name: r for r in fastinit.explain(model)}
-    assert rows["embeddings.cls_token"].distribution == "trunc_normal", rows["embeddings.cls_token"]
+    for name in ("embeddings.cls_token", "embeddings.position_embeddings"):
+        assert (rows[name].distribution, rows[name].source) == ("trunc_normal", "model init"), rows[name]
+        assert rows[name].bound_or_std == "mean=0, std=0.02, a=-2, b=2", rows[name]

@@ -515,9 +515,8 @@ def materialize(module: nn.Module, device=None, dtype: Optional[torch.dtype] = N
             if on_meta:
                 raise InitValueError(f"materialize: the model's init left {on_meta} on the meta "
                                      "device")
-            with torch._C.DisableTorchFunction():  # looking up storages is not a read to flush
-                model_written = [n for n, t in tensors.items()
-                                 if id(t) not in allocated or recorder.wrote(t)]
+            model_written = [n for n, t in tensors.items()
+                             if id(t) not in allocated or recorder.wrote(t)]
             written = written | {id(tensors[n]) for n in model_written}
         rule_covered = frozenset() if rules_for is None else \
             frozenset(id(ti.tensor) for ti in _collect(module, "", rules_for)[0])
