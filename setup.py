@@ -122,6 +122,11 @@ def cuda_arch_flags(arch_list=None) -> list:
                 f"(whole value: {arch_list!r})"
             )
         major, minor, suffix, ptx = match.groups()
+        if int(major) < 7:
+            raise CudaBuildError(
+                f"TORCH_CUDA_ARCH_LIST entry {entry!r}: the fill kernels need sm_70 (Volta) or "
+                f"newer, whose 32 KB of kernel arguments carry the descriptor table"
+            )
         arch = f"{major}{minor}{suffix.lower()}"
         codes = [f"sm_{arch}"] + ([f"compute_{arch}"] if ptx else [])
         flags += ["-gencode", f"arch=compute_{arch},code=[{','.join(codes)}]"]

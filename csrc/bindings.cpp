@@ -4,8 +4,6 @@
 #include <pybind11/stl.h>
 
 #include <array>
-#include <stdexcept>
-#include <string>
 
 #include "cpu/fill_cpu.h"
 #include "descriptor_check.h"
@@ -16,14 +14,14 @@ namespace py = pybind11;
 
 namespace {
 
-void fill(py::buffer descriptors, int num_threads) {
+int fill(py::buffer descriptors, int num_threads) {
   const py::buffer_info info = descriptors.request();
-  const size_t size = static_cast<size_t>(info.size) * static_cast<size_t>(info.itemsize);
-  CHECK_DESCRIPTOR_BYTES(size);
+  const int64_t count = fastinit::descriptor_count(static_cast<size_t>(info.size) *
+                                                   static_cast<size_t>(info.itemsize));
   const auto* d = static_cast<const fastinit::FillDescriptor*>(info.ptr);
-  const int64_t count = static_cast<int64_t>(size / sizeof(fastinit::FillDescriptor));
+  fastinit::check_descriptors(d, count);
   py::gil_scoped_release release;
-  fastinit::fill_cpu(d, count, num_threads);
+  return fastinit::fill_cpu(d, count, num_threads);
 }
 
 std::array<uint32_t, 4> philox(std::array<uint32_t, 4> counter, std::array<uint32_t, 2> key) {
@@ -37,9 +35,13 @@ std::array<uint32_t, 4> philox(std::array<uint32_t, 4> counter, std::array<uint3
 PYBIND11_MODULE(_C, m) {
   m.doc() = "fastinit C++ CPU backend";
   m.def("fill", &fill, py::arg("descriptors"), py::arg("num_threads") = 0,
-        "Fill every tensor described by a buffer of packed FillDescriptors.");
+        "Fill every tensor described by a buffer of packed FillDescriptors on num_threads "
+        "OpenMP threads (<= 0: OpenMP's default). Every descriptor is validated first: a bad "
+        "one raises ValueError naming its index and field, and nothing is written. Returns the "
+        "number of threads that ran the fill.");
   m.def("philox4x32_10", &philox, py::arg("counter"), py::arg("key"),
         "Philox4x32-10 of one counter and key (for known-answer tests).");
   m.def("simd_level", &fastinit::cpu_simd_level);
   m.attr("DESCRIPTOR_SIZE") = sizeof(fastinit::FillDescriptor);
+  m.attr("COMPILER") = __VERSION__;  // the compiler that built this module
 }

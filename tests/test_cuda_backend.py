@@ -7,6 +7,7 @@ against the C++ CPU backend, bitwise. GPU tests run the kernels and skip, saying
 usable GPU is visible.
 """
 import importlib.util
+import json
 import os
 import struct
 import subprocess
@@ -201,6 +202,8 @@ def test_setup_arch_list_to_gencode(setup_module):
         "-gencode", "arch=compute_90a,code=[sm_90a]", "-gencode", "arch=compute_100,code=[sm_100]"]
     with pytest.raises(setup_module.CudaBuildError, match="sm_90"):
         setup_module.cuda_arch_flags("sm_90")
+    with pytest.raises(setup_module.CudaBuildError, match="'6.0': the fill kernels need sm_70"):
+        setup_module.cuda_arch_flags("6.0;8.0")
 
 
 def test_setup_required_cuda_without_nvcc_fails_clearly(setup_module, tmp_path):
@@ -308,15 +311,38 @@ def test_launch_table_chunk_size_follows_the_work():
 @needs_module
 @pytest.mark.parametrize("bad,match", [
     (_fake_fill_bytes(5) + _fake_fill_bytes(5, dtype_code=2), "one launch fills one dtype"),
-    (_fake_fill_bytes(5, first_index=-1), "must be >= 0"),
-    (_fake_fill_bytes(5, dist=9), "unknown distribution"),
-    (_fake_fill_bytes(5, dtype_code=7), "unknown dtype"),
-    (_fake_fill_bytes(5, data=0), "null data address"),
+    (_fake_fill_bytes(5, first_index=-1), "descriptor 0: first_index: -1 is negative"),
+    (_fake_fill_bytes(5) + _fake_fill_bytes(-5), "descriptor 1: numel: -5 is negative"),
+    (_fake_fill_bytes(5, dist=9), "descriptor 0: dist: unknown distribution code 9"),
+    (_fake_fill_bytes(5, dtype_code=7), "descriptor 0: dtype: unknown dtype code 7"),
+    (_fake_fill_bytes(5, data=0), "descriptor 0: data: null address"),
+    (_fake_fill_bytes(5, data=4098), "descriptor 0: data: address 4098 is not aligned"),
     (_fake_fill_bytes(5)[:-1], "whole number"),
 ])
 def test_launch_table_rejects_bad_descriptors(bad, match):
     with pytest.raises(ValueError, match=match):
         _cuda.build_table(bad, num_sms=132)
+
+
+@needs_module
+def test_launch_by_value_validates_before_touching_cuda():
+    # No GPU is needed to get these errors: validation comes before any CUDA call.
+    good = _fake_fill_bytes(5)
+    with pytest.raises(ValueError, match="descriptor 1: data: null address"):
+        _cuda.launch_by_value(good + _fake_fill_bytes(5, data=0), 132, 0, 0)
+    with pytest.raises(ValueError, match="descriptor 1: dtype: code 2 differs"):
+        _cuda.launch_by_value(good + _fake_fill_bytes(5, dtype_code=2), 132, 0, 0)
+    with pytest.raises(ValueError, match=f"{_cuda.ARG_TABLE_CAPACITY + 1} descriptors exceed"):
+        _cuda.launch_by_value(good * (_cuda.ARG_TABLE_CAPACITY + 1), 132, 0, 0)
+
+
+@needs_module
+def test_arg_table_fits_the_kernel_parameter_space():
+    # 32,764 bytes: the kernel parameter limit on Volta+ with CUDA 12.1+; the table also holds
+    # one uint32 block start per descriptor, plus one, and a count.
+    capacity = _cuda.ARG_TABLE_CAPACITY
+    assert capacity >= 64
+    assert capacity * (DESCRIPTOR_SIZE + 4) + 8 <= 32764 - 64
 
 
 @needs_module
@@ -332,8 +358,8 @@ def test_launch_checks_its_arguments_before_touching_cuda():
 # Host side: the kernel's per-thread code, run on the host, against the CPU backend.
 
 
-def emulate(fills, chunk_shift=0):
-    _cuda.emulate(pack_descriptors(fills), chunk_shift)
+def emulate(fills, chunk_shift=0, by_value=False):
+    _cuda.emulate(pack_descriptors(fills), chunk_shift, by_value=by_value)
 
 
 @needs_module
@@ -412,6 +438,20 @@ def test_kernel_code_many_guarded_tensors(dtype):
     _check_guarded(buffer, fills, spans)
 
 
+@needs_module
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("chunk_shift", [11, 0])
+def test_kernel_code_by_value_table_maps_every_block(dtype, chunk_shift):
+    """The by-value table's block -> (tensor, chunk) search, empty tensors included (first,
+    in the middle, last): every element written once with the CPU's values, no guard touched."""
+    count = min(_cuda.ARG_TABLE_CAPACITY, 60)
+    buffer, fills, spans = _guarded_fills(dtype, "cpu", count=count)
+    empty = make_fill(buffer[:0], fills[1].dist, fills[1].params, 3)
+    fills = [empty] + fills[:count // 3] + [empty, empty] + fills[count // 3:-3] + [empty]
+    emulate(fills, chunk_shift, by_value=True)
+    _check_guarded(buffer, fills, spans[:-3] + [(s, 0) for s, _ in spans[-3:]])
+
+
 # ---------------------------------------------------------------------------------------------
 # GPU: the kernels themselves.
 
@@ -486,16 +526,21 @@ def test_cuda_unaligned_views(offset, dtype):
 
 @needs_gpu
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_cuda_many_guarded_tensors_one_launch_per_dtype(dtype, monkeypatch):
-    buffer, fills, spans = _guarded_fills(dtype, "cuda", count=240)
+@pytest.mark.parametrize("by_value", [True, False], ids=["by_value", "uploaded"])
+def test_cuda_many_guarded_tensors_one_launch_per_dtype(dtype, by_value, monkeypatch):
+    buffer, fills, spans = _guarded_fills(
+        dtype, "cuda", count=min(240, cuda_backend.ARG_TABLE_CAPACITY) if by_value else 240)
+    if not by_value:  # every call takes the uploaded table
+        monkeypatch.setattr(cuda_backend, "ARG_TABLE_CAPACITY", 0)
+    entry = "launch_by_value" if by_value else "launch"
     launches = []
-    original = cuda_backend._cuda.launch
+    original = getattr(cuda_backend._cuda, entry)
 
     def counting_launch(*args):
         launches.append(args)
         return original(*args)
 
-    monkeypatch.setattr(cuda_backend._cuda, "launch", counting_launch)
+    monkeypatch.setattr(cuda_backend._cuda, entry, counting_launch)
     fastinit.set_backend("cuda")
     backends.execute(fills)
     assert len(launches) == 1
@@ -554,6 +599,110 @@ def test_failed_launch_raises_runtime_error_with_the_cuda_error():
     bad_device = torch.cuda.device_count() + 3
     with pytest.raises(RuntimeError, match="cudaErrorInvalidDevice"):
         _cuda.launch(table.data_ptr(), 1, 1, 16, 0, 0, bad_device)
+
+
+CONTEXT_PROBE = """
+import ctypes, json, threading, torch
+from fastinit import _cuda
+libcuda = ctypes.CDLL("libcuda.so.1")
+
+def current_context():
+    context = ctypes.c_void_p()
+    assert libcuda.cuCtxGetCurrent(ctypes.byref(context)) == 0
+    return context.value
+
+out = {}
+def fresh_thread():  # no context is current on a new thread
+    out["before"] = current_context()
+    out["problem"] = _cuda.device_problem(DEVICE)
+    out["after"] = current_context()
+worker = threading.Thread(target=fresh_thread)
+worker.start()
+worker.join()
+print(json.dumps(out))
+"""
+
+
+def _probe_json(script):
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=300, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout.splitlines()[-1])
+
+
+@needs_gpu
+def test_device_scope_restores_no_context_on_a_fresh_thread():
+    """A thread with no current CUDA context has none again after the module used a device
+    (the old scope restored cudaGetDevice's answer, device 0, creating a context there)."""
+    out = _probe_json(CONTEXT_PROBE.replace("DEVICE", "0"))
+    assert out == {"before": None, "problem": "", "after": None}
+
+
+@needs_gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_no_stray_context_on_gpu_0():
+    script = """
+import json, torch, fastinit
+t = torch.empty(1000, device="cuda:1")
+fastinit.set_backend("cuda")
+fastinit.normal_(t, seed=1)
+torch.cuda.synchronize(1)
+print(json.dumps([torch._C._cuda_hasPrimaryContext(0), torch._C._cuda_hasPrimaryContext(1)]))
+"""
+    assert _probe_json(script) == [False, True]
+
+
+@needs_gpu
+def test_cuda_graph_capture_of_a_small_call_replays_the_same_values():
+    fastinit.set_backend("cuda")
+    tensors = [poisoned((n,), torch.float32, "cuda") for n in (5, 70_001, 2049)]
+    graph = torch.cuda.CUDAGraph()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        with torch.cuda.graph(graph, stream=stream):
+            for i, t in enumerate(tensors):
+                fastinit.normal_(t, 0.5, 2.0, seed=40 + i)
+    torch.cuda.current_stream().wait_stream(stream)
+    for t in tensors:
+        t.fill_(float("nan"))
+    graph.replay()
+    torch.cuda.synchronize()
+    for i, t in enumerate(tensors):
+        expected = torch.empty(t.shape)
+        fastinit.normal_(expected, 0.5, 2.0, seed=40 + i)
+        assert same_bits(t, expected)
+
+
+@needs_gpu
+def test_cuda_graph_capture_of_a_staged_table_raises_clearly():
+    fastinit.set_backend("cuda")
+    count = cuda_backend.ARG_TABLE_CAPACITY + 1
+    buffer, fills, spans = _guarded_fills(torch.float32, "cuda", count=count)
+    graph = torch.cuda.CUDAGraph()
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        with pytest.raises(RuntimeError, match="inside CUDA graph capture: the cuda backend "
+                                               "stages the descriptor table"):
+            with torch.cuda.graph(graph, stream=stream):
+                backends.execute(fills)
+    torch.cuda.synchronize()
+    assert torch.isnan(buffer).all(), "a tensor was written by the refused capture"
+
+
+@needs_gpu
+def test_triton_under_cuda_graph_capture_raises_clearly():
+    from fastinit.backends import triton as triton_backend
+    if triton_backend.IMPORT_ERROR is not None:
+        pytest.skip(f"Triton cannot run: {triton_backend.IMPORT_ERROR}")
+    t = poisoned((1000,), torch.float32, "cuda")
+    graph = torch.cuda.CUDAGraph()
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        with pytest.raises(RuntimeError, match="inside CUDA graph capture: the triton backend"):
+            with torch.cuda.graph(graph, stream=stream):
+                triton_backend.run([make_fill(t, *distributions(torch.float32)["uniform"], 1)])
+    assert torch.isnan(t).all()
 
 
 @needs_gpu

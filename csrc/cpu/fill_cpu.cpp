@@ -8,6 +8,7 @@
 #include "fill_cpu.h"
 
 #include <omp.h>
+#include <pthread.h>
 
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -18,6 +19,8 @@
 #endif
 
 #include <algorithm>
+#include <atomic>
+#include <thread>
 #include <cstring>
 #include <vector>
 
@@ -52,10 +55,6 @@ inline __attribute__((always_inline)) void store_f32(const float* v, int64_t cou
   }
 }
 
-inline __attribute__((always_inline)) size_t element_size(int32_t dtype) {
-  return dtype == kFloat64 ? 8 : (dtype == kFloat32 ? 4 : 2);
-}
-
 // Philox words of counters (c0 + i, c1, c2, c3), i in [0, n), into structure-of-arrays
 // buffers. Portable form: the compiler vectorises it as well as it can.
 struct PhiloxPortable {
@@ -74,10 +73,13 @@ struct PhiloxPortable {
   }
 };
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define FASTINIT_HAVE_X86_KERNELS 1
-#define FASTINIT_V4 __attribute__((target("arch=x86-64-v4")))
-#define FASTINIT_V3 __attribute__((target("arch=x86-64-v3")))
+// The instruction-set extensions of each kernel, named one by one (GCC >= 11 and clang alike;
+// "arch=x86-64-v4" as a target and a __builtin_cpu_supports name needs GCC 12).
+// detect_simd_level() checks the same lists at run time. fma makes std::fma one instruction.
+#define FASTINIT_V4 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,bmi,bmi2")))
+#define FASTINIT_V3 __attribute__((target("avx2,fma,bmi,bmi2")))
 
 // AVX-512: 16 counters per step in two independent vectors of 8, one counter per 64-bit lane,
 // in its low half. vpmuludq reads only the low halves and returns the full 64-bit product, so
@@ -357,8 +359,13 @@ enum class SimdLevel { kPortable, kAvx2, kAvx512 };
 SimdLevel detect_simd_level() {
 #if defined(FASTINIT_HAVE_X86_KERNELS)
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("x86-64-v4")) return SimdLevel::kAvx512;
-  if (__builtin_cpu_supports("x86-64-v3")) return SimdLevel::kAvx2;
+  const bool v3 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                  __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2");
+  if (v3 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl")) {
+    return SimdLevel::kAvx512;
+  }
+  if (v3) return SimdLevel::kAvx2;
 #endif
   return SimdLevel::kPortable;
 }
@@ -376,9 +383,35 @@ FillRangeFn select_fill_range() {
   }
 }
 
+// libgomp keeps its worker threads between parallel regions and has no fork handler: in a child
+// forked after a parallel region ran on the forking thread (one of fastinit's, or one of
+// torch's, which shares the library), the next region waits forever for workers that were not
+// copied. So a forked child never enters OpenMP: it fills on fresh threads of its own, started
+// per call (the values never depend on the thread count).
+std::atomic<bool> g_forked_child{false};
+
+void mark_forked_child() { g_forked_child.store(true, std::memory_order_relaxed); }
+
+// Registered when the module loads, so any later fork is seen.
+[[maybe_unused]] const int g_fork_handler = pthread_atfork(nullptr, nullptr, mark_forked_child);
+
+// Runs fill_chunk(c) for every c in [0, n) on `threads` new threads (the caller waits), taking
+// chunks in order from a shared counter as schedule(dynamic, 1) does.
+template <typename FillChunk>
+void fill_on_fresh_threads(int threads, int64_t n, const FillChunk& fill_chunk) {
+  std::atomic<int64_t> next{0};
+  const auto work = [&] {
+    for (int64_t c = next.fetch_add(1); c < n; c = next.fetch_add(1)) fill_chunk(c);
+  };
+  std::vector<std::thread> workers;
+  workers.reserve(static_cast<size_t>(threads));
+  for (int t = 0; t < threads; ++t) workers.emplace_back(work);
+  for (std::thread& worker : workers) worker.join();
+}
+
 }  // namespace
 
-void fill_cpu(const FillDescriptor* descriptors, int64_t count, int num_threads) {
+int fill_cpu(const FillDescriptor* descriptors, int64_t count, int num_threads) {
   struct Chunk {
     int64_t descriptor;
     int64_t begin;
@@ -390,21 +423,36 @@ void fill_cpu(const FillDescriptor* descriptors, int64_t count, int num_threads)
     }
   }
   const int64_t n = static_cast<int64_t>(chunks.size());
-  const int threads = num_threads > 0 ? num_threads : omp_get_max_threads();
   static const FillRangeFn fill_range = select_fill_range();
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (n > 1)
-  for (int64_t c = 0; c < n; ++c) {
+  const auto fill_chunk = [&](int64_t c) {
     const FillDescriptor& d = descriptors[chunks[c].descriptor];
     fill_range(d, chunks[c].begin, std::min(chunks[c].begin + kChunkElements, d.numel));
+  };
+  const int threads = static_cast<int>(
+      std::min<int64_t>(num_threads > 0 ? num_threads : omp_get_max_threads(), n));
+  if (threads <= 1) {
+    for (int64_t c = 0; c < n; ++c) fill_chunk(c);
+    return 1;
   }
+  if (g_forked_child.load(std::memory_order_relaxed)) {
+    fill_on_fresh_threads(threads, n, fill_chunk);
+    return threads;
+  }
+  int team = 0;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+  for (int64_t c = 0; c < n; ++c) {
+    if (c == 0) team = omp_get_num_threads();
+    fill_chunk(c);
+  }
+  return team;
 }
 
 const char* cpu_simd_level() {
   switch (detect_simd_level()) {
     case SimdLevel::kAvx512:
-      return "avx512 (x86-64-v4)";
+      return "avx512 (avx512f/bw/dq/vl, x86-64-v4 class)";
     case SimdLevel::kAvx2:
-      return "avx2+fma (x86-64-v3)";
+      return "avx2+fma (x86-64-v3 class)";
     default:
       return "portable (compiler auto-vectorised)";
   }

@@ -22,10 +22,9 @@ struct DescriptorSpan {
 };
 
 DescriptorSpan descriptor_span(const py::buffer_info& info) {
-  const size_t size = static_cast<size_t>(info.size) * static_cast<size_t>(info.itemsize);
-  CHECK_DESCRIPTOR_BYTES(size);
   return {static_cast<const fastinit::FillDescriptor*>(info.ptr),
-          static_cast<int64_t>(size / sizeof(fastinit::FillDescriptor))};
+          fastinit::descriptor_count(static_cast<size_t>(info.size) *
+                                     static_cast<size_t>(info.itemsize))};
 }
 
 // (table, num_descriptors, num_chunks, chunk_shift, dtype): the bytes to copy to the device and
@@ -47,11 +46,18 @@ void launch(uint64_t table_address, int64_t num_descriptors, int64_t num_chunks,
                               stream, device);
 }
 
-void emulate(py::buffer descriptors, int chunk_shift, int num_sms) {
+void launch_by_value(py::buffer descriptors, int num_sms, uint64_t stream, int device) {
   const py::buffer_info info = descriptors.request();
   const DescriptorSpan span = descriptor_span(info);
   py::gil_scoped_release release;
-  fastinit::cuda::emulate_fill(span.data, span.count, chunk_shift, num_sms);
+  fastinit::cuda::launch_fill_by_value(span.data, span.count, num_sms, stream, device);
+}
+
+void emulate(py::buffer descriptors, int chunk_shift, int num_sms, bool by_value) {
+  const py::buffer_info info = descriptors.request();
+  const DescriptorSpan span = descriptor_span(info);
+  py::gil_scoped_release release;
+  fastinit::cuda::emulate_fill(span.data, span.count, chunk_shift, num_sms, by_value);
 }
 
 }  // namespace
@@ -67,9 +73,16 @@ PYBIND11_MODULE(_cuda, m) {
         py::arg("device"),
         "Launch the fused fill on a cudaStream_t (as an int) of a device, reading the table at "
         "a device address; raises RuntimeError with the CUDA error if the launch fails.");
+  m.def("launch_by_value", &launch_by_value, py::arg("descriptors"), py::arg("num_sms"),
+        py::arg("stream"), py::arg("device"),
+        "Validate up to ARG_TABLE_CAPACITY packed FillDescriptors of one dtype and launch their "
+        "fill on a cudaStream_t (as an int) of a device with the table as the kernel's "
+        "argument: no host staging and no copy, so it can be captured in a CUDA graph. Raises "
+        "ValueError for a bad descriptor, RuntimeError with the CUDA error if the launch fails.");
   m.def("emulate", &emulate, py::arg("descriptors"), py::arg("chunk_shift") = 0,
-        py::arg("num_sms") = 132,
-        "Run the kernel's per-thread code on the host over host memory (for tests).");
+        py::arg("num_sms") = 132, py::arg("by_value") = false,
+        "Run the kernel's per-thread code on the host over host memory (for tests), with the "
+        "block mapping of the by-value table (by_value) or of the uploaded one.");
   m.def("runtime_problem", &fastinit::cuda::runtime_problem,
         "Empty string if the CUDA runtime sees a device, else why not.");
   m.def("device_problem", &fastinit::cuda::device_problem, py::arg("device"),
@@ -80,4 +93,5 @@ PYBIND11_MODULE(_cuda, m) {
   m.attr("MIN_CHUNK_SHIFT") = fastinit::cuda::kMinChunkShift;
   m.attr("MAX_CHUNK_SHIFT") = fastinit::cuda::kMaxChunkShift;
   m.attr("DESCRIPTOR_SIZE") = sizeof(fastinit::FillDescriptor);
+  m.attr("ARG_TABLE_CAPACITY") = fastinit::cuda::kArgTableCapacity;
 }

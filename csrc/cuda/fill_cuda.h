@@ -21,10 +21,17 @@ constexpr int kThreadsPerBlock = 256;
 void launch_fill(uint64_t table_address, int64_t num_descriptors, int64_t num_chunks,
                  int chunk_shift, int32_t dtype, uint64_t stream, int device);
 
+// Validates up to kArgTableCapacity descriptors (launch_table.h) of one dtype and launches
+// their fill with the table as the kernel's argument: nothing is staged or copied, so the
+// launch can be captured in a CUDA graph. Checks the launch.
+void launch_fill_by_value(const FillDescriptor* descriptors, int64_t count, int num_sms,
+                          uint64_t stream, int device);
+
 // Runs the kernel's per-thread code on the host over host memory, block by block and thread by
-// thread, in launch order (the descriptors' data addresses are host addresses).
+// thread, in launch order (the descriptors' data addresses are host addresses), with the
+// block -> (tensor, chunk) mapping of the by-value table or of the uploaded one.
 void emulate_fill(const FillDescriptor* descriptors, int64_t count, int chunk_shift,
-                  int num_sms);
+                  int num_sms, bool by_value);
 
 // Empty when the CUDA runtime can use a device here; otherwise why not (the CUDA error, the
 // driver's and the runtime's CUDA versions).

@@ -2,6 +2,7 @@
 // values of each distribution, shared by the CPU fallback and the CUDA kernels.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "distributions.h"
@@ -18,6 +19,11 @@ enum Distribution : int32_t {
 };
 
 enum DType : int32_t { kFloat32 = 0, kFloat64 = 1, kFloat16 = 2, kBFloat16 = 3 };
+
+// Bytes per element of a dtype code.
+FASTINIT_HD size_t element_size(int32_t dtype) {
+  return dtype == kFloat64 ? 8 : (dtype == kFloat32 ? 4 : 2);
+}
 
 // Host-computed parameters, per distribution (fastinit/plan.py fills them):
 //   constant:        [value already rounded to the output dtype]

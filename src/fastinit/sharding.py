@@ -6,25 +6,41 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 
 import torch
 
 from .errors import InitValueError
 
-try:
-    from torch.distributed.tensor import DTensor, Replicate, Shard
+# torch.distributed.tensor takes about half a second to import, and a DTensor can only exist once
+# it has been imported: its names are bound here on the first is_dtensor() call that finds it
+# in sys.modules, never at import. Every other function below runs only after is_dtensor().
+DTENSOR_MODULE = "torch.distributed.tensor"
+DTensor = Replicate = Shard = _StridedShard = compute_local_shape_and_global_offset = None
+_SHARD_TYPES: tuple = ()
+
+
+def _bind_dtensor_names() -> bool:
+    """Whether DTensors can exist in this process; binds the DTensor names when they can."""
+    global DTensor, Replicate, Shard, _StridedShard, _SHARD_TYPES
+    global compute_local_shape_and_global_offset
+    if DTensor is not None:
+        return True
+    if sys.modules.get(DTENSOR_MODULE) is None:
+        return False
+    from torch.distributed.tensor import DTensor as dtensor_type, Replicate, Shard
     from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
-except ImportError:  # torch built without distributed
-    DTensor = Replicate = Shard = None
-try:  # FSDP2 over a tensor-parallel dim shards the same dim twice: (_StridedShard(0), Shard(0))
-    from torch.distributed.tensor.placement_types import _StridedShard
-except ImportError:
-    _StridedShard = None
-_SHARD_TYPES = tuple(c for c in (Shard, _StridedShard) if c is not None)
+    try:  # FSDP2 over a tensor-parallel dim shards the same dim twice: (_StridedShard(0), Shard(0))
+        from torch.distributed.tensor.placement_types import _StridedShard
+    except ImportError:
+        _StridedShard = None
+    _SHARD_TYPES = tuple(c for c in (Shard, _StridedShard) if c is not None)
+    DTensor = dtensor_type  # last: it marks the names as bound
+    return True
 
 
 def is_dtensor(t) -> bool:
-    return DTensor is not None and isinstance(t, DTensor)
+    return _bind_dtensor_names() and isinstance(t, DTensor)
 
 
 def local_tensor(t: torch.Tensor) -> torch.Tensor:

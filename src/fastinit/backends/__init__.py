@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
 from collections import OrderedDict
 from typing import Sequence
 
@@ -23,7 +24,11 @@ from ..sharding import local_tensor
 BACKENDS = ("cpu", "cuda", "triton", "reference")
 AUTO_ORDER = {"cpu": ("cpu", "reference"), "cuda": ("cuda", "triton", "reference")}
 
+ENV_VAR = "FASTINIT_BACKEND"
+
 _selected = "auto"
+# The error of an unusable FASTINIT_BACKEND, raised at first use (see _select_from_environment).
+_environment_error: Exception | None = None
 _last_run: dict[str, str] = {}
 
 
@@ -43,7 +48,7 @@ def set_backend(name: str) -> None:
     Naming a backend that cannot run here raises BackendUnavailableError chained to the
     original import error.
     """
-    global _selected
+    global _selected, _environment_error
     name = str(name).strip().lower()
     if name != "auto" and name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose one of auto, {', '.join(BACKENDS)}")
@@ -54,6 +59,7 @@ def set_backend(name: str) -> None:
                 f"backend {name!r} cannot run here: {_unavailable_reason(name)}"
             ) from module.IMPORT_ERROR
     _selected = name
+    _environment_error = None
 
 
 def get_backend() -> str:
@@ -74,7 +80,16 @@ def backend_info() -> dict:
 
 
 def backend_for(device: torch.device):
-    """The backend module that fills tensors on `device` under the current selection."""
+    """The backend module that fills tensors on `device` under the current selection.
+
+    Raises:
+        ValueError, BackendUnavailableError: FASTINIT_BACKEND names a backend that cannot be
+            used (and set_backend() has not been called since).
+    """
+    if _environment_error is not None:
+        raise type(_environment_error)(
+            f"{ENV_VAR}={os.environ.get(ENV_VAR, '').strip()!r}: {_environment_error}"
+        ) from _environment_error
     if _selected == "auto":
         for name in AUTO_ORDER.get(device.type, ("reference",)):
             module = _module(name)
@@ -113,6 +128,40 @@ def execute(fills: Sequence[Fill]) -> None:
                 torch.autograd.graph.increment_version(local_tensor(f.tensor))
 
 
-_env_backend = os.environ.get("FASTINIT_BACKEND", "").strip()
-if _env_backend:
-    set_backend(_env_backend)
+def check_not_capturing(why: str) -> None:
+    """Refuse a launch that stages host memory while the current CUDA stream is being captured
+    into a graph: a replay would read that host memory after it has been freed or reused.
+
+    Args:
+        why: which backend stages what, for the message.
+
+    Raises:
+        RuntimeError: the current CUDA stream is capturing.
+    """
+    if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+        raise RuntimeError(
+            f"fastinit cannot run this fill inside CUDA graph capture: {why}, and a graph replay "
+            f"would read that host memory after it is gone. Initialise these tensors before "
+            f"capturing.")
+
+
+def _select_from_environment() -> None:
+    """Apply FASTINIT_BACKEND. A value that cannot be used warns here, at import, and the error
+    is raised by every fill until set_backend() picks a backend."""
+    global _environment_error
+    name = os.environ.get(ENV_VAR, "").strip()
+    if not name:
+        return
+    try:
+        set_backend(name)
+    except (ValueError, BackendUnavailableError) as exc:
+        _environment_error = exc
+        warnings.warn(f"fastinit: {ENV_VAR}={name!r} cannot be used ({exc}); every fill will raise "
+                      f"this error until fastinit.set_backend() picks a backend", RuntimeWarning,
+                      stacklevel=2)
+
+
+_select_from_environment()
+# The C++ module is loaded at import, not at the first CPU fill: its fork handler
+# (csrc/cpu/fill_cpu.cpp) must be in place before the program forks worker processes.
+_module("cpu")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import torch
+
 from ..plan import Fill, pack_descriptors
 
 NAME = "cpu"
@@ -20,9 +22,14 @@ def supports(device) -> bool:
     return device.type == "cpu"
 
 
-def run(fills: Sequence[Fill], num_threads: int = 0) -> None:
+def run(fills: Sequence[Fill]) -> None:
+    """Fill `fills` on as many threads as ``torch.get_num_threads()`` gives the calling thread.
+
+    The count is passed per call: OpenMP's own setting is per thread, so a worker thread's
+    ``torch.set_num_threads`` would not otherwise reach the fill.
+    """
     if fills:
-        _C.fill(pack_descriptors(fills), num_threads)
+        _C.fill(pack_descriptors(fills), torch.get_num_threads())
 
 
 def simd_level() -> str:

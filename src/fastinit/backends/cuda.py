@@ -1,11 +1,15 @@
 """The `cuda` backend: the CUDA C++ kernels of csrc/cuda (module ``fastinit._cuda``).
 
-One fused launch per (device, dtype): the fills' descriptors and a block -> (tensor, chunk) map
-are packed on the host (``_cuda.build_table``), staged in pinned memory, copied to a uint8
-tensor on the device with a non-blocking copy on the current stream, and the kernel is launched
-on that same stream. The device table is released as soon as the launch is queued: torch's
-caching allocator hands its memory out again only to work queued after the kernel on that
-stream, so it is never reused under the kernel, and nothing here synchronises with the device.
+One fused launch per (device, dtype) on the current stream. Up to ARG_TABLE_CAPACITY tensors
+(the usual case) travel by value as the kernel's argument (``_cuda.launch_by_value``): no host
+staging, no copy, and the launch can be captured in a CUDA graph. More tensors: their
+descriptors and a block -> (tensor, chunk) map are packed on the host (``_cuda.build_table``),
+staged in pinned memory, copied to a uint8 tensor on the device with a non-blocking copy on the
+current stream, and the kernel is launched on that same stream. The device table is released
+as soon as the launch is queued: torch's caching allocator hands its memory out again only to
+work queued after the kernel on that stream, so it is never reused under the kernel, and
+nothing here synchronises with the device. That staging cannot be captured in a CUDA graph, and
+raises there instead.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from typing import Sequence
 import torch
 
 from ..plan import Fill, pack_descriptors
+from . import check_not_capturing
 
 NAME = "cuda"
 
@@ -45,6 +50,8 @@ def _load():
 
 
 _cuda, IMPORT_ERROR = _load()
+# Tensors of one dtype whose descriptors one launch takes by value (none without the module).
+ARG_TABLE_CAPACITY = _cuda.ARG_TABLE_CAPACITY if _cuda is not None else 0
 _device_ok: dict[int, bool] = {}
 
 
@@ -80,11 +87,20 @@ def run(fills: Sequence[Fill]) -> None:
 
 def _launch(index: int, fills: Sequence[Fill]) -> None:
     num_sms = torch.cuda.get_device_properties(index).multi_processor_count
-    table, count, chunks, shift, dtype = _cuda.build_table(pack_descriptors(fills), num_sms)
-    if chunks == 0:
-        return
+    packed = pack_descriptors(fills)
     with torch.cuda.device(index):
         stream = torch.cuda.current_stream(index)
+        if len(fills) <= ARG_TABLE_CAPACITY:
+            _cuda.launch_by_value(packed, num_sms, stream.cuda_stream, index)
+            return
+        check_not_capturing(
+            f"the cuda backend stages the descriptor table of {len(fills)} tensors of one dtype "
+            f"in host memory (a launch takes at most {ARG_TABLE_CAPACITY} as its argument, "
+            f"which graph capture keeps)")
+        table, count, chunks, shift, dtype = _cuda.build_table(packed, num_sms)
+        if chunks == 0:
+            return
         staged = torch.frombuffer(table, dtype=torch.uint8).pin_memory()
         on_device = staged.to(torch.device("cuda", index), non_blocking=True)
         _cuda.launch(on_device.data_ptr(), count, chunks, shift, dtype, stream.cuda_stream, index)
+

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Builds fastinit._C with clang (Debian's clang package, installed when missing and this runs as
+# root) into a temporary copy of the package and runs the contract and CPU determinism tests on
+# that build. .venv keeps its own (gcc) build. Run after scripts/setup_env.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+has_clang_openmp() {
+  command -v clang++ >/dev/null &&
+    echo '#include <omp.h>' | clang++ -fopenmp -x c++ -fsyntax-only - 2>/dev/null
+}
+if ! has_clang_openmp; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang libomp-dev >/dev/null
+  else
+    echo "clang++ with OpenMP (Debian: apt-get install clang libomp-dev) is needed" >&2
+    exit 1
+  fi
+fi
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+CC=clang CXX=clang++ FASTINIT_CUDA=0 .venv/bin/python setup.py -q build_ext \
+  --build-lib "$work/lib" --build-temp "$work/tmp" >"$work/build.log" 2>&1 ||
+  { cat "$work/build.log" >&2; exit 1; }
+mkdir -p "$work/pkg"
+cp -r src/fastinit "$work/pkg/"
+rm -f "$work"/pkg/fastinit/*.so
+cp -r kernels "$work/pkg/fastinit/kernels"
+cp "$work"/lib/fastinit/_C*.so "$work/pkg/fastinit/"
+export PYTHONPATH="$work/pkg"
+.venv/bin/python - "$work" <<'PY'
+import sys
+import fastinit
+from fastinit import _C
+assert _C.__file__.startswith(sys.argv[1]), _C.__file__
+assert "clang" in _C.COMPILER.lower(), _C.COMPILER
+print(f"fastinit._C built by {_C.COMPILER}; SIMD: {_C.simd_level()}")
+PY
+.venv/bin/python -m pytest -q -p no:cacheprovider tests/test_contract.py tests/test_determinism.py
