@@ -589,11 +589,73 @@ def test_materialize_with_rules_convnet():
     assert (meta.emb.weight[0] == 0).all()
 
 
-def test_materialize_warns_about_uninitialised_tensors():
+def test_materialize_refuses_to_leave_tensors_uninitialised():
+    meta = _meta(lambda: nn.Sequential(OrderedDict(fc=nn.Linear(4, 4), raw=NoReset())))
+    with pytest.raises(InitValueError, match=r"\['raw\.alpha', 'raw\.table'\].*allow_uninitialized"):
+        fastinit.materialize(meta, "cpu", seed=0)
+    # a rule for them is enough
+    meta = _meta(lambda: nn.Sequential(OrderedDict(fc=nn.Linear(4, 4), raw=NoReset())))
+    result = fastinit.materialize(meta, "cpu", seed=0, rules={"raw.*": spec.constant(0.5)})
+    assert result.untouched == [] and sorted(result.fused) == ["fc.bias", "fc.weight", "raw.alpha",
+                                                               "raw.table"]
+    assert (meta.raw.alpha == 0.5).all() and (meta.raw.table == 0.5).all()
+    assert torch.isfinite(meta.fc.weight).all()
+    # or the explicit opt-out, which warns
     meta = _meta(lambda: nn.Sequential(OrderedDict(fc=nn.Linear(4, 4), raw=NoReset())))
     with pytest.warns(UserWarning, match=r"raw\.alpha"):
-        result = fastinit.materialize(meta, "cpu", seed=0)
+        result = fastinit.materialize(meta, "cpu", seed=0, allow_uninitialized=True)
     assert sorted(result.untouched) == ["raw.alpha", "raw.table"]
+
+
+class ConstructorBuffers(nn.Module):
+    """A buffer computed in the constructor; no reset_parameters, no init method."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(8, 8)
+        self.register_buffer("inv_freq", 1.0 / (10000 ** (torch.arange(0, 8, 2).float() / 8)))
+        self.register_buffer("position_ids", torch.arange(16).expand(1, -1), persistent=False)
+
+
+def test_materialize_keeps_constructor_buffers_built_under_meta_init():
+    with pytest.raises(InitValueError, match=r"\['inv_freq', 'position_ids'\]"):
+        fastinit.materialize(_meta(ConstructorBuffers), "cpu", seed=0)
+    with fastinit.meta_init():
+        model = ConstructorBuffers()
+        assert model.proj.weight.is_meta and not model.inv_freq.is_meta
+    assert nn.Module.register_parameter is fastinit.model._register_parameter  # restored on exit
+    assert nn.Linear(2, 2).weight.device.type == "cpu"
+    want = ConstructorBuffers()
+    result = fastinit.materialize(model, "cpu", torch.float64, seed=3)
+    assert result.kept == ["inv_freq", "position_ids"] and result.untouched == []
+    assert sorted(result.fused) == ["proj.bias", "proj.weight"]
+    assert model.inv_freq.dtype == torch.float64
+    assert torch.equal(model.inv_freq, want.inv_freq.double())
+    assert torch.equal(model.position_ids, want.position_ids)
+    assert torch.isfinite(model.proj.weight).all() and isinstance(model.proj.weight, nn.Parameter)
+    rows = {r.name: r for r in fastinit.explain(model)}
+    assert rows["inv_freq"].source == "kept" and rows["proj.weight"].source == "default"
+
+
+def test_meta_init_affects_only_its_thread():
+    import threading
+
+    inside, outside = threading.Event(), threading.Event()
+    devices = {}
+
+    def other_thread():
+        inside.wait(10)
+        devices["other"] = nn.Linear(2, 2).weight.device.type
+        outside.set()
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    with fastinit.meta_init():
+        inside.set()
+        outside.wait(10)
+        devices["this"] = nn.Linear(2, 2).weight.device.type
+    thread.join()
+    assert devices == {"other": "cpu", "this": "meta"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -772,6 +834,10 @@ def test_explain_tiny_llama_rows():
     assert emb.distribution == "normal" and emb.bound_or_std == "mean=0 std=1"
     assert rows["norm.weight"].distribution == "constant" and rows["norm.weight"].bound_or_std == "1"
     assert rows["rotary.cos"].distribution == "module's own init"
+    assert rows["rotary.cos"].source == "RotaryEmbedding.reset_parameters()"
+    assert rows["norm.weight"].source == "default"
+    # a built model's buffers already hold their values: materialize keeps them
+    assert {r.name: r.source for r in fastinit.explain(tiny_llama())}["rotary.cos"] == "kept"
     # what explain says is what reset_parameters does
     cpu = poison(tiny_llama())
     fastinit.reset_parameters(cpu, seed=0)
@@ -780,7 +846,7 @@ def test_explain_tiny_llama_rows():
 
 
 def test_explain_with_rules():
-    rows = {r.name: r for r in fastinit.explain(tiny_llama(), rules=LLAMA_RULES)}
+    rows = {r.name: r for r in fastinit.explain(_meta(tiny_llama), rules=LLAMA_RULES)}
     assert rows["layers.0.mlp.down_proj.weight"].bound_or_std == "mean=0 std=0.02"
     lm = rows["lm_head.weight"]
     assert lm.distribution == "uniform (xavier_uniform)" and lm.gain == 1.0
@@ -788,6 +854,7 @@ def test_explain_with_rules():
     assert _bounds(lm.bound_or_std) == pytest.approx((-bound, bound), rel=1e-5)
     assert rows["embed_tokens.weight"].distribution.startswith("trunc_normal")
     assert rows["rotary.sin"].distribution == "module's own init"
+    assert rows["lm_head.weight"].source == "rule"
 
 
 def _run_cli(*args, timeout=180) -> str:
@@ -838,3 +905,84 @@ def test_demo_runs_end_to_end():
     assert int(check.group(1)) >= 5
     assert float(check.group(2)) < 0.01, out
     assert "fastinit.materialize:" in out and "torch way" in out
+
+
+# ----------------------------------------------------------------------------------------------
+# materialize with the model's own init (init="auto"): the torchtitan pattern
+# ----------------------------------------------------------------------------------------------
+
+
+class TitanStyle(nn.Module):
+    """torchtitan's pattern: a rotary buffer computed by init_weights(), which also initialises
+    every layer (trunc_normal weights, ones for the norm)."""
+
+    def __init__(self, method: str = "init_weights"):
+        super().__init__()
+        self.embed = nn.Embedding(512, 64)
+        self.proj = nn.Linear(64, 256, bias=False)
+        self.norm = nn.RMSNorm(64)
+        self.register_buffer("freqs", torch.empty(32), persistent=False)
+        setattr(self, method, self._init)
+
+    def _init(self):
+        with torch.no_grad():
+            self.freqs.copy_(1.0 / (10000 ** (torch.arange(0, 64, 2).float() / 64)))
+        nn.init.trunc_normal_(self.embed.weight, std=0.02)
+        nn.init.trunc_normal_(self.proj.weight, std=0.02, a=-0.04, b=0.04)
+        nn.init.ones_(self.norm.weight)
+
+
+@pytest.mark.parametrize("method", ["init_weights", "init_states"])
+def test_materialize_runs_the_models_own_init(method):
+    meta = _meta(lambda: TitanStyle(method))
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    result = fastinit.materialize(meta, "cpu", seed=3)
+    assert torch.equal(torch.get_rng_state(), before)  # the caller's generator is not consumed
+    assert sorted(result.model_init) == ["embed.weight", "freqs", "norm.weight", "proj.weight"]
+    assert result.fused == [] and result.untouched == []
+    assert torch.equal(meta.freqs, 1.0 / (10000 ** (torch.arange(0, 64, 2).float() / 64)))
+    check_normal(meta.embed.weight.detach(), 0.02, "embed.weight")  # a = -2, b = 2: a normal
+    assert meta.proj.weight.abs().max() <= 0.04 and meta.proj.weight.std() > 0.01
+    assert (meta.norm.weight == 1).all()
+    # same seed, same values; init="reset_parameters" gives torch's layer defaults instead
+    again = _meta(lambda: TitanStyle(method))
+    fastinit.materialize(again, "cpu", seed=3)
+    assert_bitwise_equal(tensors(meta), tensors(again))
+    defaults = _meta(lambda: TitanStyle(method))
+    with pytest.raises(InitValueError, match=r"\['freqs'\]"):  # nothing computes it then
+        fastinit.materialize(defaults, "cpu", seed=3, init="reset_parameters")
+    rows = {r.name: r for r in fastinit.explain(_meta(lambda: TitanStyle(method)))}
+    assert rows["freqs"].source == "model init" and rows["freqs"].distribution == "copy_"
+    assert (rows["proj.weight"].distribution, rows["proj.weight"].source) == \
+        ("trunc_normal", "model init")
+    assert rows["proj.weight"].bound_or_std == "mean=0, std=0.02, a=-0.04, b=0.04"
+    assert (rows["norm.weight"].distribution, rows["norm.weight"].source) == ("constant", "model init")
+    rows = {r.name: r for r in fastinit.explain(_meta(lambda: TitanStyle(method)),
+                                                 init="reset_parameters")}
+    assert rows["proj.weight"].source == "default" and rows["freqs"].source == "NOT INITIALISED"
+
+
+def test_materialize_init_that_replaces_or_forgets_tensors():
+    def replace(m):  # a new parameter made inside the init: its values are the init's
+        TitanStyle._init(m)
+        m.proj.weight = nn.Parameter(torch.full((256, 64), 0.5))
+
+    meta = _meta(TitanStyle)
+    result = fastinit.materialize(meta, "cpu", seed=0, init=replace)
+    assert (meta.proj.weight == 0.5).all() and "proj.weight" in result.model_init
+    meta = _meta(TitanStyle)
+    with pytest.raises(InitValueError, match=r"left \['proj.weight'\] on the meta device"):
+        fastinit.materialize(meta, "cpu", seed=0, init=lambda m: setattr(
+            m.proj, "weight", nn.Parameter(torch.empty(256, 64, device="meta"))))
+
+
+def test_materialize_seed_none_draws_one_seed():
+    torch.manual_seed(11)
+    meta = _meta(TitanStyle)
+    result = fastinit.materialize(meta, "cpu")
+    torch.manual_seed(11)
+    assert result.seed == int(torch.randint(0, 2**63 - 1, (1,)))
+    again = _meta(TitanStyle)
+    fastinit.materialize(again, "cpu", seed=result.seed)
+    assert_bitwise_equal(tensors(meta), tensors(again))

@@ -14,7 +14,7 @@ from .errors import (
 from . import spec
 from .fused import fused
 from .gains import calculate_gain
-from .model import InitResult, explain, init_module, materialize, reset_parameters
+from .model import InitResult, explain, init_module, materialize, meta_init, reset_parameters
 from .nn_init import (
     constant,
     constant_,
@@ -84,6 +84,7 @@ __all__ = [
     "reset_parameters",
     "init_module",
     "materialize",
+    "meta_init",
     "explain",
     "fused",
     "InitResult",

@@ -27,6 +27,11 @@ def _bench(args) -> int:
 
 
 def _demo(args) -> int:
+    if args.model == "hf":
+        from .hf_demo import run_hf_demo
+
+        run_hf_demo(args.params, args.seed)
+        return 0
     from .demo import run_demo
 
     run_demo(args.params, getattr(torch, args.dtype), args.device, args.seed)
@@ -65,6 +70,9 @@ def main(argv=None) -> int:
     demo.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     demo.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--model", default="llama", choices=["llama", "hf"],
+                      help="hf: a Hugging Face LlamaForCausalLM (float32, cpu), fastinit against "
+                           "HF's own paths; needs transformers")
     demo.set_defaults(func=_demo)
     explain = sub.add_parser("explain", help="print the init of every parameter of a model")
     explain.add_argument("target", help="PACKAGE.MODULE:FACTORY, e.g. fastinit.llama:tiny_llama")

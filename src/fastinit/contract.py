@@ -4,11 +4,13 @@ kernels/ (Triton) and backends/reference.py (NumPy, the executable form of the c
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import threading
 import weakref
 from enum import IntEnum
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -94,13 +96,31 @@ def check_generator(generator) -> None:
         )
 
 
-def draw_seed(generator: torch.Generator | None) -> int:
-    """The seed of one drop-in call, drawn from `generator` (default: the CPU generator).
+_seed_source = threading.local()
 
-    Without a generator the draw always comes from the default CPU generator, whatever the
-    ambient ``torch.device(...)`` context (meta, cuda) says.
+
+@contextlib.contextmanager
+def seeds_from(generator: torch.Generator) -> Iterator[None]:
+    """Inside the block, this thread's drop-in calls without a `generator` draw their seeds from
+    `generator` instead of torch's default CPU generator (which is left untouched)."""
+    previous = getattr(_seed_source, "generator", None)
+    _seed_source.generator = generator
+    try:
+        yield
+    finally:
+        _seed_source.generator = previous
+
+
+def draw_seed(generator: torch.Generator | None) -> int:
+    """The seed of one drop-in call, drawn from `generator` (default: the CPU generator, or the
+    one `seeds_from` gives this thread).
+
+    Without a generator the draw always comes from that CPU generator, whatever the ambient
+    ``torch.device(...)`` context (meta, cuda) says.
     """
     check_generator(generator)
+    if generator is None:
+        generator = getattr(_seed_source, "generator", None)
     if generator is None or generator.device.type == "cpu":
         # a real draw even inside FakeTensorMode (whole-model init of fake tensors draws its
         # seed as it does for meta tensors; drop-in fills of fake tensors draw none)

@@ -7,18 +7,20 @@ Tied parameters are initialised once, under their first name.
 """
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import math
+import threading
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional, Union
+from typing import Callable, Iterator, Mapping, Optional, Union
 
 import torch
 from torch import nn
 
 from . import nn_init, spec
-from .fused import submit
-from .contract import Distribution, check_seed, draw_seed, stream_for_name
+from .fused import fused, submit
+from .contract import Distribution, check_seed, draw_seed, seeds_from, stream_for_name
 from .errors import InitValueError
 from .gains import _calculate_fan_in_and_fan_out
 from .plan import DTYPE_CODES, make_fill
@@ -127,10 +129,13 @@ class InitResult:
     structured: list = field(default_factory=list)     # orthogonal / eye / dirac, after it
     not_fused: list = field(default_factory=list)      # modules whose own reset_parameters ran
     untouched: list = field(default_factory=list)      # tensors no rule covers
+    model_init: list = field(default_factory=list)     # tensors the model's own init wrote
+    kept: list = field(default_factory=list)           # buffers that kept their value (materialize)
 
     def __repr__(self) -> str:
         return (f"InitResult(seed={self.seed}, fused={len(self.fused)} tensors, structured="
-                f"{self.structured}, not_fused={self.not_fused}, untouched={self.untouched})")
+                f"{self.structured}, not_fused={self.not_fused}, model_init="
+                f"{len(self.model_init)} tensors, kept={self.kept}, untouched={self.untouched})")
 
 
 def _lookup(module: nn.Module, local: str):
@@ -142,15 +147,16 @@ def _lookup(module: nn.Module, local: str):
     return obj
 
 
+def _named_tensors(module: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Every parameter and buffer by its first fully qualified name (tied tensors once)."""
+    return dict(list(module.named_parameters(prefix=prefix)) + list(module.named_buffers(prefix=prefix)))
+
+
 def _collect(module: nn.Module, prefix: str, rules_for: Callable[[nn.Module, str], dict]
              ) -> tuple[list[TensorInit], dict[str, torch.Tensor]]:
     """Every (name, tensor, spec) of the pass; tied tensors once, under their first name."""
-    tensors: dict[str, torch.Tensor] = {}  # first name -> tensor
-    first_name: dict[int, str] = {}
-    for name, t in list(module.named_parameters(prefix=prefix)) + list(module.named_buffers(prefix=prefix)):
-        if id(t) not in first_name:
-            first_name[id(t)] = name
-            tensors[name] = t
+    tensors = _named_tensors(module, prefix)
+    first_name = {id(t): name for name, t in tensors.items()}
     assigned: dict[str, TensorInit] = {}
     for mod_name, mod in module.named_modules(prefix=prefix):
         rules = rules_for(mod, mod_name)
@@ -220,11 +226,13 @@ def _own_init_modules(module: nn.Module, prefix: str, covered: set[int]) -> list
 
 
 def _run(module: nn.Module, seed: Optional[int], prefix: str, rules_for, call_own: bool,
-         own_first: bool = False) -> InitResult:
+         own_first: bool = False, initialised: frozenset = frozenset()) -> InitResult:
+    """`initialised`: ids of tensors that already hold their values (the pass skips them)."""
     result = InitResult(seed=_resolve_seed(seed))
     inits, tensors = _collect(module, prefix, rules_for)
+    inits = [ti for ti in inits if id(ti.tensor) not in initialised]
     _plan_all(inits)  # every error is raised here, before anything is written
-    covered = {id(ti.tensor) for ti in inits}
+    covered = {id(ti.tensor) for ti in inits} | initialised
     own = _own_init_modules(module, prefix, covered) if call_own else []
 
     def call_own_resets():
@@ -333,40 +341,214 @@ def _tied_aliases(module: nn.Module) -> list[tuple[nn.Module, str, str, str]]:
     return out
 
 
-def materialize(module: nn.Module, device=None, dtype: Optional[torch.dtype] = None, *,
-                seed: Optional[int] = None, rules: Optional[Rules] = None) -> InitResult:
-    """Allocate a model built on the meta device on `device` (default: CUDA if present, else
-    CPU) and initialise it in one pass: the default init, or `rules` (see init_module).
+# The model's own init method, by name (torchtitan's Transformer.init_weights(), init_states()).
+OWN_INIT_METHODS = ("init_weights", "init_states")
+InitArg = Union[str, Callable[[nn.Module], object]]
 
-    Peak memory is the parameters themselves: tensors are allocated uninitialised
-    (`to_empty`) and written once. A buffer no rule derives is restored by its module's own
-    `reset_parameters` when it has one; otherwise it is left uninitialised with a warning.
-    Tied parameters stay tied (torch's `to_empty` alone would untie them).
+
+def _is_hugging_face_model(module: nn.Module) -> bool:
+    return any(cls.__name__ == "PreTrainedModel" and cls.__module__.startswith("transformers.")
+               for cls in type(module).__mro__)
+
+
+def _hugging_face_init(model: nn.Module, kept: list[torch.Tensor]) -> None:
+    """`PreTrainedModel.init_weights()` on fresh tensors: every module's `_init_weights` (which
+    also recomputes rotary and position buffers), then `tie_weights`. As in a model built on a
+    real device, a tied parameter (`lm_head.weight`) is initialised as its source alone (the
+    target is set aside on meta, where init writes nothing) and tied again by `tie_weights`.
+    The model's `_is_hf_initialized` flags from an earlier build are cleared, and kept buffers
+    are flagged, so that HF's init leaves them alone as it does loaded weights."""
+    for m in model.modules():
+        m.__dict__.pop("_is_hf_initialized", None)
+    for t in kept:
+        t._is_hf_initialized = True
+    for target in getattr(model, "all_tied_weights_keys", None) or {}:
+        owner_name, _, local = target.rpartition(".")
+        owner = model.get_submodule(owner_name)
+        tied = getattr(owner, local)
+        setattr(owner, local, nn.Parameter(torch.empty_like(tied, device="meta"),
+                                           requires_grad=tied.requires_grad))
+    model.init_weights()
+
+
+def _model_init(module: nn.Module, init: InitArg) -> Optional[Callable[[list], object]]:
+    """The model's own init that `init` selects, called with the kept buffers; None for
+    fastinit's reset_parameters rules alone."""
+    if callable(init):
+        return lambda kept: init(module)
+    if init == "reset_parameters":
+        return None
+    if init != "auto":
+        raise InitValueError(f"init must be 'auto', 'reset_parameters' or a callable taking the "
+                             f"model, got {init!r}")
+    if _is_hugging_face_model(module):
+        return lambda kept: _hugging_face_init(module, kept)
+    for name in OWN_INIT_METHODS:
+        method = getattr(module, name, None)
+        if callable(method):
+            return lambda kept: method()
+    return None
+
+
+_meta_init_state = threading.local()
+_meta_init_lock = threading.Lock()
+_meta_init_depth = 0  # threads inside meta_init(): register_parameter is wrapped while > 0
+_register_parameter = nn.Module.register_parameter
+
+
+def _register_parameter_on_meta(self: nn.Module, name: str, param) -> None:
+    if getattr(_meta_init_state, "active", False) and param is not None and not param.is_meta:
+        param = type(param)(param.detach().to("meta"), requires_grad=param.requires_grad)
+    _register_parameter(self, name, param)
+
+
+@contextlib.contextmanager
+def meta_init() -> Iterator[None]:
+    """Build a model with its parameters on the meta device and its buffers real.
+
+    Inside the block, every parameter a module registers is moved to the meta device, while
+    buffers stay where the constructor computed them (a rotary `inv_freq`, `position_ids`):
+    `materialize` then keeps their constructor values and initialises the parameters. Only the
+    calling thread is affected. Constructors still allocate each parameter on the CPU before it
+    moves (untouched memory, freed at once).
+
+    Example::
+
+        with fastinit.meta_init():
+            model = MyModel()
+        fastinit.materialize(model, "cuda", seed=0)   # buffers: the constructor's values
     """
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    global _meta_init_depth
+    if getattr(_meta_init_state, "active", False):
+        yield
+        return
+    with _meta_init_lock:
+        if _meta_init_depth == 0:
+            nn.Module.register_parameter = _register_parameter_on_meta
+        _meta_init_depth += 1
+    _meta_init_state.active = True
+    try:
+        yield
+    finally:
+        _meta_init_state.active = False
+        with _meta_init_lock:
+            _meta_init_depth -= 1
+            if _meta_init_depth == 0:
+                nn.Module.register_parameter = _register_parameter
+
+
+def _allocate(module: nn.Module, device, dtype: Optional[torch.dtype]) -> list[str]:
+    """Allocate every meta tensor, and every parameter, uninitialised on `device` (to_empty); a
+    buffer that already holds a value moves there and keeps it. Returns the kept buffers' names."""
     if dtype is not None:
         module.to(dtype)  # on meta: only metadata changes
+    kept = [name for name, b in module.named_buffers() if not b.is_meta]
     aliases = _tied_aliases(module)
-    module.to_empty(device=device)  # gives each module its own new tensor: unties tied ones
-    for owner, slot, local, first in aliases:  # tie them again, to the first name's tensor
+    module._apply(lambda t: torch.empty_like(t, device=device)  # what to_empty does
+                  if t.is_meta or isinstance(t, nn.Parameter) else t.to(device))
+    for owner, slot, local, first in aliases:  # _apply unties tied tensors: tie them again
         getattr(owner, slot)[local] = _lookup(module, first)
-    if rules is None:
-        result = reset_parameters(module, seed=seed)
-    else:
-        # init_module's rules; then a module holding tensors no rule covers (rotary tables,
-        # running statistics) restores them with its own reset_parameters, which runs first so
-        # that the rule-covered tensors it may also reset end with the rules' values.
-        result = _run(module, seed, "", _rules_for_user(rules, module, ""), call_own=True,
-                      own_first=True)
+    return kept
+
+
+def materialize(module: nn.Module, device=None, dtype: Optional[torch.dtype] = None, *,
+                seed: Optional[int] = None, init: InitArg = "auto", rules: Optional[Rules] = None,
+                allow_uninitialized: bool = False) -> InitResult:
+    r"""Allocate a model built on the meta device and initialise every tensor once, fused.
+
+    The tensors are allocated uninitialised on `device` (as `to_empty` does) and written in
+    this order, inside one `fastinit.fused()` block:
+
+    1. the model's own init (`init`):
+
+       * ``"auto"`` (the default): a Hugging Face `PreTrainedModel`'s `init_weights()` (every
+         module's `_init_weights`, which recomputes rotary and position buffers too), else the
+         model's `init_weights()` or `init_states()` method (the torchtitan pattern), else none;
+       * a callable: `init(module)`;
+       * ``"reset_parameters"``: none;
+
+    2. `rules` (see `init_module`), which win over the model's own init;
+    3. for every tensor neither wrote: PyTorch's default init of its layer (as in
+       `reset_parameters`), or its module's own `reset_parameters()`.
+
+    The model's own init draws its seeds from a generator seeded with `seed` (`seeds_from`,
+    this thread only): torch's default generator is not consumed, unless the init draws from it
+    itself rather than through a call fastinit records (`torch.randperm`, `bernoulli_`). The
+    fastinit passes use `seed` with each tensor's name as stream. A buffer that already holds a
+    value (a model built under `fastinit.meta_init()`, whose buffers keep their constructor
+    values) is moved to `device` and keeps it; only the model's own init may write it again
+    (Hugging Face's leaves it alone). Tied parameters stay tied. Peak memory is the parameters
+    themselves.
+
+    Args:
+        module: the model, built under ``torch.device("meta")`` or `fastinit.meta_init()`.
+        device: where to allocate; default CUDA if present, else CPU.
+        dtype: a floating dtype for floating tensors (default: keep theirs).
+        seed: default: one draw from torch's default generator.
+        init: ``"auto"``, ``"reset_parameters"`` or a callable taking the model.
+        rules: init_module rules, applied after the model's own init.
+        allow_uninitialized: leave tensors that nothing writes uninitialised, with a warning,
+            instead of raising.
+
+    Returns:
+        InitResult: `model_init` names what the model's own init wrote, `kept` the buffers that
+        kept their values, `fused` / `structured` / `not_fused` what the fastinit passes did.
+
+    Raises:
+        InitValueError: a bad `init` or rule, a tensor the model's init left on meta, or
+            (unless `allow_uninitialized`) tensors that no rule, no `reset_parameters` and no
+            model init writes, named; the pending fills of the pass are then dropped, but the
+            module is already allocated.
+    """
+    model_init = _model_init(module, init)
+    rules_for = None if rules is None else _rules_for_user(rules, module, "")
+    seed = _resolve_seed(seed)
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    kept_names = _allocate(module, device, dtype)
+    tensors = _named_tensors(module)
+    kept = frozenset(id(tensors[name]) for name in kept_names if name in tensors)
+    with fused() as recorder:
+        written = kept
+        model_written: list[str] = []
+        if model_init is not None:
+            with seeds_from(torch.Generator().manual_seed(seed)):
+                model_init([t for t in tensors.values() if id(t) in kept])
+            allocated = {id(t) for t in tensors.values()}
+            tensors = _named_tensors(module)  # a tensor the init made anew holds its values
+            on_meta = [n for n, t in tensors.items() if t.is_meta]
+            if on_meta:
+                raise InitValueError(f"materialize: the model's init left {on_meta} on the meta "
+                                     "device")
+            model_written = [n for n, t in tensors.items()
+                             if id(t) not in allocated or recorder.wrote(t)]
+            written = written | {id(tensors[n]) for n in model_written}
+        rule_covered = frozenset() if rules_for is None else \
+            frozenset(id(ti.tensor) for ti in _collect(module, "", rules_for)[0])
+        result = _run(module, seed, "", lambda mod, _: _default_rules_for(mod), call_own=True,
+                      initialised=written | rule_covered)
+        if rules_for is not None:  # after the defaults: the rules win over a module's own reset
+            by_rules = _run(module, seed, "", rules_for, call_own=False, initialised=kept)
+            result.fused += by_rules.fused
+            result.structured += by_rules.structured
+        result.model_init = [n for n in model_written if id(tensors[n]) not in kept]
+        result.kept = kept_names
+        if result.untouched and not allow_uninitialized:
+            raise InitValueError(
+                f"materialize: nothing initialises {result.untouched}: no rule, no "
+                "reset_parameters and no model init writes them. Give them rules=, build the "
+                "model under fastinit.meta_init() if they are buffers computed in the "
+                "constructor, or pass allow_uninitialized=True to leave them uninitialised")
     if result.untouched:
-        warnings.warn(f"materialize: no rule or reset_parameters initialises {result.untouched}; "
-                      "their memory is uninitialised", stacklevel=2)
+        warnings.warn(f"materialize: nothing initialises {result.untouched}; their memory is "
+                      "uninitialised", stacklevel=2)
     return result
 
 
 @dataclass
 class ExplainRow:
+    """One parameter or buffer in `explain()`: what `materialize` writes to it, and why."""
+
     name: str
     shape: tuple
     dtype: str
@@ -375,6 +557,19 @@ class ExplainRow:
     fan_out: Optional[int]
     gain: Optional[float]
     bound_or_std: str
+    source: str = ""  # "rule", "default", "model init", "<Module>.reset_parameters()", "kept"
+
+
+class Explanation(list):
+    """The rows of `explain()`: a list of ExplainRow that prints as a table."""
+
+    def __str__(self) -> str:
+        return format_explain(self)
+
+    __repr__ = __str__
+
+
+NOT_INITIALISED = "NOT INITIALISED"
 
 
 def _describe(plan, sp: spec.Spec) -> tuple[str, str]:
@@ -391,33 +586,89 @@ def _describe(plan, sp: spec.Spec) -> tuple[str, str]:
     return "trunc_normal", f"std={abs(params[1]):.6g} in [{params[6]:.6g}, {params[7]:.6g}]"
 
 
-def explain(module: nn.Module, rules: Optional[Rules] = None, prefix: str = "") -> list[ExplainRow]:
-    """One row per parameter and buffer: what the default init (or `rules`) gives it."""
-    rules_for = (lambda mod, _: _default_rules_for(mod)) if rules is None else \
-        _rules_for_user(rules, module, prefix)
-    inits, tensors = _collect(module, prefix, rules_for)
-    by_name = {ti.name: ti for ti in inits}
-    rows = []
+def _recorded_write(description: str) -> tuple[str, str]:
+    """("normal", "mean=0, std=0.02") from a dry run's "normal(mean=0, std=0.02)";
+    later partial writes follow the detail ("...; then constant(0) on part")."""
+    last_full, then, partial = description.partition("; then ")
+    kind, _, args = last_full.partition("(")
+    detail = args[:-1] if args.endswith(")") else "-"
+    return kind, detail + then + partial
+
+
+def _dry_run_model_init(module: nn.Module, model_init, tensors: dict[str, torch.Tensor]
+                        ) -> dict[str, str]:
+    """{name: the last write of the model's own init} for each tensor it writes, found by a dry
+    run: nothing is executed or allocated, and torch's generator is restored afterwards."""
+    kept = [t for t in module.buffers() if not t.is_meta]
+    with seeds_from(torch.Generator()), fused(dry_run=True) as recorder:
+        model_init(kept)
+    return {name: d for name, t in tensors.items() if (d := recorder.describe(t)) is not None}
+
+
+def explain(module: nn.Module, rules: Optional[Rules] = None, prefix: str = "", *,
+            init: InitArg = "auto") -> Explanation:
+    """What `materialize(module, init=init, rules=rules)` writes to each parameter and buffer.
+
+    The model's own init is found by a dry run inside `fastinit.fused(dry_run=True)`, which
+    records the writes without executing them (build the model on meta: nothing is allocated),
+    and leaves torch's generator as it was; rules and PyTorch's layer defaults are read from
+    their specs. A tensor nothing writes is listed as ``NOT INITIALISED`` (`materialize` would
+    raise).
+
+    Args:
+        module: the model, usually built on the meta device.
+        rules: init_module rules, as for `materialize`.
+        prefix: the module's name inside a larger model.
+        init: ``"auto"``, ``"reset_parameters"`` or a callable taking the model.
+
+    Returns:
+        Explanation: a list with one ExplainRow per tensor (tied ones once); `print()` shows it
+        as a table.
+    """
+    model_init = _model_init(module, init)
+    tensors = _named_tensors(module, prefix)
+    by_model = {} if model_init is None else _dry_run_model_init(module, model_init, tensors)
+    by_rule = {} if rules is None else \
+        {ti.name: ti for ti in _collect(module, prefix, _rules_for_user(rules, module, prefix))[0]}
+    defaults = _collect(module, prefix, lambda mod, _: _default_rules_for(mod))[0]
+    by_default = {ti.name: ti for ti in defaults}
+    rows = Explanation()
     for name, t in tensors.items():
-        ti = by_name.get(name)
         fans = _calculate_fan_in_and_fan_out(t) if t.dim() >= 2 else (None, None)
-        if ti is None:
-            rows.append(ExplainRow(name, tuple(t.shape), str(t.dtype).replace("torch.", ""),
-                                   "module's own init", *fans, None, "-"))
-            continue
-        dist, detail = _describe(ti.spec.plan(t, name), ti.spec)
-        rows.append(ExplainRow(name, tuple(t.shape), str(t.dtype).replace("torch.", ""),
-                               f"{dist} ({ti.spec.kind})" if ti.spec.kind != dist else dist,
-                               *fans, ti.spec.gain(), detail))
+        head = (name, tuple(t.shape), str(t.dtype).replace("torch.", ""))
+        kept = not isinstance(t, nn.Parameter) and not t.is_meta  # a buffer with a value
+        ti = None if kept else by_rule.get(name)
+        if ti is None and name not in by_model and not kept:
+            ti = by_default.get(name)
+        if ti is not None:
+            dist, detail = _describe(ti.spec.plan(t, name), ti.spec)
+            label = f"{dist} ({ti.spec.kind})" if ti.spec.kind != dist else dist
+            rows.append(ExplainRow(*head, label, *fans, ti.spec.gain(), detail,
+                                   "rule" if name in by_rule else "default"))
+        elif name in by_model:
+            kind, detail = _recorded_write(by_model[name])
+            rows.append(ExplainRow(*head, kind, *fans, None, detail, "model init"))
+        elif kept:
+            rows.append(ExplainRow(*head, "kept", *fans, None, "-", "kept"))
+        else:
+            owner = module.get_submodule(name[len(prefix) + 1 if prefix else 0:].rpartition(".")[0])
+            if callable(getattr(owner, "reset_parameters", None)):
+                rows.append(ExplainRow(*head, "module's own init", *fans, None, "-",
+                                       f"{type(owner).__name__}.reset_parameters()"))
+            else:
+                rows.append(ExplainRow(*head, NOT_INITIALISED, *fans, None, "-", NOT_INITIALISED))
     return rows
 
 
 def format_explain(rows: list[ExplainRow]) -> str:
-    header = ["name", "shape", "dtype", "distribution", "fan_in", "fan_out", "gain", "bound or std"]
+    """The rows of `explain()` as an aligned text table."""
+    header = ["name", "shape", "dtype", "distribution", "fan_in", "fan_out", "gain", "bound or std",
+              "source"]
     table = [header] + [[r.name, "x".join(map(str, r.shape)) or "scalar", r.dtype, r.distribution,
                          "" if r.fan_in is None else str(r.fan_in),
                          "" if r.fan_out is None else str(r.fan_out),
-                         "" if r.gain is None else f"{r.gain:.6g}", r.bound_or_std] for r in rows]
+                         "" if r.gain is None else f"{r.gain:.6g}", r.bound_or_std, r.source]
+                        for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
     lines.insert(1, "-" * len(lines[0]))
