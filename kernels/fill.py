@@ -65,6 +65,9 @@ import torch
 import triton
 import triton.language as tl
 
+from fastinit.contract import elements_per_block
+from fastinit.plan import DESCRIPTOR_SIZE, MAX_DIMS, NUM_PARAMS, pack_descriptors
+
 # Distribution codes of csrc/fastinit/fill.h and fastinit.contract.Distribution.
 CONSTANT = tl.constexpr(0)
 UNIFORM = tl.constexpr(1)
@@ -72,12 +75,22 @@ NORMAL = tl.constexpr(2)
 TRUNC_NORMAL = tl.constexpr(3)
 TRUNC_NORMAL_FP64 = tl.constexpr(4)
 
-# One descriptor row: int64 words, params as the bits of their fp64 values.
-DESC_ADDR, DESC_NUMEL, DESC_FIRST = 0, 1, 2
-DESC_SEED_LO, DESC_SEED_HI, DESC_STREAM_LO, DESC_STREAM_HI, DESC_DIST = 3, 4, 5, 6, 7
-DESC_PARAM = 8
-DESC_WORDS = 16
+# One descriptor row: the packed FillDescriptor of csrc/fastinit/fill.h (plan.DESCRIPTOR_FORMAT)
+# read as int64 words; unused dims hold size 1 and strides 0, so a walk over all MAX_DIMS dims
+# needs no ndim.
+DESC_ADDR, DESC_NUMEL, DESC_FIRST, DESC_SEED, DESC_STREAM, DESC_DIST_DTYPE = 0, 1, 2, 3, 4, 5
+DESC_SIZE = 7
+DESC_STRIDE = DESC_SIZE + MAX_DIMS
+DESC_GLOBAL_STRIDE = DESC_STRIDE + MAX_DIMS
+DESC_PARAM = DESC_GLOBAL_STRIDE + MAX_DIMS
+DESC_WORDS = DESCRIPTOR_SIZE // 8
+assert DESC_PARAM + NUM_PARAMS == DESC_WORDS
 _DESC_WORDS = tl.constexpr(DESC_WORDS)
+_DESC_SIZE = tl.constexpr(DESC_SIZE)
+_DESC_STRIDE = tl.constexpr(DESC_STRIDE)
+_DESC_GLOBAL_STRIDE = tl.constexpr(DESC_GLOBAL_STRIDE)
+_DESC_PARAM = tl.constexpr(DESC_PARAM)
+_MAX_DIMS = tl.constexpr(MAX_DIMS)
 # Giles' fp32 erfinv is fitted for p >= 2^-24 (kGilesMinP in csrc/fastinit/fill.h).
 GILES_MIN_P = tl.constexpr(5.9604644775390625e-08)
 _INF = tl.constexpr(float("inf"))
@@ -332,6 +345,27 @@ def _normal_quantile_f64(p):
 
 
 @triton.jit
+def _box_muller_f64(w0, w1, w2, w3):
+    """(r cos theta, r sin theta) of one Philox block in fp64 math (element_value_f64)."""
+    r = tl.sqrt(-2.0 * tl.log(_u53(w0, w1) + 1.1102230246251565404e-16))
+    theta = 6.283185307179586476925 * _u53(w2, w3)
+    return r * tl.cos(theta), r * tl.sin(theta)
+
+
+@triton.jit
+def _trunc_normal_f64(u, p0, p1, p2, p3, p4, p5, p6, p7):
+    """The fp64-math truncated normal of a u53 uniform (element_value_f64)."""
+    z = _clamp(_normal_quantile_f64(u * p3 + p2), p4, p5)
+    return _clamp(z * p1 + p0, p6, p7)
+
+
+@triton.jit
+def _element_counter(block):
+    """Counter words (c0, c1) of per-element Philox blocks (int64)."""
+    return block.to(tl.uint32), (block >> 32).to(tl.uint32)
+
+
+@triton.jit
 def _block_counter(block, TILE: tl.constexpr):
     """Counter words (c0, c1) of the TILE Philox blocks block, block + 1, ... (block int64)."""
     lo = block.to(tl.uint32)
@@ -391,6 +425,26 @@ def _store_tile(out_ptr, tile_local, numel, vals, aligned, N: tl.constexpr):
 
 
 @triton.jit
+def _box_muller_f32(wa, wb):
+    """(r cos theta, r sin theta) of the word pairs (wa, wb): normal_pair_f32 of fill.h."""
+    r = tl.sqrt_rn(-2.0 * _log_f32(_u24o(wa)))
+    theta = 6.2831853071795864769 * _u24(wb)
+    s, c = _sincos_f32(theta)
+    return r * c, r * s
+
+
+@triton.jit
+def _trunc_normal_f32(w, q0, q1, q2, q3, q4, q5, q6, q7, EXACT_FMA: tl.constexpr):
+    """trunc_normal_value_f32 of fill.h on words w."""
+    p = _fma32(_u24m(w), q3, q2, EXACT_FMA)
+    z = _normal_quantile_f32(p)
+    if tl.min(p, axis=0) < GILES_MIN_P:  # rare tiles: below Giles' range
+        z = tl.where(p < GILES_MIN_P, _normal_quantile_f64(p.to(tl.float64)).to(tl.float32), z)
+    z = _clamp(z, q4, q5)
+    return _clamp(tl.fma(z, q1, q0), q6, q7)
+
+
+@triton.jit
 def _fill_chunk_f32_math(out_ptr, aligned16, numel, first, chunk, k0, k1, s0, s1, dist,
                          p0, p1, p2, p3, p4, p5, p6, p7,
                          OUT_DTYPE: tl.constexpr, CHUNK, TILE: tl.constexpr,
@@ -416,24 +470,80 @@ def _fill_chunk_f32_math(out_ptr, aligned16, numel, first, chunk, k0, k1, s0, s1
             wa = tl.interleave(w0, w2)  # even words of pairs (0, 1) and (2, 3)
             wb = tl.interleave(w1, w3)  # odd words
             if dist == NORMAL:
-                r = tl.sqrt_rn(-2.0 * _log_f32(_u24o(wa)))
-                theta = 6.2831853071795864769 * _u24(wb)
-                s, c = _sincos_f32(theta)
-                vals = tl.fma(tl.interleave(r * c, r * s), q1, q0)
+                zc, zs = _box_muller_f32(wa, wb)
+                vals = tl.fma(tl.interleave(zc, zs), q1, q0)
             else:
                 w = tl.interleave(wa, wb)  # words 0, 1, 2, 3 of each block, in element order
                 if dist == UNIFORM:
                     vals = _fma32(_u24(w), q0, q1, EXACT_FMA)
                 else:  # TRUNC_NORMAL
-                    p = _fma32(_u24m(w), q3, q2, EXACT_FMA)
-                    z = _normal_quantile_f32(p)
-                    if tl.min(p, axis=0) < GILES_MIN_P:  # rare tiles: below Giles' range
-                        z = tl.where(p < GILES_MIN_P,
-                                     _normal_quantile_f64(p.to(tl.float64)).to(tl.float32), z)
-                    z = _clamp(z, q4, q5)
-                    vals = _clamp(tl.fma(z, q1, q0), q6, q7)
+                    vals = _trunc_normal_f32(w, q0, q1, q2, q3, q4, q5, q6, q7, EXACT_FMA)
         _store_tile(out_ptr, base_local + i * (4 * TILE), numel, _round_f32(vals, OUT_DTYPE),
                     aligned, 4 * TILE)
+
+
+@triton.jit
+def _fill_chunk_strided(row, out_ptr, numel, first, chunk, k0, k1, s0, s1, dist,
+                        p0, p1, p2, p3, p4, p5, p6, p7,
+                        OUT_DTYPE: tl.constexpr, F64_MATH: tl.constexpr, CHUNK,
+                        N: tl.constexpr, EXACT_FMA: tl.constexpr):
+    """Chunk `chunk` of a strided descriptor: its local elements [chunk * CHUNK, ... + CHUNK)
+    in row-major order, N per step, each written at its strided address with the value of
+    its contract index (one Philox block per element)."""
+    for i in range(tl.cdiv(tl.minimum(numel - chunk * CHUNK, CHUNK), N)):
+        local = chunk * CHUNK + i * N + tl.arange(0, N).to(tl.int64)
+        mask = local < numel
+        rest = local
+        offset = tl.zeros([N], tl.int64)
+        index = tl.zeros([N], tl.int64) + first
+        for k in tl.static_range(_MAX_DIMS - 1, -1, -1):
+            size = tl.load(row + _DESC_SIZE + k)
+            pos = rest % size
+            rest = rest // size
+            offset += pos * tl.load(row + _DESC_STRIDE + k)
+            index += pos * tl.load(row + _DESC_GLOBAL_STRIDE + k)
+        if F64_MATH:
+            c0, c1 = _element_counter(index // 2)
+            w0, w1, w2, w3 = _philox4x32_10(c0, c1, tl.zeros([N], tl.uint32) + s0,
+                                            tl.zeros([N], tl.uint32) + s1, k0, k1)
+            second = (index % 2) == 1
+            if dist == CONSTANT:
+                vals = tl.full([N], 0.0, tl.float64) + p0
+            elif dist == NORMAL:
+                zc, zs = _box_muller_f64(w0, w1, w2, w3)
+                vals = tl.where(second, zs, zc) * p1 + p0
+            else:
+                u = _u53(tl.where(second, w2, w0), tl.where(second, w3, w1))
+                if dist == UNIFORM:
+                    vals = u * p0 + p1
+                else:  # TRUNC_NORMAL, TRUNC_NORMAL_FP64
+                    vals = _trunc_normal_f64(u, p0, p1, p2, p3, p4, p5, p6, p7)
+            if OUT_DTYPE != tl.float64:
+                vals = vals.to(tl.float32)
+        else:
+            c0, c1 = _element_counter(index // 4)
+            w0, w1, w2, w3 = _philox4x32_10(c0, c1, tl.zeros([N], tl.uint32) + s0,
+                                            tl.zeros([N], tl.uint32) + s1, k0, k1)
+            t = index % 4
+            if dist == CONSTANT:
+                vals = tl.full([N], 0.0, tl.float32) + p0.to(tl.float32)
+            elif dist == NORMAL:
+                zc, zs = _box_muller_f32(tl.where(t < 2, w0, w2), tl.where(t < 2, w1, w3))
+                vals = tl.fma(tl.where((t % 2) == 0, zc, zs), p1.to(tl.float32),
+                              p0.to(tl.float32))
+            else:
+                w = tl.where(t == 0, w0, tl.where(t == 1, w1, tl.where(t == 2, w2, w3)))
+                if dist == UNIFORM:
+                    vals = _fma32(_u24(w), p0.to(tl.float32), p1.to(tl.float32), EXACT_FMA)
+                else:  # TRUNC_NORMAL
+                    vals = _trunc_normal_f32(w, p0.to(tl.float32), p1.to(tl.float32),
+                                             p2.to(tl.float32), p3.to(tl.float32),
+                                             p4.to(tl.float32), p5.to(tl.float32),
+                                             p6.to(tl.float32), p7.to(tl.float32), EXACT_FMA)
+        if OUT_DTYPE == tl.float64:
+            tl.store(out_ptr + offset, vals, mask=mask)
+        else:
+            tl.store(out_ptr + offset, _round_f32(vals, OUT_DTYPE), mask=mask)
 
 
 @triton.jit
@@ -451,17 +561,14 @@ def _fill_chunk_f64_math(out_ptr, aligned16, numel, first, chunk, k0, k1, s0, s1
         else:
             w0, w1, w2, w3 = _tile_words(base_block + i * TILE, s0, s1, k0, k1, TILE)
             if dist == NORMAL:
-                r = tl.sqrt(-2.0 * tl.log(_u53(w0, w1) + 1.1102230246251565404e-16))
-                theta = 6.283185307179586476925 * _u53(w2, w3)
-                z = tl.interleave(r * tl.cos(theta), r * tl.sin(theta))
-                vals = z * p1 + p0
+                zc, zs = _box_muller_f64(w0, w1, w2, w3)
+                vals = tl.interleave(zc, zs) * p1 + p0
             else:
                 u = tl.interleave(_u53(w0, w1), _u53(w2, w3))
                 if dist == UNIFORM:
                     vals = u * p0 + p1
                 else:  # TRUNC_NORMAL, TRUNC_NORMAL_FP64
-                    z = _clamp(_normal_quantile_f64(u * p3 + p2), p4, p5)
-                    vals = _clamp(z * p1 + p0, p6, p7)
+                    vals = _trunc_normal_f64(u, p0, p1, p2, p3, p4, p5, p6, p7)
         if OUT_DTYPE == tl.float64:
             _store_tile(out_ptr, base_local + i * (2 * TILE), numel, vals, aligned, 2 * TILE)
         else:  # the contract's rounding path: fp32 first, then the dtype
@@ -482,30 +589,47 @@ def _fill_kernel(table_ptr, map_ptr, CHUNK, OUT_DTYPE: tl.constexpr, TILE: tl.co
     aligned16 = (addr % 16) == 0
     numel = tl.load(row + 1)
     first = tl.load(row + 2)
-    k0 = tl.load(row + 3).to(tl.uint32)
-    k1 = tl.load(row + 4).to(tl.uint32)
-    s0 = tl.load(row + 5).to(tl.uint32)
-    s1 = tl.load(row + 6).to(tl.uint32)
-    dist = tl.load(row + 7).to(tl.int32)
-    p0 = tl.load(row + 8).to(tl.float64, bitcast=True)
-    p1 = tl.load(row + 9).to(tl.float64, bitcast=True)
-    p2 = tl.load(row + 10).to(tl.float64, bitcast=True)
-    p3 = tl.load(row + 11).to(tl.float64, bitcast=True)
-    p4 = tl.load(row + 12).to(tl.float64, bitcast=True)
-    p5 = tl.load(row + 13).to(tl.float64, bitcast=True)
-    p6 = tl.load(row + 14).to(tl.float64, bitcast=True)
-    p7 = tl.load(row + 15).to(tl.float64, bitcast=True)
-    if OUT_DTYPE == tl.float64:
+    seed = tl.load(row + 3)
+    stream = tl.load(row + 4)
+    k0 = (seed & 0xFFFFFFFF).to(tl.uint32)
+    k1 = ((seed >> 32) & 0xFFFFFFFF).to(tl.uint32)
+    s0 = (stream & 0xFFFFFFFF).to(tl.uint32)
+    s1 = ((stream >> 32) & 0xFFFFFFFF).to(tl.uint32)
+    dist = (tl.load(row + 5) & 0xFFFFFFFF).to(tl.int32)
+    p0 = tl.load(row + _DESC_PARAM + 0).to(tl.float64, bitcast=True)
+    p1 = tl.load(row + _DESC_PARAM + 1).to(tl.float64, bitcast=True)
+    p2 = tl.load(row + _DESC_PARAM + 2).to(tl.float64, bitcast=True)
+    p3 = tl.load(row + _DESC_PARAM + 3).to(tl.float64, bitcast=True)
+    p4 = tl.load(row + _DESC_PARAM + 4).to(tl.float64, bitcast=True)
+    p5 = tl.load(row + _DESC_PARAM + 5).to(tl.float64, bitcast=True)
+    p6 = tl.load(row + _DESC_PARAM + 6).to(tl.float64, bitcast=True)
+    p7 = tl.load(row + _DESC_PARAM + 7).to(tl.float64, bitcast=True)
+    contiguous = ((tl.load(row + 6) & 0xFFFFFFFF) == 1) & (tl.load(row + _DESC_STRIDE) == 1) \
+        & (tl.load(row + _DESC_GLOBAL_STRIDE) == 1)
+    f64_math = OUT_DTYPE == tl.float64
+    if not contiguous:
+        if f64_math:
+            _fill_chunk_strided(row, out_ptr, numel, first, chunk, k0, k1, s0, s1, dist,
+                                p0, p1, p2, p3, p4, p5, p6, p7, OUT_DTYPE, True, CHUNK,
+                                2 * TILE, EXACT_FMA)
+        elif dist == TRUNC_NORMAL_FP64:
+            _fill_chunk_strided(row, out_ptr, numel, first, chunk, k0, k1, s0, s1, dist,
+                                p0, p1, p2, p3, p4, p5, p6, p7, OUT_DTYPE, True, CHUNK,
+                                2 * TILE, EXACT_FMA)
+        else:
+            _fill_chunk_strided(row, out_ptr, numel, first, chunk, k0, k1, s0, s1, dist,
+                                p0, p1, p2, p3, p4, p5, p6, p7, OUT_DTYPE, False, CHUNK,
+                                4 * TILE, EXACT_FMA)
+    elif f64_math:
+        _fill_chunk_f64_math(out_ptr, aligned16, numel, first, chunk, k0, k1, s0, s1, dist,
+                             p0, p1, p2, p3, p4, p5, p6, p7, OUT_DTYPE, CHUNK, TILE)
+    elif dist == TRUNC_NORMAL_FP64:
         _fill_chunk_f64_math(out_ptr, aligned16, numel, first, chunk, k0, k1, s0, s1, dist,
                              p0, p1, p2, p3, p4, p5, p6, p7, OUT_DTYPE, CHUNK, TILE)
     else:
-        if dist == TRUNC_NORMAL_FP64:
-            _fill_chunk_f64_math(out_ptr, aligned16, numel, first, chunk, k0, k1, s0, s1, dist,
-                                 p0, p1, p2, p3, p4, p5, p6, p7, OUT_DTYPE, CHUNK, TILE)
-        else:
-            _fill_chunk_f32_math(out_ptr, aligned16, numel, first, chunk, k0, k1, s0, s1, dist,
-                                 p0, p1, p2, p3, p4, p5, p6, p7, OUT_DTYPE, CHUNK, TILE,
-                                 EXACT_FMA)
+        _fill_chunk_f32_math(out_ptr, aligned16, numel, first, chunk, k0, k1, s0, s1, dist,
+                             p0, p1, p2, p3, p4, p5, p6, p7, OUT_DTYPE, CHUNK, TILE,
+                             EXACT_FMA)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -540,36 +664,25 @@ def _exact_fma_path(device: torch.device) -> bool:
     return interpreting() and not interpreter_fma_is_fused()
 
 
-def _chunks(numel: int, first: int, per_block: int, chunk: int) -> int:
-    return -(-(first % per_block + numel) // chunk)
+def _chunks(fill, chunk: int) -> int:
+    """Programs of one fill: a contiguous one is cut in contract-index space (chunk c covers
+    the Philox blocks of [first // PB + c * CHUNK / PB, ...)), a strided one in its local
+    row-major order."""
+    layout = fill.resolved_layout()
+    numel = layout.numel
+    if numel == 0:
+        return 0
+    if not layout.is_contiguous():
+        return -(-numel // chunk)
+    per_block = elements_per_block(fill.dist, fill.tensor.dtype)
+    return -(-(fill.first_index % per_block + numel) // chunk)
 
 
 def build_tables(fills: Sequence, chunk: int) -> tuple[np.ndarray, np.ndarray]:
-    """Host descriptor rows (n, DESC_WORDS) and block map (programs, 2), both int64.
-
-    Empty tensors get a row (so indices line up with `fills`) but no program.
-    """
-    from fastinit.contract import elements_per_block
-
-    desc = np.zeros((len(fills), DESC_WORDS), dtype=np.int64)
-    counts = np.zeros(len(fills), dtype=np.int64)
-    for i, f in enumerate(fills):
-        t = f.tensor
-        numel = t.numel()
-        params = np.zeros(8, dtype=np.float64)
-        params[: len(f.params)] = f.params
-        desc[i, DESC_ADDR] = t.data_ptr() if numel else 0
-        desc[i, DESC_NUMEL] = numel
-        desc[i, DESC_FIRST] = f.first_index
-        # 64-bit seeds and streams can exceed 2^63: split into 32-bit halves here.
-        desc[i, DESC_SEED_LO] = f.seed & 0xFFFFFFFF
-        desc[i, DESC_SEED_HI] = f.seed >> 32
-        desc[i, DESC_STREAM_LO] = f.stream & 0xFFFFFFFF
-        desc[i, DESC_STREAM_HI] = f.stream >> 32
-        desc[i, DESC_DIST] = int(f.dist)
-        desc[i, DESC_PARAM:] = params.view(np.int64)
-        if numel:
-            counts[i] = _chunks(numel, f.first_index, elements_per_block(f.dist, t.dtype), chunk)
+    """Host descriptor rows (n, DESC_WORDS) (the packed descriptors) and block map
+    (programs, 2), both int64."""
+    desc = np.frombuffer(pack_descriptors(fills), dtype=np.int64).reshape(len(fills), DESC_WORDS)
+    counts = np.array([_chunks(f, chunk) for f in fills], dtype=np.int64)
     block_map = np.empty((int(counts.sum()), 2), dtype=np.int64)
     block_map[:, 0] = np.repeat(np.arange(len(fills), dtype=np.int64), counts)
     starts = np.cumsum(counts) - counts
@@ -588,11 +701,6 @@ def _check_fills(fills: Sequence) -> tuple[torch.device, torch.dtype]:
                 f"one Triton launch fills one (device, dtype); got {t.device}/{t.dtype} after "
                 f"{device}/{dtype}"
             )
-        if t.numel() and not t.is_contiguous():
-            raise ValueError(
-                f"the Triton fill writes contiguous tensors only; got shape {tuple(t.shape)} "
-                f"with strides {t.stride()} (plan.contiguous_fills makes a scratch copy)"
-            )
         if f.first_index < 0:
             raise ValueError(f"first_index must be >= 0, got {f.first_index}")
     return device, dtype
@@ -607,7 +715,7 @@ def fill(fills: Sequence, config: LaunchConfig = DEFAULT_CONFIG) -> int:
     if not fills:
         return 0
     device, dtype = _check_fills(fills)
-    total = sum(f.tensor.numel() for f in fills)
+    total = sum(f.resolved_layout().numel for f in fills)
     chunk = chunk_for(total, device, config)
     desc, block_map = build_tables(fills, chunk)
     host = np.concatenate([desc.reshape(-1), block_map.reshape(-1)])

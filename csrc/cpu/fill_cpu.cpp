@@ -28,6 +28,7 @@ namespace {
 
 constexpr int64_t kChunkElements = 65536;
 constexpr int kBatchBlocks = 64;  // Philox blocks per vectorised batch
+constexpr int kPhiloxLanes = 16;  // Philox::words takes a multiple of this many counters
 
 
 // Rounds `count` fp32 values into the output dtype at `out`.
@@ -178,8 +179,9 @@ inline __attribute__((always_inline)) void batch_values_f32(const FillDescriptor
   const uint32_t k0 = static_cast<uint32_t>(d.seed), k1 = static_cast<uint32_t>(d.seed >> 32);
   const uint32_t c0 = static_cast<uint32_t>(block0), c1 = static_cast<uint32_t>(block0 >> 32);
   if (static_cast<uint64_t>(c0) + kBatchBlocks <= (uint64_t{1} << 32)) {
-    // The whole batch (padded to kBatchBlocks) shares the high counter word.
-    Philox::words(c0, c1, s0, s1, k0, k1, kBatchBlocks, w0, w1, w2, w3);
+    // The whole batch (padded to a multiple of kPhiloxLanes) shares the high counter word.
+    const int padded = (nblocks + kPhiloxLanes - 1) / kPhiloxLanes * kPhiloxLanes;
+    Philox::words(c0, c1, s0, s1, k0, k1, padded, w0, w1, w2, w3);
   } else {
     for (int i = 0; i < nblocks; ++i) {
       const Words4 w = philox_block(block0 + static_cast<uint64_t>(i), d.stream, d.seed);
@@ -271,10 +273,87 @@ void prefault(char* begin, char* end) {
 #endif
 }
 
-// Elements [begin, end) (local indices) of one tensor.
+// Rounds `count` fp64-math values into the output dtype at `out` (fp32 first for 16-bit types).
+inline __attribute__((always_inline)) void store_f64(const double* v, int64_t count,
+                                                     int32_t dtype, void* out) {
+  if (dtype == kFloat64) {
+    std::memcpy(out, v, static_cast<size_t>(count) * sizeof(double));
+    return;
+  }
+  float f[2 * kBatchBlocks];
+  for (int64_t i = 0; i < count; ++i) f[i] = static_cast<float>(v[i]);
+  store_f32(f, count, dtype, out);
+}
+
+// The values of contract indices [first, first + count), in order, in batches: emit(values,
+// position of values[0] in [0, count), n) with a const float* (fp32 math) or a const double*
+// (fp64 math and fp64 constants). `direct`: where fp32 values may be written in place of a
+// batch (the output of a contiguous fp32 tensor), or null.
+template <typename Philox, typename Emit>
+inline __attribute__((always_inline)) void generate(const FillDescriptor& d, uint64_t first,
+                                                    int64_t count, float* direct, Emit&& emit) {
+  const int per_block = elements_per_block(d.dist, d.dtype);
+  uint64_t block = first / per_block;
+  int64_t skip = static_cast<int64_t>(first % per_block);
+  int64_t pos = 0;
+  if (d.dist == kConstant) {
+    if (d.dtype == kFloat64) {
+      double v[2 * kBatchBlocks];
+      for (int i = 0; i < 2 * kBatchBlocks; ++i) v[i] = d.param[0];
+      for (; pos < count; pos += 2 * kBatchBlocks) {
+        emit(v, pos, std::min<int64_t>(2 * kBatchBlocks, count - pos));
+      }
+    } else {
+      float v[4 * kBatchBlocks];
+      for (int i = 0; i < 4 * kBatchBlocks; ++i) v[i] = static_cast<float>(d.param[0]);
+      for (; pos < count; pos += 4 * kBatchBlocks) {
+        emit(v, pos, std::min<int64_t>(4 * kBatchBlocks, count - pos));
+      }
+    }
+    return;
+  }
+  if (per_block == 2) {
+    // fp64 math: scalar, used for fp64 outputs and for trunc_normal far in the tails.
+    double v[2 * kBatchBlocks];
+    while (pos < count) {
+      int n = 0;
+      while (n < 2 * kBatchBlocks && pos + n < count) {
+        const Words4 w = philox_block(block, d.stream, d.seed);
+        int t = static_cast<int>(skip);
+        for (; t < 2 && n < 2 * kBatchBlocks && pos + n < count; ++t) {
+          v[n++] = element_value_f64(d.dist, d.param, w, t);
+        }
+        skip = t == 2 ? 0 : t;
+        block += t == 2 ? 1 : 0;
+      }
+      emit(static_cast<const double*>(v), pos, static_cast<int64_t>(n));
+      pos += n;
+    }
+    return;
+  }
+  const ParamsF32 q = params_f32(d);
+  alignas(64) float v[4 * kBatchBlocks];
+  while (pos < count) {
+    const int64_t wanted_blocks = (skip + (count - pos) + 3) / 4;
+    const int nblocks = static_cast<int>(std::min<int64_t>(kBatchBlocks, wanted_blocks));
+    const int64_t n = std::min<int64_t>(4 * nblocks - skip, count - pos);
+    if (direct != nullptr && skip == 0 && n == 4 * nblocks) {
+      // A whole batch of fp32 values goes straight to the output.
+      batch_values_f32<Philox>(d, q, block, nblocks, direct + pos);
+    } else {
+      batch_values_f32<Philox>(d, q, block, nblocks, v);
+      emit(static_cast<const float*>(v + skip), pos, n);
+    }
+    pos += n;
+    block += static_cast<uint64_t>(nblocks);
+    skip = 0;
+  }
+}
+
+// Elements [begin, end) (local indices) of a contiguous tensor.
 template <typename Philox>
-inline __attribute__((always_inline)) void fill_range_impl(const FillDescriptor& d, int64_t begin,
-                                                           int64_t end) {
+inline __attribute__((always_inline)) void fill_contiguous(const FillDescriptor& d,
+                                                           int64_t begin, int64_t end) {
   char* const base = reinterpret_cast<char*>(d.data);
   const size_t esize = element_size(d.dtype);
   prefault(base + begin * esize, base + end * esize);
@@ -296,44 +375,131 @@ inline __attribute__((always_inline)) void fill_range_impl(const FillDescriptor&
     }
     return;
   }
-  const int per_block = elements_per_block(d.dist, d.dtype);
-  const uint64_t first = static_cast<uint64_t>(d.first_index) + static_cast<uint64_t>(begin);
-  uint64_t block = first / per_block;
-  int64_t skip = static_cast<int64_t>(first % per_block);
-  int64_t pos = begin;
-  if (per_block == 2) {
-    // fp64 math: scalar, used for fp64 outputs and for trunc_normal far in the tails.
-    for (; pos < end; ++block) {
-      const Words4 w = philox_block(block, d.stream, d.seed);
-      for (int t = static_cast<int>(skip); t < 2 && pos < end; ++t, ++pos) {
-        const double x = element_value_f64(d.dist, d.param, w, t);
-        if (d.dtype == kFloat64) {
-          reinterpret_cast<double*>(base)[pos] = x;
-        } else {
-          const float xf = static_cast<float>(x);
-          store_f32(&xf, 1, d.dtype, base + pos * esize);
+  char* const out = base + begin * esize;
+  float* const direct = d.dtype == kFloat32 ? reinterpret_cast<float*>(out) : nullptr;
+  generate<Philox>(d, static_cast<uint64_t>(d.first_index) + static_cast<uint64_t>(begin),
+                   end - begin, direct, [&](const auto* v, int64_t at, int64_t n) {
+                     if constexpr (sizeof(*v) == sizeof(float)) {
+                       store_f32(v, n, d.dtype, out + at * esize);
+                     } else {
+                       store_f64(v, n, d.dtype, out + at * esize);
+                     }
+                   });
+}
+
+// Walks the local elements of a strided descriptor in row-major order from a given one,
+// storing values at their strided addresses.
+class StridedCursor {
+ public:
+  StridedCursor(const FillDescriptor& d, int64_t local) : d_(d) {
+    for (int k = d.ndim - 1; k >= 0; --k) {
+      index_[k] = local % d.size[k];
+      local /= d.size[k];
+      offset_ += index_[k] * d.stride[k];
+    }
+  }
+
+  // Contract index of the current element.
+  uint64_t contract_index() const {
+    uint64_t g = static_cast<uint64_t>(d_.first_index);
+    for (int k = 0; k < d_.ndim; ++k) {
+      g += static_cast<uint64_t>(index_[k]) * static_cast<uint64_t>(d_.global_stride[k]);
+    }
+    return g;
+  }
+
+  // Elements from the current one that take consecutive contract indices (at most `limit`).
+  int64_t run_length(int64_t limit) const {
+    const int last = d_.ndim - 1;
+    if (d_.global_stride[last] != 1) return 1;
+    int64_t run = d_.size[last] - index_[last];
+    int64_t inner = d_.size[last];  // elements of one step of dim k - 1 (while they nest)
+    for (int k = last; k > 0 && run < limit && d_.global_stride[k - 1] == inner; --k) {
+      run += (d_.size[k - 1] - index_[k - 1] - 1) * inner;
+      inner *= d_.size[k - 1];
+    }
+    return std::min(run, limit);
+  }
+
+  // Stores `count` values at the current element and the next ones, and moves past them.
+  template <typename V>
+  void store(const V* v, int64_t count) {
+    const int last = d_.ndim - 1;
+    const int64_t step = d_.stride[last];
+    char* const base = reinterpret_cast<char*>(d_.data);
+    while (count > 0) {
+      const int64_t n = std::min(count, d_.size[last] - index_[last]);
+      switch (d_.dtype) {
+        case kFloat64: {
+          double* o = reinterpret_cast<double*>(base) + offset_;
+          for (int64_t i = 0; i < n; ++i) o[i * step] = static_cast<double>(v[i]);
+          break;
+        }
+        case kFloat32: {
+          float* o = reinterpret_cast<float*>(base) + offset_;
+          for (int64_t i = 0; i < n; ++i) o[i * step] = static_cast<float>(v[i]);
+          break;
+        }
+        case kFloat16: {
+          uint16_t* o = reinterpret_cast<uint16_t*>(base) + offset_;
+          for (int64_t i = 0; i < n; ++i) o[i * step] = half_bits_rne(static_cast<float>(v[i]));
+          break;
+        }
+        default: {
+          uint16_t* o = reinterpret_cast<uint16_t*>(base) + offset_;
+          for (int64_t i = 0; i < n; ++i) o[i * step] = bf16_bits_rne(static_cast<float>(v[i]));
+          break;
         }
       }
-      skip = 0;
+      v += n;
+      count -= n;
+      advance(n);
     }
-    return;
   }
-  const ParamsF32 q = params_f32(d);
-  alignas(64) float v[4 * kBatchBlocks];
-  while (pos < end) {
-    const int64_t wanted_blocks = (skip + (end - pos) + 3) / 4;
-    const int nblocks = static_cast<int>(std::min<int64_t>(kBatchBlocks, wanted_blocks));
-    const int64_t count = std::min<int64_t>(4 * nblocks - skip, end - pos);
-    if (d.dtype == kFloat32 && skip == 0 && count == 4 * nblocks) {
-      // A whole batch of fp32 values goes straight to the output.
-      batch_values_f32<Philox>(d, q, block, nblocks, reinterpret_cast<float*>(base) + pos);
-    } else {
-      batch_values_f32<Philox>(d, q, block, nblocks, v);
-      store_f32(v + skip, count, d.dtype, base + pos * esize);
+
+ private:
+  // Moves n elements on along the last dim, where n reaches at most its end, carrying over.
+  void advance(int64_t n) {
+    int k = d_.ndim - 1;
+    index_[k] += n;
+    offset_ += n * d_.stride[k];
+    while (k > 0 && index_[k] == d_.size[k]) {
+      offset_ -= index_[k] * d_.stride[k];
+      index_[k] = 0;
+      --k;
+      ++index_[k];
+      offset_ += d_.stride[k];
     }
-    pos += count;
-    block += static_cast<uint64_t>(nblocks);
-    skip = 0;
+  }
+
+  const FillDescriptor& d_;
+  int64_t index_[kMaxDims] = {};
+  int64_t offset_ = 0;  // in elements, from d.data
+};
+
+// Elements [begin, end) (local, row-major indices) of a strided descriptor: the values of each
+// run of consecutive contract indices are generated in batches, as for a contiguous tensor, and
+// stored at their strided addresses.
+template <typename Philox>
+inline __attribute__((always_inline)) void fill_strided(const FillDescriptor& d, int64_t begin,
+                                                        int64_t end) {
+  StridedCursor cursor(d, begin);
+  for (int64_t pos = begin; pos < end;) {
+    const int64_t run = cursor.run_length(end - pos);
+    generate<Philox>(d, cursor.contract_index(), run, nullptr,
+                     [&](const auto* v, int64_t, int64_t n) { cursor.store(v, n); });
+    pos += run;
+  }
+}
+
+// Elements [begin, end) (local indices) of one descriptor.
+template <typename Philox>
+inline __attribute__((always_inline)) void fill_range_impl(const FillDescriptor& d, int64_t begin,
+                                                           int64_t end) {
+  if (is_contiguous(d)) {
+    fill_contiguous<Philox>(d, begin, end);
+  } else {
+    fill_strided<Philox>(d, begin, end);
   }
 }
 

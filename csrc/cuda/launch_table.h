@@ -3,7 +3,7 @@
 // device in one stream-ordered upload, and read by fill_cuda.cu's kernel (one thread block per
 // chunk). Plain C++, so the pybind11 binding builds it without CUDA headers.
 //
-// Chunks are cut in contract-index space, not in memory: chunk k of a tensor covers the global
+// A contiguous descriptor's chunks are cut in contract-index space, not in memory: chunk k covers the global
 // indices [(floor(first_index / C) + k) * C, ... + C) clipped to the tensor, C = 2^chunk_shift.
 // So a chunk always starts on a Philox block and on a 16-byte store group whatever first_index
 // is, and its Philox block indices share their high word (C / 4 divides 2^32), which keeps
@@ -27,15 +27,20 @@ struct ChunkRef {
   uint32_t chunk;   // chunk of that tensor, counted from the chunk holding first_index
 };
 static_assert(sizeof(ChunkRef) == 8, "ChunkRef is read by the kernel as two 32-bit words");
-static_assert(sizeof(FillDescriptor) % 16 == 0, "the map after the descriptors stays aligned");
+static_assert(sizeof(FillDescriptor) % alignof(FillDescriptor) == 0 &&
+                  alignof(FillDescriptor) % alignof(ChunkRef) == 0,
+              "the descriptors and the map after them stay aligned");
 
 constexpr int kMaxChunkShift = 16;  // 65,536 elements per chunk (apex, PyTorch foreach)
 constexpr int kMinChunkShift = 11;  // 2,048: 256 threads x 8 halves, the largest store group
 constexpr int64_t kMaxGridBlocks = 2147483647;  // gridDim.x limit
 
-// Chunks of one tensor under a chunk size of 2^shift (0 for an empty tensor).
+// Chunks of one tensor under a chunk size of 2^shift (0 for an empty tensor). A strided
+// descriptor is cut in its local row-major order instead: chunk k covers local elements
+// [k * C, (k + 1) * C).
 inline int64_t chunk_count(const FillDescriptor& d, int shift) {
   if (d.numel <= 0) return 0;
+  if (!is_contiguous(d)) return ((d.numel - 1) >> shift) + 1;
   const uint64_t first = static_cast<uint64_t>(d.first_index);
   const uint64_t last = first + static_cast<uint64_t>(d.numel) - 1;
   return static_cast<int64_t>((last >> shift) - (first >> shift) + 1);
@@ -72,6 +77,24 @@ inline void check_descriptor(const FillDescriptor& d, int64_t i, int32_t dtype) 
                                 std::to_string(d.first_index) + " must be >= 0");
   }
   if (d.numel > 0 && d.data == 0) throw std::invalid_argument(where + "null data address");
+  if (d.ndim < 1 || d.ndim > kMaxDims) {
+    throw std::invalid_argument(where + "ndim " + std::to_string(d.ndim) + " is outside [1, " +
+                                std::to_string(kMaxDims) + "]");
+  }
+  int64_t numel = 1;
+  for (int k = 0; k < d.ndim; ++k) {
+    if (d.size[k] < 0 || d.stride[k] < 0 || d.global_stride[k] < 0) {
+      throw std::invalid_argument(where + "dim " + std::to_string(k) + ": size " +
+                                  std::to_string(d.size[k]) + ", stride " +
+                                  std::to_string(d.stride[k]) + " and global stride " +
+                                  std::to_string(d.global_stride[k]) + " must be >= 0");
+    }
+    numel *= d.size[k];
+  }
+  if (numel != d.numel) {
+    throw std::invalid_argument(where + "numel " + std::to_string(d.numel) +
+                                " differs from the product of its sizes, " + std::to_string(numel));
+  }
 }
 
 struct LaunchTable {

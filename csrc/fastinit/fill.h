@@ -26,18 +26,36 @@ enum DType : int32_t { kFloat32 = 0, kFloat64 = 1, kFloat16 = 2, kBFloat16 = 3 }
 //   trunc_normal(*): [mean, s * std, Phi(alpha), Phi(beta) - Phi(alpha), alpha, beta,
 //                     a rounded inward to the dtype, b rounded inward to the dtype]
 //                    with (alpha, beta, s) mirrored so that alpha + beta <= 0.
-// Layout is fixed: 112 bytes, little-endian, struct format "<QqqQQii8d" in plan.py.
+//
+// Layout of the elements: local element (i_0, ..., i_{ndim-1}) of the row-major order over
+// size[] lies at data + sum(i_d * stride[d]) elements and receives contract index
+// first_index + sum(i_d * global_stride[d]). A contiguous tensor (or a shard that is one run of
+// the global order) is ndim = 1, stride = global_stride = 1: the backends' fast path. Unused
+// dims (d >= ndim) hold size 1 and strides 0. Layout is fixed, little-endian, struct format
+// DESCRIPTOR_FORMAT in plan.py.
+constexpr int kMaxDims = 8;
+
 struct FillDescriptor {
-  uint64_t data;         // address of element 0 (contiguous storage)
-  int64_t numel;         // elements to write
-  int64_t first_index;   // contract index of element 0 (non-zero for a shard)
+  uint64_t data;         // address of local element 0
+  int64_t numel;         // elements to write: the product of size[0 .. ndim)
+  int64_t first_index;   // contract index of local element 0
   uint64_t seed;
   uint64_t stream;
   int32_t dist;
   int32_t dtype;
+  int32_t ndim;          // dims in use, 1 .. kMaxDims
+  int32_t padding;
+  int64_t size[kMaxDims];           // logical sizes
+  int64_t stride[kMaxDims];         // memory steps, in elements
+  int64_t global_stride[kMaxDims];  // contract-index steps
   double param[8];
 };
-static_assert(sizeof(FillDescriptor) == 112, "descriptor layout is shared with plan.py");
+static_assert(sizeof(FillDescriptor) == 312, "descriptor layout is shared with plan.py");
+
+// The fast path: one run of consecutive addresses and consecutive contract indices.
+FASTINIT_HD bool is_contiguous(const FillDescriptor& d) {
+  return d.ndim == 1 && d.stride[0] == 1 && d.global_stride[0] == 1;
+}
 
 // Contract elements per Philox call: 4 for fp32 math, 2 for fp64 math.
 FASTINIT_HD int elements_per_block(int32_t dist, int32_t dtype) {

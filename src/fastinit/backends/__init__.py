@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 
 from ..errors import BackendUnavailableError, InitValueError
-from ..plan import Fill, contiguous_fills
+from ..plan import Fill, descriptor_fills
 from ..sharding import local_tensor
 
 BACKENDS = ("cpu", "cuda", "triton", "reference")
@@ -88,7 +88,7 @@ def backend_for(device: torch.device):
 
 
 def execute(fills: Sequence[Fill]) -> None:
-    """Run validated fills: one backend call per (device, dtype) group, then copy-backs."""
+    """Run validated fills: one backend call per (device, dtype) group, in place."""
     if not torch.is_inference_mode_enabled():
         for f in fills:
             if local_tensor(f.tensor).is_inference():
@@ -96,7 +96,7 @@ def execute(fills: Sequence[Fill]) -> None:
                     "Inplace update to inference tensor outside InferenceMode is not allowed: "
                     f"a tensor of shape {tuple(f.tensor.shape)} was created under "
                     "torch.inference_mode(); initialise it inside inference_mode or clone it")
-    targets, copy_back = contiguous_fills(fills)
+    targets = descriptor_fills(fills)
     groups: "OrderedDict[tuple, list[Fill]]" = OrderedDict()
     for f in targets:
         groups.setdefault((f.tensor.device, f.tensor.dtype), []).append(f)
@@ -106,8 +106,6 @@ def execute(fills: Sequence[Fill]) -> None:
         for backend, device, group in runs:
             backend.run(group)
             _last_run[device.type] = backend.NAME
-        for target, scratch in copy_back:
-            target.copy_(scratch)
         for f in fills:
             if f.tensor.numel():
                 torch.autograd.graph.increment_version(local_tensor(f.tensor))

@@ -138,26 +138,43 @@ def values_fp64_math(dist: int, params: Sequence[float], words: np.ndarray) -> n
     raise ValueError(f"distribution {dist} has no fp64-math form")
 
 
-def contract_values(fill: Fill) -> torch.Tensor:
-    """The contract's values of `fill`, in logical order, as a flat tensor of its dtype."""
-    n = fill.tensor.numel()
+def values_at(fill: Fill, indices: np.ndarray) -> torch.Tensor:
+    """The contract's values of `fill` at contract indices `indices` (uint64), as a flat tensor
+    of its dtype."""
+    n = indices.size
     dtype = fill.tensor.dtype
     if fill.dist == Distribution.CONSTANT:
         return torch.full((n,), fill.params[0], dtype=dtype)
     per_block = elements_per_block(fill.dist, dtype)
-    first = fill.first_index
-    blocks = np.arange(first // per_block, (first + n + per_block - 1) // per_block, dtype=np.uint64)
+    blocks, which = np.unique(indices // np.uint64(per_block), return_inverse=True)
     words = block_words(blocks, fill.stream, fill.seed)
     if per_block == 4:
         values = values_fp32_math(fill.dist, fill.params, words)
     else:
         values = values_fp64_math(fill.dist, fill.params, words)
-    start = first % per_block
-    flat = torch.from_numpy(np.ascontiguousarray(values.reshape(-1)[start : start + n]))
+    slot = (indices % np.uint64(per_block)).astype(np.int64)
+    flat = torch.from_numpy(np.ascontiguousarray(values[which.reshape(-1), slot]))
     if dtype == torch.float64:
         return flat
     # fp32 first, then the output dtype: the rounding path of the device backends.
     return flat.to(torch.float32).to(dtype)
+
+
+def contract_indices(fill: Fill) -> np.ndarray:
+    """Contract index of each element of `fill`, in the row-major order of its layout."""
+    layout = fill.resolved_layout()
+    index = np.full((), fill.first_index, dtype=np.uint64)
+    for d, (n, step) in enumerate(zip(layout.sizes, layout.global_strides)):
+        shape = [1] * len(layout.sizes)
+        shape[d] = n
+        index = index + (np.arange(n, dtype=np.uint64) * np.uint64(step)).reshape(shape)
+    return np.broadcast_to(index, layout.sizes).reshape(-1)
+
+
+def contract_values(fill: Fill) -> torch.Tensor:
+    """The contract's values of `fill`, in the row-major order of its layout (for a plain
+    tensor, its logical order), as a flat tensor of its dtype."""
+    return values_at(fill, contract_indices(fill))
 
 
 def supports(device) -> bool:
@@ -166,4 +183,7 @@ def supports(device) -> bool:
 
 def run(fills: Sequence[Fill]) -> None:
     for fill in fills:
-        fill.tensor.view(-1).copy_(contract_values(fill))
+        layout = fill.resolved_layout()
+        target = fill.tensor.as_strided(layout.sizes, layout.strides,
+                                        fill.tensor.storage_offset() + layout.offset)
+        target.copy_(contract_values(fill).view(layout.sizes))
