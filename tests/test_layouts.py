@@ -197,3 +197,39 @@ def test_layout_is_packed_as_the_descriptor():
     (f,) = plan.descriptor_fills([fill])
     assert f.layout == Layout((25, 18), (1, 26), (18, 1), 0)
     assert len(f.pack()) == plan.DESCRIPTOR_SIZE == 312
+
+
+BIG_LAYOUTS = {  # past the CPU's 65,536-element boxes, and a last dim longer than one box
+    "channels_last": lambda b: _dense(b, (3, 130, 17, 31), (68510, 1, 4030, 130), 5),
+    "transposed": lambda b: _dense(b, (300, 701), (1, 300), 3),
+    "long_last_dim_transposed": lambda b: _dense(b, (2, 70001), (1, 2), 1),
+    "row_shard": lambda b: _dense(b, (40, 3001), (3001, 1), 2),
+}
+
+
+@pytest.mark.parametrize("backend", [b for b in ("cpu", "cuda_kernel_code") if b in BACKENDS])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
+@pytest.mark.parametrize("layout", list(BIG_LAYOUTS))
+def test_large_layouts_cross_chunk_boundaries(layout, dtype, backend):
+    for name in ("uniform", "normal"):
+        base = torch.full((300 * 701 + 16,), float("nan"), dtype=dtype)
+        target = BIG_LAYOUTS[layout](base)
+        fill = make_fill(target, *distributions(dtype)[name], SEED, STREAM)
+        if layout == "row_shard":  # columns 1000..4000 of a (40, 6000) tensor, from index 7
+            idx = [range(40), range(1000, 4001)]
+            (lay, first), = index_layouts(target, (40, 6000), idx, 7)
+            fills = [replace(fill, layout=lay, first_index=first)]
+        else:
+            fills = plan.descriptor_fills([fill])
+        BACKENDS[backend](fills)
+        marker = torch.zeros(base.shape, dtype=torch.bool)
+        marker.as_strided(target.shape, target.stride(), target.storage_offset()).fill_(True)
+        assert torch.isnan(base[~marker]).all()
+        if layout == "row_shard":
+            whole = torch.full((7 + 40 * 6000,), float("nan"), dtype=dtype)
+            cpu.run([make_fill(whole, *distributions(dtype)[name], SEED, STREAM)])
+            expected = whole[7:].view(40, 6000)[:, 1000:4001]
+        else:
+            expected = _whole("cpu", distributions(dtype)[name], tuple(target.shape), dtype)
+        assert torch.equal(target.contiguous().view(-1).view(torch.uint8),
+                           expected.contiguous().view(-1).view(torch.uint8)), (backend, name)
