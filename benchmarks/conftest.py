@@ -9,7 +9,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         return
     groups = collections.defaultdict(dict)
     for bench in session.benchmarks:
-        if bench.has_error or not bench.stats:
+        if bench.has_error or not bench.stats or "impl" not in bench.extra_info:
             continue
         groups[bench.group][bench.extra_info["impl"]] = (bench.stats.median, bench.extra_info)
     tr = terminalreporter

@@ -13,6 +13,7 @@ import importlib.util
 import os
 import statistics
 import struct
+import sys
 import time
 
 import pytest
@@ -122,3 +123,31 @@ def test_contiguous_fast_path_against_baseline(benchmark, case, dtype):
     medians = {}
     benchmark.pedantic(lambda: medians.update(interleaved(arms, ROUNDS)), rounds=1, iterations=1)
     _report(benchmark, f"contiguous {case} {dtype}", medians, t.numel(), "baseline _C")
+
+
+def test_tp_sharded_init_per_rank(benchmark):
+    """benchmarks/tp_init.py on 2 gloo ranks (Llama shape, 4 layers, TP on dims 0 and 1),
+    launched with this checkout and, when FASTINIT_BASELINE is set, the baseline's
+    .venv/bin/python in turn."""
+    sys.path.insert(0, os.path.dirname(__file__))
+    import tp_init
+
+    pythons = {"this build": sys.executable}
+    if BASELINE:
+        pythons = {"baseline": os.path.join(BASELINE, ".venv", "bin", "python"), **pythons}
+    runs = {name: [] for name in pythons}
+
+    def rounds():
+        for _ in range(int(os.environ.get("FASTINIT_TP_ROUNDS", 2))):
+            for name, python in pythons.items():
+                runs[name].append(tp_init.launch(python, 2, 3, 4))
+
+    benchmark.pedantic(rounds, rounds=1, iterations=1)
+    base = next(iter(pythons))
+    medians = {name: statistics.median(max(r["median_s"] for r in run["ranks"]) for run in rs)
+               for name, rs in runs.items()}
+    print("\nTP-sharded Llama init per rank (2 ranks, slowest rank, medians)")
+    for name, rs in runs.items():
+        print(f"  {name:<14}{medians[name] * 1e3:>9.0f} ms  descriptors per rank "
+              f"{rs[0]['ranks'][0]['descriptors']:>6}  {medians[base] / medians[name]:.2f}x vs {base}")
+    benchmark.extra_info.update({f"{k} s": v for k, v in medians.items()})

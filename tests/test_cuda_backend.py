@@ -278,7 +278,7 @@ def test_setup_script_required_cuda_without_toolkit_fails(tmp_path):
 def _fake_fill_bytes(numel, first_index=0, dtype_code=0, dist=1, data=0x10000, ndim=1,
                      size=None, stride=1, global_stride=1):
     pad = MAX_DIMS - 1
-    return struct.pack(DESCRIPTOR_FORMAT, data, numel, first_index, 1, 2, dist, dtype_code, ndim,
+    return struct.pack(DESCRIPTOR_FORMAT, data, numel, first_index, 1, 2, dist, dtype_code, ndim, 0,
                        numel if size is None else size, *[1] * pad, stride, *[0] * pad,
                        global_stride, *[0] * pad, *([0.0] * 8))
 

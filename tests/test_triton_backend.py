@@ -22,6 +22,7 @@ from fastinit.backends import triton as triton_backend  # noqa: E402
 from fastinit.contract import (  # noqa: E402
     Distribution,
 )
+from fastinit.contract_numbers import DESCRIPTOR_WORDS  # noqa: E402
 from fastinit.plan import make_fill, pack_descriptors  # noqa: E402
 
 from conftest import poisoned  # noqa: E402
@@ -227,11 +228,12 @@ def test_tables_and_chunks():
     fills = [make_fill(t, Distribution.UNIFORM, [1.0, 0.0], 2**64 - 1, 2**63 + 1, 3) for t in tensors]
     desc, block_map = kernels.build_tables(fills, 256)
     assert desc.tobytes() == pack_descriptors(fills)
-    assert int(desc[0, kernels.DESC_SEED]) % 2**64 == 2**64 - 1
-    assert int(desc[0, kernels.DESC_STREAM]) % 2**64 == 2**63 + 1
-    assert desc[4, kernels.DESC_SIZE: kernels.DESC_SIZE + 2].tolist() == [26, 20]
-    assert desc[4, kernels.DESC_STRIDE: kernels.DESC_STRIDE + 2].tolist() == [1, 26]
-    assert desc[4, kernels.DESC_GLOBAL_STRIDE: kernels.DESC_GLOBAL_STRIDE + 2].tolist() == [20, 1]
+    word = DESCRIPTOR_WORDS
+    assert int(desc[0, word["seed"]]) % 2**64 == 2**64 - 1
+    assert int(desc[0, word["stream"]]) % 2**64 == 2**63 + 1
+    assert desc[4, word["size"]: word["size"] + 2].tolist() == [26, 20]
+    assert desc[4, word["stride"]: word["stride"] + 2].tolist() == [1, 26]
+    assert desc[4, word["global_stride"]: word["global_stride"] + 2].tolist() == [20, 1]
     # first_index 3: 256 elements span blocks 0..64 (2 chunks), 257 span 0..65 (2), 1 -> 1;
     # the strided 26 x 20 (520 elements) takes ceil(520 / 256) = 3, whatever first_index is.
     assert block_map.tolist() == [[1, 0], [1, 1], [2, 0], [2, 1], [3, 0], [4, 0], [4, 1], [4, 2]]

@@ -26,9 +26,8 @@
 namespace fastinit {
 namespace {
 
-constexpr int64_t kChunkElements = 65536;
+constexpr int64_t kChunkElements = kMaxChunkElements;
 constexpr int kBatchBlocks = 64;  // Philox blocks per vectorised batch
-constexpr int kPhiloxLanes = 16;  // Philox::words takes a multiple of this many counters
 
 
 // Rounds `count` fp32 values into the output dtype at `out`.
@@ -179,9 +178,8 @@ inline __attribute__((always_inline)) void batch_values_f32(const FillDescriptor
   const uint32_t k0 = static_cast<uint32_t>(d.seed), k1 = static_cast<uint32_t>(d.seed >> 32);
   const uint32_t c0 = static_cast<uint32_t>(block0), c1 = static_cast<uint32_t>(block0 >> 32);
   if (static_cast<uint64_t>(c0) + kBatchBlocks <= (uint64_t{1} << 32)) {
-    // The whole batch (padded to a multiple of kPhiloxLanes) shares the high counter word.
-    const int padded = (nblocks + kPhiloxLanes - 1) / kPhiloxLanes * kPhiloxLanes;
-    Philox::words(c0, c1, s0, s1, k0, k1, padded, w0, w1, w2, w3);
+    // The whole batch (padded to kBatchBlocks) shares the high counter word.
+    Philox::words(c0, c1, s0, s1, k0, k1, kBatchBlocks, w0, w1, w2, w3);
   } else {
     for (int i = 0; i < nblocks; ++i) {
       const Words4 w = philox_block(block0 + static_cast<uint64_t>(i), d.stream, d.seed);
@@ -193,13 +191,13 @@ inline __attribute__((always_inline)) void batch_values_f32(const FillDescriptor
   }
   switch (d.dist) {
     case kUniform: {
-      const float scale = q.p[0], shift = q.p[1];
+      const float scale = q.p[0], shift = q.p[1], limit = q.p[2];
 #pragma omp simd
       for (int i = 0; i < nblocks; ++i) {
-        v[4 * i + 0] = uniform_value_f32(w0[i], scale, shift);
-        v[4 * i + 1] = uniform_value_f32(w1[i], scale, shift);
-        v[4 * i + 2] = uniform_value_f32(w2[i], scale, shift);
-        v[4 * i + 3] = uniform_value_f32(w3[i], scale, shift);
+        v[4 * i + 0] = uniform_value_f32(w0[i], scale, shift, limit);
+        v[4 * i + 1] = uniform_value_f32(w1[i], scale, shift, limit);
+        v[4 * i + 2] = uniform_value_f32(w2[i], scale, shift, limit);
+        v[4 * i + 3] = uniform_value_f32(w3[i], scale, shift, limit);
       }
       break;
     }
@@ -531,31 +529,42 @@ inline __attribute__((always_inline)) void fill_strided(const FillDescriptor& d,
   }
 }
 
-// Elements [begin, end) (local indices) of one descriptor.
-template <typename Philox>
-inline __attribute__((always_inline)) void fill_range_impl(const FillDescriptor& d, int64_t begin,
-                                                           int64_t end) {
-  if (is_contiguous(d)) {
-    fill_contiguous<Philox>(d, begin, end);
-  } else {
-    fill_strided<Philox>(d, begin, end);
-  }
+// Each path of each instruction set is a function of its own: sharing one would change the
+// contiguous path's code (measured 12% slower for fp32 uniform when both were inlined together).
+__attribute__((flatten)) void fill_contiguous_portable(const FillDescriptor& d, int64_t begin,
+                                                       int64_t end) {
+  fill_contiguous<PhiloxPortable>(d, begin, end);
 }
-
-__attribute__((flatten)) void fill_range_portable(const FillDescriptor& d, int64_t begin, int64_t end) {
-  fill_range_impl<PhiloxPortable>(d, begin, end);
+__attribute__((flatten)) void fill_strided_portable(const FillDescriptor& d, int64_t begin,
+                                                    int64_t end) {
+  fill_strided<PhiloxPortable>(d, begin, end);
 }
 
 #if defined(FASTINIT_HAVE_X86_KERNELS)
-FASTINIT_V4 __attribute__((flatten)) void fill_range_avx512(const FillDescriptor& d, int64_t begin, int64_t end) {
-  fill_range_impl<PhiloxAvx512>(d, begin, end);
+FASTINIT_V4 __attribute__((flatten)) void fill_contiguous_avx512(const FillDescriptor& d,
+                                                                 int64_t begin, int64_t end) {
+  fill_contiguous<PhiloxAvx512>(d, begin, end);
 }
-FASTINIT_V3 __attribute__((flatten)) void fill_range_avx2(const FillDescriptor& d, int64_t begin, int64_t end) {
-  fill_range_impl<PhiloxAvx2>(d, begin, end);
+FASTINIT_V4 __attribute__((flatten)) void fill_strided_avx512(const FillDescriptor& d,
+                                                              int64_t begin, int64_t end) {
+  fill_strided<PhiloxAvx512>(d, begin, end);
+}
+FASTINIT_V3 __attribute__((flatten)) void fill_contiguous_avx2(const FillDescriptor& d,
+                                                               int64_t begin, int64_t end) {
+  fill_contiguous<PhiloxAvx2>(d, begin, end);
+}
+FASTINIT_V3 __attribute__((flatten)) void fill_strided_avx2(const FillDescriptor& d,
+                                                            int64_t begin, int64_t end) {
+  fill_strided<PhiloxAvx2>(d, begin, end);
 }
 #endif
 
 using FillRangeFn = void (*)(const FillDescriptor&, int64_t, int64_t);
+
+// The fill of local elements [begin, end) of a contiguous and of a strided descriptor.
+struct FillRangeFns {
+  FillRangeFn contiguous, strided;
+};
 
 enum class SimdLevel { kPortable, kAvx2, kAvx512 };
 
@@ -568,16 +577,16 @@ SimdLevel detect_simd_level() {
   return SimdLevel::kPortable;
 }
 
-FillRangeFn select_fill_range() {
+FillRangeFns select_fill_range() {
   switch (detect_simd_level()) {
 #if defined(FASTINIT_HAVE_X86_KERNELS)
     case SimdLevel::kAvx512:
-      return fill_range_avx512;
+      return {fill_contiguous_avx512, fill_strided_avx512};
     case SimdLevel::kAvx2:
-      return fill_range_avx2;
+      return {fill_contiguous_avx2, fill_strided_avx2};
 #endif
     default:
-      return fill_range_portable;
+      return {fill_contiguous_portable, fill_strided_portable};
   }
 }
 
@@ -612,10 +621,12 @@ void fill_cpu(const FillDescriptor* descriptors, int64_t count, int num_threads)
   }
   const int64_t n = static_cast<int64_t>(chunks.size());
   const int threads = num_threads > 0 ? num_threads : omp_get_max_threads();
-  static const FillRangeFn fill_range = select_fill_range();
+  static const FillRangeFns fill_range = select_fill_range();
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (n > 1)
   for (int64_t c = 0; c < n; ++c) {
-    fill_range(descriptors[chunks[c].descriptor], chunks[c].begin, chunks[c].end);
+    const FillDescriptor& d = descriptors[chunks[c].descriptor];
+    (is_contiguous(d) ? fill_range.contiguous : fill_range.strided)(d, chunks[c].begin,
+                                                                    chunks[c].end);
   }
 }
 

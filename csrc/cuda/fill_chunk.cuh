@@ -3,13 +3,16 @@
 // host, thread by thread, as an emulation of the kernel (fill_cuda.cu, emulate_fill) that the
 // tests check on machines without a GPU.
 //
-// Two routes, chosen per tensor by one predicate (STYLE.md: apex, can_use_fast_route):
+// Two routes, chosen per tensor by one predicate (as apex's can_use_fast_route):
 // - aligned: the element at every global index that is a multiple of V = 16 / sizeof(T) sits on
 //   a 16-byte boundary, i.e. (data - first_index * sizeof(T)) % 16 == 0. A thread computes the
 //   V / per_block Philox blocks of one such group and writes it with one 16-byte store; only the
 //   groups cut by the tensor's ends take the masked per-element stores.
 // - general: anything else (a view at an odd offset, a shard whose first_index is out of phase
 //   with its address): one Philox block per thread, masked per-element stores.
+// Those two serve contiguous descriptors. A strided one (channels_last, transposed, a shard
+// on an inner dim) is cut in its local row-major order instead, one element per thread step,
+// each at its strided address (fill_chunk_strided).
 // Either way each Philox block is computed once, and the values are those of the contract.
 #pragma once
 

@@ -31,8 +31,14 @@ static_assert(sizeof(FillDescriptor) % alignof(FillDescriptor) == 0 &&
                   alignof(FillDescriptor) % alignof(ChunkRef) == 0,
               "the descriptors and the map after them stay aligned");
 
-constexpr int kMaxChunkShift = 16;  // 65,536 elements per chunk (apex, PyTorch foreach)
-constexpr int kMinChunkShift = 11;  // 2,048: 256 threads x 8 halves, the largest store group
+constexpr int shift_of(int64_t power_of_two) {
+  return power_of_two > 1 ? 1 + shift_of(power_of_two / 2) : 0;
+}
+constexpr int kMaxChunkShift = shift_of(kMaxChunkElements);  // 65,536 (apex, PyTorch foreach)
+constexpr int kMinChunkShift = shift_of(kCudaMinChunkElements);  // 256 threads x 8 halves
+static_assert((int64_t{1} << kMaxChunkShift) == kMaxChunkElements &&
+                  (int64_t{1} << kMinChunkShift) == kCudaMinChunkElements,
+              "chunk sizes are powers of two");
 constexpr int64_t kMaxGridBlocks = 2147483647;  // gridDim.x limit
 
 // Chunks of one tensor under a chunk size of 2^shift (0 for an empty tensor). A strided

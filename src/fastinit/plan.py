@@ -16,13 +16,7 @@ from .contract import DTYPE_CODES, Distribution, check_seed
 from .errors import InitValueError, UnsupportedDtypeError
 from .sharding import check_placements, dim_pieces, global_indices, is_dtensor, local_tensor
 
-# struct FillDescriptor in csrc/fastinit/fill.h: data, numel, first_index, seed, stream, dist,
-# dtype, ndim (then 4 bytes of padding), size[MAX_DIMS], stride[MAX_DIMS],
-# global_stride[MAX_DIMS], param[8].
-MAX_DIMS = 8
-NUM_PARAMS = 8
-DESCRIPTOR_FORMAT = f"<QqqQQiii4x{MAX_DIMS}q{MAX_DIMS}q{MAX_DIMS}q{NUM_PARAMS}d"
-DESCRIPTOR_SIZE = struct.calcsize(DESCRIPTOR_FORMAT)
+from .contract_numbers import DESCRIPTOR_FORMAT, DESCRIPTOR_SIZE, MAX_DIMS, NUM_PARAMS
 
 OVERLAP_MESSAGE = (
     "unsupported operation: more than one element of the written-to tensor refers to a single "
@@ -163,6 +157,7 @@ class Fill:
             int(self.dist),
             int(DTYPE_CODES[self.tensor.dtype]),
             len(layout.sizes),
+            0,  # padding
             *layout.sizes, *[1] * pad,
             *layout.strides, *[0] * pad,
             *layout.global_strides, *[0] * pad,
@@ -227,8 +222,11 @@ def check_same_device(tensors: Sequence[torch.Tensor], fn_name: str) -> None:
 
 
 def make_fill(tensor, dist, params, seed, stream=0, first_index=0) -> Fill:
-    return Fill(tensor, Distribution(dist), tuple(float(p) for p in params), check_seed(seed),
-                check_seed(stream), int(first_index))
+    params = tuple(float(p) for p in params)
+    if dist == Distribution.UNIFORM and len(params) == 2:  # [scale, shift]: no half-open limit
+        params += (math.inf,)
+    return Fill(tensor, Distribution(dist), params, check_seed(seed), check_seed(stream),
+                int(first_index))
 
 
 def descriptor_fills(fills: Sequence[Fill]) -> list[Fill]:

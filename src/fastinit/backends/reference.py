@@ -1,4 +1,4 @@
-"""The `reference` backend: the random-number contract of DESIGN.md in plain NumPy integer and
+"""The `reference` backend: the random-number contract (docs/contract.md) in plain NumPy integer and
 float64 arithmetic. It is the executable specification the other backends are tested against;
 it is slow and meant for tests, small tensors and devices no other backend serves.
 
@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .. import contract_numbers
 from ..contract import (
     PHILOX_M0,
     PHILOX_M1,
@@ -29,7 +30,10 @@ from ..plan import Fill
 NAME = "reference"
 IMPORT_ERROR = None
 MASK32 = np.uint64(0xFFFFFFFF)
-TWO_PI_F32 = float(np.float32(6.2831853071795864769))
+TWO_PI_F32 = contract_numbers.f32(contract_numbers.F32["TWO_PI"])
+U24_SCALE = contract_numbers.f32(contract_numbers.F32["U24_SCALE"])
+U53_SCALE = float(contract_numbers.F64["U53_SCALE"])
+TWO_PI_F64 = float(contract_numbers.F64["TWO_PI_F64"])
 
 
 def philox4x32_10(c0, c1, c2, c3, k0: int, k1: int):
@@ -62,21 +66,21 @@ def block_words(blocks: np.ndarray, stream: int, seed: int) -> np.ndarray:
 
 
 def u24(w):
-    return (w >> np.uint64(8)).astype(np.float64) * 2.0**-24
+    return (w >> np.uint64(8)).astype(np.float64) * U24_SCALE
 
 
 def u24o(w):
-    return ((w >> np.uint64(8)) + np.uint64(1)).astype(np.float64) * 2.0**-24
+    return ((w >> np.uint64(8)) + np.uint64(1)).astype(np.float64) * U24_SCALE
 
 
 def u24m(w):
     """Odd 24-bit numerators: exact in fp32 and strictly inside (0, 1) (see philox.h)."""
-    return ((w >> np.uint64(8)) | np.uint64(1)).astype(np.float64) * 2.0**-24
+    return ((w >> np.uint64(8)) | np.uint64(1)).astype(np.float64) * U24_SCALE
 
 
 def u53(a, b):
     bits = ((a >> np.uint64(5)) << np.uint64(26)) | (b >> np.uint64(6))
-    return bits.astype(np.float64) * 2.0**-53
+    return bits.astype(np.float64) * U53_SCALE
 
 
 def f32(x):
@@ -103,7 +107,8 @@ def ndtri(p: np.ndarray) -> np.ndarray:
 def values_fp32_math(dist: int, params: Sequence[float], words: np.ndarray) -> np.ndarray:
     """Values (n, 4) of Philox blocks with words (n, 4) for the fp32-math distributions."""
     if dist == Distribution.UNIFORM:
-        return fma_f32(u24(words), f32(params[0]), f32(params[1]))
+        x = fma_f32(u24(words), f32(params[0]), f32(params[1]))
+        return np.where(x >= f32(params[2]), f32(params[1]), x)  # the half-open [a, b)
     if dist == Distribution.NORMAL:
         mean, std = f32(params[0]), f32(params[1])
         out = np.empty(words.shape, dtype=np.float64)
@@ -127,8 +132,8 @@ def values_fp64_math(dist: int, params: Sequence[float], words: np.ndarray) -> n
         u = np.stack([u53(words[:, 0], words[:, 1]), u53(words[:, 2], words[:, 3])], axis=-1)
         return u * params[0] + params[1]
     if dist == Distribution.NORMAL:
-        r = np.sqrt(-2.0 * np.log(u53(words[:, 0], words[:, 1]) + 2.0**-53))
-        theta = 2.0 * math.pi * u53(words[:, 2], words[:, 3])
+        r = np.sqrt(-2.0 * np.log(u53(words[:, 0], words[:, 1]) + U53_SCALE))
+        theta = TWO_PI_F64 * u53(words[:, 2], words[:, 3])
         z = np.stack([r * np.cos(theta), r * np.sin(theta)], axis=-1)
         return z * params[1] + params[0]
     if dist in (Distribution.TRUNC_NORMAL, Distribution.TRUNC_NORMAL_FP64):
