@@ -21,6 +21,7 @@ import fastinit  # noqa: F401  (conftest sets TRITON_INTERPRET before triton is 
 from fastinit import plan
 from fastinit.backends import cpu, reference
 from fastinit.backends import triton as triton_backend
+from fastinit.contract import Distribution, half_open_limit, uniform_params
 from fastinit.plan import Layout, collapse, index_layouts, make_fill, pack_descriptors
 
 from contract_cases import assert_matches_reference, distributions
@@ -233,3 +234,50 @@ def test_large_layouts_cross_chunk_boundaries(layout, dtype, backend):
             expected = _whole("cpu", distributions(dtype)[name], tuple(target.shape), dtype)
         assert torch.equal(target.contiguous().view(-1).view(torch.uint8),
                            expected.contiguous().view(-1).view(torch.uint8)), (backend, name)
+
+
+HALF_OPEN_SIZES = {"cpu": 2**24, "cuda_kernel_code": 2**24, "reference": 2**20,
+                   "triton": 2**14 if os.environ.get("TRITON_INTERPRET") == "1" else 2**24}
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("a,b", [(0.0, 1.0), (-0.1, 0.1)])
+def test_half_precision_uniform_stays_below_b(a, b, dtype, backend):
+    """uniform_ on [a, b) in bf16/fp16 never reaches b on any backend (2^24 elements; fewer for
+    the reference and Triton's interpreter), and every backend writes the cpu backend's bits."""
+    n = HALF_OPEN_SIZES[backend]
+    fill_params = (Distribution.UNIFORM, uniform_params(a, b, dtype))
+    out = torch.full((n,), float("nan"), dtype=dtype)
+    BACKENDS[backend]([make_fill(out, *fill_params, SEED, STREAM)])
+    assert not torch.isnan(out).any()
+    assert float(out.double().max()) < b, f"{backend} {dtype}: reached b = {b}"
+    if backend != "cpu":
+        assert torch.equal(out, _whole("cpu", fill_params, (n,), dtype))
+
+
+@pytest.mark.parametrize("dtype,a,b", [(torch.bfloat16, 0.0, 1.0), (torch.bfloat16, -0.1, 0.1),
+                                       (torch.float16, 0.0, 1.0)])
+def test_half_open_limit_changes_only_the_values_that_reach_b(dtype, a, b):
+    """Negative control: without the limit the same 2^24 draws reach b; with it exactly those
+    elements become a (rounded to the dtype) and the others keep their bits."""
+    n = 2**24
+    params = uniform_params(a, b, dtype)
+    out, unlimited = (torch.empty(n, dtype=dtype) for _ in range(2))
+    cpu.run([make_fill(out, Distribution.UNIFORM, params, SEED, STREAM)])
+    cpu.run([make_fill(unlimited, Distribution.UNIFORM, params[:2], SEED, STREAM)])
+    reached = unlimited.double() >= b
+    assert reached.sum() > 100
+    assert torch.equal(out[~reached], unlimited[~reached])
+    assert (out[reached] == torch.tensor(a, dtype=dtype)).all()
+
+
+def test_half_open_limit_is_the_rounding_boundary():
+    """The limit is the smallest fp32 value the dtype rounds to b or above."""
+    for dtype in (torch.bfloat16, torch.float16):
+        for b in (1.0, 0.1, -0.1, 3.0, 1e-3):
+            limit = half_open_limit(b, dtype)
+            below = float(np.nextafter(np.float32(limit), np.float32(-np.inf)))
+            assert torch.tensor(limit, dtype=torch.float32).to(dtype).double() >= b
+            assert torch.tensor(below, dtype=torch.float32).to(dtype).double() < b
+    assert half_open_limit(1.0, torch.float32) == float("inf")

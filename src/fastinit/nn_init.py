@@ -91,7 +91,7 @@ def _uniform_plan(fn_name, tensor, a, b) -> tuple[Distribution, list]:
             f"{fn_name}: uniform_ expects to-from <= {_fmt(finfo.max)} for {tensor.dtype}, but "
             f"found to={_fmt(b)} and from={_fmt(a)} which result in to-from to exceed the limit"
         )
-    return Distribution.UNIFORM, uniform_params(a, b)
+    return Distribution.UNIFORM, uniform_params(a, b, tensor.dtype)
 
 
 def _uniform_checked(fn_name, tensor, a, b, generator, seed) -> Tensor:
