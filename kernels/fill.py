@@ -24,13 +24,14 @@ Rounding. Uniform must be bitwise identical to the reference, i.e. an fp32 fma w
 rounding. ``tl.fma`` is ``fma.rn.f32`` on the GPU, and under TRITON_INTERPRET=1 Triton 3.9
 evaluates it with a real C fma (``_interpreter.fma_fp32``, checked: fused on inputs where a
 multiply-then-add differs); older interpreters computed ``x * y + z`` in numpy, rounding twice.
-``interpreter_fma_is_fused()`` probes this once per process, and where it is not fused the two
-fmas whose rounding the contract pins (the uniform value, the trunc_normal probability p) take
-the constexpr path EXACT_FMA of ``_fma32``: the product of two fp32 values is exact in fp64,
-the fp64 sum is corrected to round-to-odd from its exact error (TwoSum; no product involved, so
-contraction cannot change it), and a round-to-odd fp64 value rounds to fp32 correctly
-(53 >= 24 + 2 bits), the method of the reference backend's ``fma_f32``. The polynomial fmas are
-plain ``tl.fma`` (an unfused interpreter moves them by an ulp, inside the tolerance). fp64 math
+``interpreter_fma_is_fused()`` probes this once per process, and where it is not fused every
+fma (the uniform value, the trunc_normal probability, the polynomials of log, sincos and the
+quantile, the final scaling) takes the constexpr path EXACT_FMA of ``_fma32``: the product of
+two fp32 values is exact in fp64, the fp64 sum is corrected to round-to-odd from its exact error
+(TwoSum; no product involved, so contraction cannot change it), and a round-to-odd fp64 value
+rounds to fp32 correctly (53 >= 24 + 2 bits), the method of the reference backend's
+``fma_f32``. So Triton 3.8's interpreter, whose double rounding moved normal values by up to 8
+ulp, gives the C++ bits too; compiled kernels and fused interpreters keep ``tl.fma``. fp64 math
 rounds products and sums separately (u53 * scale + shift), as fill.h and the reference do, so
 fp64 uniform is bitwise equal on every backend too. trunc_normal elements whose p falls below
 Giles' fitted range (p < 2^-24, kGilesMinP of fill.h) take the fp64 quantile, rounded to fp32.
@@ -204,7 +205,7 @@ def _clamp(x, lo, hi):
 
 
 @triton.jit
-def _log_f32(x):
+def _log_f32(x, EXACT_FMA: tl.constexpr):
     """log_f32 of distributions.h: Cephes logf, explicit fmas; x >= 0, log(0) = -inf."""
     u = x.to(tl.int32, bitcast=True)
     biased = (u >> 23) & 0xFF
@@ -215,38 +216,38 @@ def _log_f32(x):
     f = tl.where(below, (m + m) - 1.0, m - 1.0)
     fe = e.to(tl.float32)
     z = f * f
-    p = tl.fma(f, LOG_0, LOG_1)
-    p = tl.fma(p, f, LOG_2)
-    p = tl.fma(p, f, LOG_3)
-    p = tl.fma(p, f, LOG_4)
-    p = tl.fma(p, f, LOG_5)
-    p = tl.fma(p, f, LOG_6)
-    p = tl.fma(p, f, LOG_7)
-    p = tl.fma(p, f, LOG_8)
+    p = _fma32(f, LOG_0, LOG_1, EXACT_FMA)
+    p = _fma32(p, f, LOG_2, EXACT_FMA)
+    p = _fma32(p, f, LOG_3, EXACT_FMA)
+    p = _fma32(p, f, LOG_4, EXACT_FMA)
+    p = _fma32(p, f, LOG_5, EXACT_FMA)
+    p = _fma32(p, f, LOG_6, EXACT_FMA)
+    p = _fma32(p, f, LOG_7, EXACT_FMA)
+    p = _fma32(p, f, LOG_8, EXACT_FMA)
     y = (p * f) * z
-    y = tl.fma(fe, LN2_LO, y)
-    y = tl.fma(z, -0.5, y)
+    y = _fma32(fe, LN2_LO, y, EXACT_FMA)
+    y = _fma32(z, -0.5, y, EXACT_FMA)
     r = f + y
-    r = tl.fma(fe, LN2_HI, r)
+    r = _fma32(fe, LN2_HI, r, EXACT_FMA)
     return tl.where(x == 0.0, _NEG_INF, r)
 
 
 @triton.jit
-def _sincos_f32(theta):
+def _sincos_f32(theta, EXACT_FMA: tl.constexpr):
     """sincos_f32 of distributions.h for theta in [0, 2 pi]: Cody-Waite by pi/2, minimax."""
     q = theta * TWO_OVER_PI
     k = (q + 12582912.0) - 12582912.0  # rint, ties to even (1.5 * 2^23; no fp fusion)
-    y = tl.fma(k, PIO2_1, theta)
-    y = tl.fma(k, PIO2_2, y)
-    y = tl.fma(k, PIO2_3, y)
+    y = _fma32(k, PIO2_1, theta, EXACT_FMA)
+    y = _fma32(k, PIO2_2, y, EXACT_FMA)
+    y = _fma32(k, PIO2_3, y, EXACT_FMA)
     quadrant = k.to(tl.int32) & 3
     z = y * y
-    sp = tl.fma(z, SIN_0, SIN_1)
-    sp = tl.fma(sp, z, SIN_2)
-    sin_y = tl.fma(sp * z, y, y)
-    cp = tl.fma(z, COS_0, COS_1)
-    cp = tl.fma(cp, z, COS_2)
-    cos_y = tl.fma(cp * z, z, tl.fma(z, -0.5, 1.0))
+    sp = _fma32(z, SIN_0, SIN_1, EXACT_FMA)
+    sp = _fma32(sp, z, SIN_2, EXACT_FMA)
+    sin_y = _fma32(sp * z, y, y, EXACT_FMA)
+    cp = _fma32(z, COS_0, COS_1, EXACT_FMA)
+    cp = _fma32(cp, z, COS_2, EXACT_FMA)
+    cos_y = _fma32(cp * z, z, _fma32(z, -0.5, 1.0, EXACT_FMA), EXACT_FMA)
     swap = (quadrant & 1) != 0
     s0 = tl.where(swap, cos_y, sin_y)
     c0 = tl.where(swap, sin_y, cos_y)
@@ -256,28 +257,28 @@ def _sincos_f32(theta):
 
 
 @triton.jit
-def _normal_quantile_f32(p):
+def _normal_quantile_f32(p, EXACT_FMA: tl.constexpr):
     """normal_quantile_f32 of distributions.h: sqrt2 erfinv(2p - 1), Giles, w from p."""
-    x = tl.fma(p, 2.0, -1.0)
-    w = -_log_f32((4.0 * p) * (1.0 - p))
+    x = _fma32(p, 2.0, -1.0, EXACT_FMA)
+    w = -_log_f32((4.0 * p) * (1.0 - p), EXACT_FMA)
     wc = w - GILES_CENTRAL_SHIFT
-    pc = tl.fma(wc, GILES_CENTRAL_0, GILES_CENTRAL_1)
-    pc = tl.fma(pc, wc, GILES_CENTRAL_2)
-    pc = tl.fma(pc, wc, GILES_CENTRAL_3)
-    pc = tl.fma(pc, wc, GILES_CENTRAL_4)
-    pc = tl.fma(pc, wc, GILES_CENTRAL_5)
-    pc = tl.fma(pc, wc, GILES_CENTRAL_6)
-    pc = tl.fma(pc, wc, GILES_CENTRAL_7)
-    pc = tl.fma(pc, wc, GILES_CENTRAL_8)
+    pc = _fma32(wc, GILES_CENTRAL_0, GILES_CENTRAL_1, EXACT_FMA)
+    pc = _fma32(pc, wc, GILES_CENTRAL_2, EXACT_FMA)
+    pc = _fma32(pc, wc, GILES_CENTRAL_3, EXACT_FMA)
+    pc = _fma32(pc, wc, GILES_CENTRAL_4, EXACT_FMA)
+    pc = _fma32(pc, wc, GILES_CENTRAL_5, EXACT_FMA)
+    pc = _fma32(pc, wc, GILES_CENTRAL_6, EXACT_FMA)
+    pc = _fma32(pc, wc, GILES_CENTRAL_7, EXACT_FMA)
+    pc = _fma32(pc, wc, GILES_CENTRAL_8, EXACT_FMA)
     wt = tl.sqrt_rn(w) - GILES_TAIL_SHIFT
-    pt = tl.fma(wt, GILES_TAIL_0, GILES_TAIL_1)
-    pt = tl.fma(pt, wt, GILES_TAIL_2)
-    pt = tl.fma(pt, wt, GILES_TAIL_3)
-    pt = tl.fma(pt, wt, GILES_TAIL_4)
-    pt = tl.fma(pt, wt, GILES_TAIL_5)
-    pt = tl.fma(pt, wt, GILES_TAIL_6)
-    pt = tl.fma(pt, wt, GILES_TAIL_7)
-    pt = tl.fma(pt, wt, GILES_TAIL_8)
+    pt = _fma32(wt, GILES_TAIL_0, GILES_TAIL_1, EXACT_FMA)
+    pt = _fma32(pt, wt, GILES_TAIL_2, EXACT_FMA)
+    pt = _fma32(pt, wt, GILES_TAIL_3, EXACT_FMA)
+    pt = _fma32(pt, wt, GILES_TAIL_4, EXACT_FMA)
+    pt = _fma32(pt, wt, GILES_TAIL_5, EXACT_FMA)
+    pt = _fma32(pt, wt, GILES_TAIL_6, EXACT_FMA)
+    pt = _fma32(pt, wt, GILES_TAIL_7, EXACT_FMA)
+    pt = _fma32(pt, wt, GILES_TAIL_8, EXACT_FMA)
     poly = tl.where(w < GILES_SPLIT, pc, pt)
     return SQRT2 * (poly * x)
 
@@ -386,11 +387,11 @@ def _store_tile(out_ptr, tile_local, numel, vals, aligned, N: tl.constexpr):
 
 
 @triton.jit
-def _box_muller_f32(wa, wb):
+def _box_muller_f32(wa, wb, EXACT_FMA: tl.constexpr):
     """(r cos theta, r sin theta) of the word pairs (wa, wb): normal_pair_f32 of fill.h."""
-    r = tl.sqrt_rn(-2.0 * _log_f32(_u24o(wa)))
+    r = tl.sqrt_rn(-2.0 * _log_f32(_u24o(wa), EXACT_FMA))
     theta = TWO_PI * _u24(wb)
-    s, c = _sincos_f32(theta)
+    s, c = _sincos_f32(theta, EXACT_FMA)
     return r * c, r * s
 
 
@@ -406,11 +407,11 @@ def _uniform_f32(w, scale, shift, limit, EXACT_FMA: tl.constexpr):
 def _trunc_normal_f32(w, q0, q1, q2, q3, q4, q5, q6, q7, EXACT_FMA: tl.constexpr):
     """trunc_normal_value_f32 of fill.h on words w."""
     p = _fma32(_u24m(w), q3, q2, EXACT_FMA)
-    z = _normal_quantile_f32(p)
+    z = _normal_quantile_f32(p, EXACT_FMA)
     if tl.min(p, axis=0) < GILES_MIN_P:  # rare tiles: below Giles' range
         z = tl.where(p < GILES_MIN_P, _normal_quantile_f64(p.to(tl.float64)).to(tl.float32), z)
     z = _clamp(z, q4, q5)
-    return _clamp(tl.fma(z, q1, q0), q6, q7)
+    return _clamp(_fma32(z, q1, q0, EXACT_FMA), q6, q7)
 
 
 @triton.jit
@@ -439,8 +440,8 @@ def _fill_chunk_f32_math(out_ptr, aligned16, numel, first, chunk, k0, k1, s0, s1
             wa = tl.interleave(w0, w2)  # even words of pairs (0, 1) and (2, 3)
             wb = tl.interleave(w1, w3)  # odd words
             if dist == NORMAL:
-                zc, zs = _box_muller_f32(wa, wb)
-                vals = tl.fma(tl.interleave(zc, zs), q1, q0)
+                zc, zs = _box_muller_f32(wa, wb, EXACT_FMA)
+                vals = _fma32(tl.interleave(zc, zs), q1, q0, EXACT_FMA)
             else:
                 w = tl.interleave(wa, wb)  # words 0, 1, 2, 3 of each block, in element order
                 if dist == UNIFORM:
@@ -497,9 +498,10 @@ def _fill_chunk_strided(row, out_ptr, numel, first, chunk, k0, k1, s0, s1, dist,
             if dist == CONSTANT:
                 vals = tl.full([N], 0.0, tl.float32) + p0.to(tl.float32)
             elif dist == NORMAL:
-                zc, zs = _box_muller_f32(tl.where(t < 2, w0, w2), tl.where(t < 2, w1, w3))
-                vals = tl.fma(tl.where((t % 2) == 0, zc, zs), p1.to(tl.float32),
-                              p0.to(tl.float32))
+                zc, zs = _box_muller_f32(tl.where(t < 2, w0, w2), tl.where(t < 2, w1, w3),
+                                         EXACT_FMA)
+                vals = _fma32(tl.where((t % 2) == 0, zc, zs), p1.to(tl.float32),
+                              p0.to(tl.float32), EXACT_FMA)
             else:
                 w = tl.where(t == 0, w0, tl.where(t == 1, w1, tl.where(t == 2, w2, w3)))
                 if dist == UNIFORM:

@@ -23,6 +23,7 @@ from fastinit.contract import (  # noqa: E402
     Distribution,
 )
 from fastinit.contract_numbers import DESCRIPTOR_WORDS  # noqa: E402
+from fastinit import plan  # noqa: E402
 from fastinit.plan import make_fill, pack_descriptors  # noqa: E402
 
 from conftest import poisoned  # noqa: E402
@@ -106,7 +107,8 @@ def test_interpreter_fma_is_detected():
     has one, older ones take the fp64 round-to-odd path (covered by the test below)."""
     if not INTERPRETED:
         pytest.skip("the probe is for the interpreter")
-    assert kernels.interpreter_fma_is_fused() in (True, False)
+    version = tuple(int(part) for part in triton.__version__.split(".")[:2])
+    assert kernels.interpreter_fma_is_fused() == (version >= (3, 9))
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -127,6 +129,23 @@ def test_exact_fma_path_matches_reference(monkeypatch, dtype):
         fill = make_fill(poisoned((1000,), dtype, DEVICE), dist, params, 7, 3, 1)
         kernels.fill([fill], SMALL)
         assert_matches_reference(fill.tensor, reference_values(fill), name, dtype)
+
+
+@pytest.mark.skipif(cpu.IMPORT_ERROR is not None, reason="the C++ cpu backend is not built")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_exact_fma_path_gives_the_cpp_bits(monkeypatch, dtype):
+    """Every fma of the fp32 polynomials takes the exact path where an interpreter's fma is not
+    fused (Triton < 3.9, which otherwise moved normal values by up to 8 ulp): forced here, every
+    fp32-math distribution, contiguous and strided, is bitwise the cpu backend's."""
+    monkeypatch.setattr(kernels, "_exact_fma_path", lambda device: True)
+    for name, (dist, params) in distributions(dtype).items():
+        for shape, make in (((2000,), lambda t: t), ((40, 30), lambda t: t.t())):
+            target = make(poisoned(shape, dtype, DEVICE))
+            kernels.fill(plan.descriptor_fills([make_fill(target, dist, params, SEED, STREAM)]),
+                         SMALL)
+            expected = poisoned(tuple(target.shape), dtype)
+            cpu.run([make_fill(expected, dist, params, SEED, STREAM)])
+            assert torch.equal(target.cpu(), expected), f"{name} {dtype} {shape}"
 
 
 @pytest.mark.skipif(cpu.IMPORT_ERROR is not None, reason="the C++ cpu backend is not built")
