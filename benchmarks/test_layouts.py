@@ -127,23 +127,26 @@ def test_contiguous_fast_path_against_baseline(benchmark, case, dtype):
 
 def test_tp_sharded_init_per_rank(benchmark):
     """benchmarks/tp_init.py on 2 gloo ranks (Llama shape, 4 layers, TP on dims 0 and 1),
-    launched with this checkout and, when FASTINIT_BASELINE is set, the baseline's
-    .venv/bin/python in turn."""
+    launched with this checkout and, when FASTINIT_BASELINE is set, the baseline (its
+    .venv/bin/python if it has one, else this interpreter with the baseline's src first on
+    the path) in turn."""
     sys.path.insert(0, os.path.dirname(__file__))
     import tp_init
 
-    pythons = {"this build": sys.executable}
+    arms = {"this build": (sys.executable, None)}
     if BASELINE:
-        pythons = {"baseline": os.path.join(BASELINE, ".venv", "bin", "python"), **pythons}
-    runs = {name: [] for name in pythons}
+        venv_python = os.path.join(BASELINE, ".venv", "bin", "python")
+        arms = {"baseline": (venv_python, None) if os.path.exists(venv_python) else
+                (sys.executable, {"PYTHONPATH": os.path.join(BASELINE, "src")}), **arms}
+    runs = {name: [] for name in arms}
 
     def rounds():
         for _ in range(int(os.environ.get("FASTINIT_TP_ROUNDS", 2))):
-            for name, python in pythons.items():
-                runs[name].append(tp_init.launch(python, 2, 3, 4))
+            for name, (python, env) in arms.items():
+                runs[name].append(tp_init.launch(python, 2, 3, 4, env))
 
     benchmark.pedantic(rounds, rounds=1, iterations=1)
-    base = next(iter(pythons))
+    base = next(iter(arms))
     medians = {name: statistics.median(max(r["median_s"] for r in run["ranks"]) for run in rs)
                for name, rs in runs.items()}
     print("\nTP-sharded Llama init per rank (2 ranks, slowest rank, medians)")

@@ -72,18 +72,20 @@ def worker(args) -> None:
     dist.destroy_process_group()
 
 
-def launch(python: str, world: int, repeats: int, layers: int) -> dict:
-    """Run the worker on `world` ranks with interpreter `python`; rank 0's JSON line."""
+def launch(python: str, world: int, repeats: int, layers: int, env=None) -> dict:
+    """Run the worker on `world` ranks with interpreter `python` (and `env` added to the
+    environment); rank 0's JSON line."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     procs = []
     for rank in range(world):
-        env = dict(os.environ, RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
-                   MASTER_PORT=str(port), OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+        rank_env = dict(os.environ, **(env or {}), RANK=str(rank), WORLD_SIZE=str(world),
+                        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1",
+                        PYTHONDONTWRITEBYTECODE="1")
         procs.append(subprocess.Popen(
             [python, os.path.abspath(__file__), "--worker", "--repeats", str(repeats),
-             "--layers", str(layers)], env=env, stdout=subprocess.PIPE, text=True))
+             "--layers", str(layers)], env=rank_env, stdout=subprocess.PIPE, text=True))
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     if any(p.returncode for p in procs):
         raise RuntimeError(f"tp_init workers exited with {[p.returncode for p in procs]}")
