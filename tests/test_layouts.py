@@ -281,3 +281,11 @@ def test_half_open_limit_is_the_rounding_boundary():
             assert torch.tensor(limit, dtype=torch.float32).to(dtype).double() >= b
             assert torch.tensor(below, dtype=torch.float32).to(dtype).double() < b
     assert half_open_limit(1.0, torch.float32) == float("inf")
+
+
+def test_a_fill_that_needs_several_descriptors_must_be_planned():
+    many = torch.empty([2] * 10).permute(*reversed(range(10)))
+    fill = make_fill(many, *distributions(torch.float32)["uniform"], SEED, STREAM)
+    with pytest.raises(fastinit.InitValueError, match="needs 4 descriptors"):
+        fill.pack()
+    assert len(plan.descriptor_fills([fill])) == 4

@@ -138,10 +138,15 @@ class Fill:
     layout: Layout | None = None
 
     def resolved_layout(self) -> Layout:
+        """The layout of the descriptor this fill packs: `layout`, or a plain tensor's own."""
         if self.layout is not None:
             return self.layout
-        (layout, _), = tensor_layouts(self.tensor)
-        return layout
+        layouts = tensor_layouts(self.tensor)
+        if len(layouts) != 1:
+            raise InitValueError(
+                f"a tensor of shape {tuple(self.tensor.shape)} and strides {self.tensor.stride()} "
+                f"needs {len(layouts)} descriptors; plan it with descriptor_fills")
+        return layouts[0][0]
 
     def pack(self) -> bytes:
         layout = self.resolved_layout()
