@@ -513,6 +513,11 @@ inline __attribute__((always_inline)) void fill_strided(const FillDescriptor& d,
   uint64_t index;
   locate(d, begin, offset, index);
   char* const base = reinterpret_cast<char*>(d.data) + offset * static_cast<int64_t>(esize);
+  int64_t span = 1;  // elements from base to the box's last element, plus one
+  for (int k = 0; k < ndim; ++k) span += (size[k] - 1) * stride[k];
+  if (span == end - begin) {  // a dense box (channels_last, transposed): one memory range
+    prefault(base, base + span * static_cast<int64_t>(esize));
+  }
   switch (esize) {
     case 8:
       store_box(reinterpret_cast<const uint64_t*>(values), ndim, size, stride,
