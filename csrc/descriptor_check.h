@@ -24,8 +24,10 @@ inline int64_t descriptor_count(size_t bytes) {
 }
 
 // Descriptor `index` can be written: known distribution and dtype codes, numel >= 0,
-// first_index >= 0, and for numel > 0 a non-null data address aligned for the dtype whose
-// extent (numel elements) fits the address space. Throws std::invalid_argument otherwise.
+// first_index >= 0, ndim in [1, kMaxDims], sizes and strides >= 0 with numel their sizes'
+// product, and for numel > 0 a non-null data address aligned for the dtype whose strided extent
+// (1 + sum((size - 1) * stride) elements) fits the address space. Throws std::invalid_argument
+// otherwise.
 inline void check_descriptor(const FillDescriptor& d, int64_t index) {
   const std::string where = "descriptor " + std::to_string(index) + ": ";
   if (d.dist < kConstant || d.dist > kTruncNormalFp64) {
@@ -42,6 +44,26 @@ inline void check_descriptor(const FillDescriptor& d, int64_t index) {
     throw std::invalid_argument(where + "first_index: " + std::to_string(d.first_index) +
                                 " is negative");
   }
+  if (d.ndim < 1 || d.ndim > kMaxDims) {
+    throw std::invalid_argument(where + "ndim: " + std::to_string(d.ndim) + " is outside [1, " +
+                                std::to_string(kMaxDims) + "]");
+  }
+  int64_t numel = 1;
+  uint64_t extent = 1;  // elements from data to the last one written, inclusive
+  for (int k = 0; k < d.ndim; ++k) {
+    if (d.size[k] < 0 || d.stride[k] < 0 || d.global_stride[k] < 0) {
+      throw std::invalid_argument(where + "dim " + std::to_string(k) + ": size " +
+                                  std::to_string(d.size[k]) + ", stride " +
+                                  std::to_string(d.stride[k]) + " and global stride " +
+                                  std::to_string(d.global_stride[k]) + " must be >= 0");
+    }
+    numel *= d.size[k];
+    if (d.size[k] > 0) extent += static_cast<uint64_t>(d.size[k] - 1) * d.stride[k];
+  }
+  if (numel != d.numel) {
+    throw std::invalid_argument(where + "numel: " + std::to_string(d.numel) +
+                                " differs from the product of its sizes, " + std::to_string(numel));
+  }
   if (d.numel == 0) return;
   if (d.data == 0) {
     throw std::invalid_argument(where + "data: null address for " + std::to_string(d.numel) +
@@ -53,10 +75,10 @@ inline void check_descriptor(const FillDescriptor& d, int64_t index) {
                                 " is not aligned to the " + std::to_string(size) +
                                 "-byte elements of its dtype");
   }
-  if (static_cast<uint64_t>(d.numel) > (std::numeric_limits<uint64_t>::max() - d.data) / size) {
-    throw std::invalid_argument(where + "numel: " + std::to_string(d.numel) +
-                                " elements from address " + std::to_string(d.data) +
-                                " pass the end of the address space");
+  if (extent > (std::numeric_limits<uint64_t>::max() - d.data) / size) {
+    throw std::invalid_argument(where + "numel: " + std::to_string(d.numel) + " elements over " +
+                                std::to_string(extent) + " from address " +
+                                std::to_string(d.data) + " pass the end of the address space");
   }
 }
 

@@ -1,6 +1,7 @@
 """The fused fill in Triton: one launch writes a whole list of tensors of one dtype.
 
-Maths (DESIGN.md, "The random-number contract"; the C++ twin is csrc/fastinit/fill.h):
+Maths (docs/contract.md; the C++ twin is csrc/fastinit/fill.h; every constant and
+coefficient comes from kernels/contract_numbers.py, generated from fastinit.contract_numbers):
 
 - Philox4x32-10 with counter (block lo, block hi, stream lo, stream hi) and key (seed lo,
   seed hi); the 32x32 -> 64 products are ``tl.umulhi`` plus a wrapping 32-bit multiply, and
@@ -23,13 +24,14 @@ Rounding. Uniform must be bitwise identical to the reference, i.e. an fp32 fma w
 rounding. ``tl.fma`` is ``fma.rn.f32`` on the GPU, and under TRITON_INTERPRET=1 Triton 3.9
 evaluates it with a real C fma (``_interpreter.fma_fp32``, checked: fused on inputs where a
 multiply-then-add differs); older interpreters computed ``x * y + z`` in numpy, rounding twice.
-``interpreter_fma_is_fused()`` probes this once per process, and where it is not fused the two
-fmas whose rounding the contract pins (the uniform value, the trunc_normal probability p) take
-the constexpr path EXACT_FMA of ``_fma32``: the product of two fp32 values is exact in fp64,
-the fp64 sum is corrected to round-to-odd from its exact error (TwoSum; no product involved, so
-contraction cannot change it), and a round-to-odd fp64 value rounds to fp32 correctly
-(53 >= 24 + 2 bits), the method of the reference backend's ``fma_f32``. The polynomial fmas are
-plain ``tl.fma`` (an unfused interpreter moves them by an ulp, inside the tolerance). fp64 math
+``interpreter_fma_is_fused()`` probes this once per process, and where it is not fused every
+fma (the uniform value, the trunc_normal probability, the polynomials of log, sincos and the
+quantile, the final scaling) takes the constexpr path EXACT_FMA of ``_fma32``: the product of
+two fp32 values is exact in fp64, the fp64 sum is corrected to round-to-odd from its exact error
+(TwoSum; no product involved, so contraction cannot change it), and a round-to-odd fp64 value
+rounds to fp32 correctly (53 >= 24 + 2 bits), the method of the reference backend's
+``fma_f32``. So Triton 3.8's interpreter, whose double rounding moved normal values by up to 8
+ulp, gives the C++ bits too; compiled kernels and fused interpreters keep ``tl.fma``. fp64 math
 rounds products and sums separately (u53 * scale + shift), as fill.h and the reference do, so
 fp64 uniform is bitwise equal on every backend too. trunc_normal elements whose p falls below
 Giles' fitted range (p < 2^-24, kGilesMinP of fill.h) take the fp64 quantile, rounded to fp32.
@@ -39,18 +41,19 @@ fp32 square roots are ``sqrt_rn`` (Triton's ``sqrt`` is approximate on the GPU);
 add-and-subtract of 1.5 * 2^23, exact round-to-nearest-even for |x| < 2^22. fp32 -> bf16 is
 rounded in integer ops (the interpreter's cast does not round to nearest even).
 
-Work layout (apex multi_tensor_apply style). The host packs, per tensor, one descriptor row of
-DESC_WORDS int64 (address, numel, first_index, seed lo/hi, stream lo/hi, distribution, then the
-8 parameters as fp64 bit patterns) and, per program, one row (tensor, chunk) of the block map;
-both go to the device as one int64 tensor (one copy). Chunk c of a tensor covers the Philox
-blocks [first // PB + c * CHUNK / PB, ... + CHUNK / PB) (PB elements per block, 4 or 2) and
-writes those of their elements whose local index lies in [0, numel): every element belongs to
-exactly one chunk, whatever ``first_index % PB`` is. A program walks its chunk in tiles of
-TILE Philox blocks (4 * TILE or 2 * TILE contiguous elements), with 64-bit scalar index math
-once per tile; inside a tile offsets are 32-bit and the 64-bit block counter is carried by a
-32-bit add and compare. A full tile of a 16-byte aligned tensor whose first_index is a block
-boundary is stored unmasked with an alignment hint (16-byte vector stores on sm_90); partial
-tiles and other tensors take the masked, still coalesced, store.
+Work layout (apex multi_tensor_apply style). The host packs, per tensor, its FillDescriptor
+(the C++ struct, read here as DESC_WORDS int64 words) and, per program, one row (tensor, chunk)
+of the block map; both go to the device as one int64 tensor (one copy). Chunk c of a contiguous
+tensor covers the Philox blocks [first // PB + c * CHUNK / PB, ... + CHUNK / PB) (PB elements
+per block, 4 or 2) and writes those of their elements whose local index lies in [0, numel):
+every element belongs to exactly one chunk, whatever ``first_index % PB`` is. A program walks its
+chunk in tiles of TILE Philox blocks (4 * TILE or 2 * TILE contiguous elements), with 64-bit
+scalar index math once per tile; inside a tile offsets are 32-bit and the 64-bit block counter is
+carried by a 32-bit add and compare. A full tile of a 16-byte aligned tensor whose first_index is
+a block boundary is stored unmasked with an alignment hint (16-byte vector stores on sm_90); partial
+tiles and other tensors take the masked, still coalesced, store. A strided descriptor (any
+other layout) is cut in its local row-major order: each element's memory offset and contract
+index come from its multi-index, and it takes the value of its own Philox block.
 """
 from __future__ import annotations
 
@@ -65,21 +68,11 @@ import torch
 import triton
 import triton.language as tl
 
-# Distribution codes of csrc/fastinit/fill.h and fastinit.contract.Distribution.
-CONSTANT = tl.constexpr(0)
-UNIFORM = tl.constexpr(1)
-NORMAL = tl.constexpr(2)
-TRUNC_NORMAL = tl.constexpr(3)
-TRUNC_NORMAL_FP64 = tl.constexpr(4)
+from fastinit.contract import elements_per_block
+from fastinit.plan import pack_descriptors
 
-# One descriptor row: int64 words, params as the bits of their fp64 values.
-DESC_ADDR, DESC_NUMEL, DESC_FIRST = 0, 1, 2
-DESC_SEED_LO, DESC_SEED_HI, DESC_STREAM_LO, DESC_STREAM_HI, DESC_DIST = 3, 4, 5, 6, 7
-DESC_PARAM = 8
-DESC_WORDS = 16
-_DESC_WORDS = tl.constexpr(DESC_WORDS)
-# Giles' fp32 erfinv is fitted for p >= 2^-24 (kGilesMinP in csrc/fastinit/fill.h).
-GILES_MIN_P = tl.constexpr(5.9604644775390625e-08)
+from .contract_numbers import *  # noqa: F403  (generated from fastinit.contract_numbers)
+
 _INF = tl.constexpr(float("inf"))
 _NEG_INF = tl.constexpr(float("-inf"))
 
@@ -114,8 +107,8 @@ class LaunchConfig:
     tile_blocks: int = 128
     num_warps: int = 4
     max_programs: int = 2**31 - 1
-    min_chunk: int = 4096
-    max_chunk: int = 65536
+    min_chunk: int = TRITON_MIN_CHUNK_ELEMENTS  # noqa: F405
+    max_chunk: int = MAX_CHUNK_ELEMENTS  # noqa: F405
     programs_per_sm: int = 8
 
 
@@ -153,37 +146,37 @@ def chunk_for(total_elements: int, device: torch.device, config: LaunchConfig) -
 def _philox4x32_10(c0, c1, c2, c3, k0, k1):
     """Ten Philox rounds on uint32 counters (c0..c3) with key (k0, k1); returns the 4 words."""
     for _ in tl.static_range(10):
-        hi0 = tl.umulhi(c0, 0xD2511F53)
-        lo0 = tl.mul(c0, 0xD2511F53, sanitize_overflow=False)
-        hi1 = tl.umulhi(c2, 0xCD9E8D57)
-        lo1 = tl.mul(c2, 0xCD9E8D57, sanitize_overflow=False)
+        hi0 = tl.umulhi(c0, PHILOX_M0)
+        lo0 = tl.mul(c0, PHILOX_M0, sanitize_overflow=False)
+        hi1 = tl.umulhi(c2, PHILOX_M1)
+        lo1 = tl.mul(c2, PHILOX_M1, sanitize_overflow=False)
         c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
-        k0 = tl.add(k0, 0x9E3779B9, sanitize_overflow=False)
-        k1 = tl.add(k1, 0xBB67AE85, sanitize_overflow=False)
+        k0 = tl.add(k0, PHILOX_W0, sanitize_overflow=False)
+        k1 = tl.add(k1, PHILOX_W1, sanitize_overflow=False)
     return c0, c1, c2, c3
 
 
 @triton.jit
 def _u24(w):
-    return (w >> 8).to(tl.int32).to(tl.float32) * 5.9604644775390625e-8
+    return (w >> 8).to(tl.int32).to(tl.float32) * U24_SCALE
 
 
 @triton.jit
 def _u24o(w):
-    return ((w >> 8).to(tl.int32) + 1).to(tl.float32) * 5.9604644775390625e-8
+    return ((w >> 8).to(tl.int32) + 1).to(tl.float32) * U24_SCALE
 
 
 @triton.jit
 def _u24m(w):
     # The midpoint map of philox.h: the odd 24-bit numerator (w >> 8) | 1, exact in fp32.
-    return ((w >> 8) | 1).to(tl.int32).to(tl.float32) * 5.9604644775390625e-8
+    return ((w >> 8) | 1).to(tl.int32).to(tl.float32) * U24_SCALE
 
 
 @triton.jit
 def _u53(a, b):
     hi = (a >> 5).to(tl.int32).to(tl.float64)
     lo = (b >> 6).to(tl.int32).to(tl.float64)
-    return (hi * 67108864.0 + lo) * 1.1102230246251565404e-16  # exact: < 2^53
+    return (hi * 67108864.0 + lo) * U53_SCALE  # exact: < 2^53
 
 
 @triton.jit
@@ -212,49 +205,49 @@ def _clamp(x, lo, hi):
 
 
 @triton.jit
-def _log_f32(x):
+def _log_f32(x, EXACT_FMA: tl.constexpr):
     """log_f32 of distributions.h: Cephes logf, explicit fmas; x >= 0, log(0) = -inf."""
     u = x.to(tl.int32, bitcast=True)
     biased = (u >> 23) & 0xFF
     m = ((u & 0x007FFFFF) | 0x3F000000).to(tl.float32, bitcast=True)  # x = m 2^e, m in [.5, 1)
     e = biased - 126
-    below = m < 0.707106781186547524
+    below = m < SQRT_HALF
     e = tl.where(below, e - 1, e)
     f = tl.where(below, (m + m) - 1.0, m - 1.0)
     fe = e.to(tl.float32)
     z = f * f
-    p = tl.fma(f, 7.0376836292e-2, -1.1514610310e-1)
-    p = tl.fma(p, f, 1.1676998740e-1)
-    p = tl.fma(p, f, -1.2420140846e-1)
-    p = tl.fma(p, f, 1.4249322787e-1)
-    p = tl.fma(p, f, -1.6668057665e-1)
-    p = tl.fma(p, f, 2.0000714765e-1)
-    p = tl.fma(p, f, -2.4999993993e-1)
-    p = tl.fma(p, f, 3.3333331174e-1)
+    p = _fma32(f, LOG_0, LOG_1, EXACT_FMA)
+    p = _fma32(p, f, LOG_2, EXACT_FMA)
+    p = _fma32(p, f, LOG_3, EXACT_FMA)
+    p = _fma32(p, f, LOG_4, EXACT_FMA)
+    p = _fma32(p, f, LOG_5, EXACT_FMA)
+    p = _fma32(p, f, LOG_6, EXACT_FMA)
+    p = _fma32(p, f, LOG_7, EXACT_FMA)
+    p = _fma32(p, f, LOG_8, EXACT_FMA)
     y = (p * f) * z
-    y = tl.fma(fe, -2.12194440e-4, y)
-    y = tl.fma(z, -0.5, y)
+    y = _fma32(fe, LN2_LO, y, EXACT_FMA)
+    y = _fma32(z, -0.5, y, EXACT_FMA)
     r = f + y
-    r = tl.fma(fe, 0.693359375, r)
+    r = _fma32(fe, LN2_HI, r, EXACT_FMA)
     return tl.where(x == 0.0, _NEG_INF, r)
 
 
 @triton.jit
-def _sincos_f32(theta):
+def _sincos_f32(theta, EXACT_FMA: tl.constexpr):
     """sincos_f32 of distributions.h for theta in [0, 2 pi]: Cody-Waite by pi/2, minimax."""
-    q = theta * 0.636619772367581343
+    q = theta * TWO_OVER_PI
     k = (q + 12582912.0) - 12582912.0  # rint, ties to even (1.5 * 2^23; no fp fusion)
-    y = tl.fma(k, -1.5703125, theta)
-    y = tl.fma(k, -4.837512969970703125e-4, y)
-    y = tl.fma(k, -7.54978995489188216e-8, y)
+    y = _fma32(k, PIO2_1, theta, EXACT_FMA)
+    y = _fma32(k, PIO2_2, y, EXACT_FMA)
+    y = _fma32(k, PIO2_3, y, EXACT_FMA)
     quadrant = k.to(tl.int32) & 3
     z = y * y
-    sp = tl.fma(z, -1.9515295891e-4, 8.3321608736e-3)
-    sp = tl.fma(sp, z, -1.6666654611e-1)
-    sin_y = tl.fma(sp * z, y, y)
-    cp = tl.fma(z, 2.443315711809948e-5, -1.388731625493765e-3)
-    cp = tl.fma(cp, z, 4.166664568298827e-2)
-    cos_y = tl.fma(cp * z, z, tl.fma(z, -0.5, 1.0))
+    sp = _fma32(z, SIN_0, SIN_1, EXACT_FMA)
+    sp = _fma32(sp, z, SIN_2, EXACT_FMA)
+    sin_y = _fma32(sp * z, y, y, EXACT_FMA)
+    cp = _fma32(z, COS_0, COS_1, EXACT_FMA)
+    cp = _fma32(cp, z, COS_2, EXACT_FMA)
+    cos_y = _fma32(cp * z, z, _fma32(z, -0.5, 1.0, EXACT_FMA), EXACT_FMA)
     swap = (quadrant & 1) != 0
     s0 = tl.where(swap, cos_y, sin_y)
     c0 = tl.where(swap, sin_y, cos_y)
@@ -264,30 +257,30 @@ def _sincos_f32(theta):
 
 
 @triton.jit
-def _normal_quantile_f32(p):
+def _normal_quantile_f32(p, EXACT_FMA: tl.constexpr):
     """normal_quantile_f32 of distributions.h: sqrt2 erfinv(2p - 1), Giles, w from p."""
-    x = tl.fma(p, 2.0, -1.0)
-    w = -_log_f32((4.0 * p) * (1.0 - p))
-    wc = w - 2.5
-    pc = tl.fma(wc, 2.81022636e-08, 3.43273939e-07)
-    pc = tl.fma(pc, wc, -3.5233877e-06)
-    pc = tl.fma(pc, wc, -4.39150654e-06)
-    pc = tl.fma(pc, wc, 0.00021858087)
-    pc = tl.fma(pc, wc, -0.00125372503)
-    pc = tl.fma(pc, wc, -0.00417768164)
-    pc = tl.fma(pc, wc, 0.246640727)
-    pc = tl.fma(pc, wc, 1.50140941)
-    wt = tl.sqrt_rn(w) - 3.0
-    pt = tl.fma(wt, -0.000200214257, 0.000100950558)
-    pt = tl.fma(pt, wt, 0.00134934322)
-    pt = tl.fma(pt, wt, -0.00367342844)
-    pt = tl.fma(pt, wt, 0.00573950773)
-    pt = tl.fma(pt, wt, -0.0076224613)
-    pt = tl.fma(pt, wt, 0.00943887047)
-    pt = tl.fma(pt, wt, 1.00167406)
-    pt = tl.fma(pt, wt, 2.83297682)
-    poly = tl.where(w < 5.0, pc, pt)
-    return 1.41421356237309505 * (poly * x)
+    x = _fma32(p, 2.0, -1.0, EXACT_FMA)
+    w = -_log_f32((4.0 * p) * (1.0 - p), EXACT_FMA)
+    wc = w - GILES_CENTRAL_SHIFT
+    pc = _fma32(wc, GILES_CENTRAL_0, GILES_CENTRAL_1, EXACT_FMA)
+    pc = _fma32(pc, wc, GILES_CENTRAL_2, EXACT_FMA)
+    pc = _fma32(pc, wc, GILES_CENTRAL_3, EXACT_FMA)
+    pc = _fma32(pc, wc, GILES_CENTRAL_4, EXACT_FMA)
+    pc = _fma32(pc, wc, GILES_CENTRAL_5, EXACT_FMA)
+    pc = _fma32(pc, wc, GILES_CENTRAL_6, EXACT_FMA)
+    pc = _fma32(pc, wc, GILES_CENTRAL_7, EXACT_FMA)
+    pc = _fma32(pc, wc, GILES_CENTRAL_8, EXACT_FMA)
+    wt = tl.sqrt_rn(w) - GILES_TAIL_SHIFT
+    pt = _fma32(wt, GILES_TAIL_0, GILES_TAIL_1, EXACT_FMA)
+    pt = _fma32(pt, wt, GILES_TAIL_2, EXACT_FMA)
+    pt = _fma32(pt, wt, GILES_TAIL_3, EXACT_FMA)
+    pt = _fma32(pt, wt, GILES_TAIL_4, EXACT_FMA)
+    pt = _fma32(pt, wt, GILES_TAIL_5, EXACT_FMA)
+    pt = _fma32(pt, wt, GILES_TAIL_6, EXACT_FMA)
+    pt = _fma32(pt, wt, GILES_TAIL_7, EXACT_FMA)
+    pt = _fma32(pt, wt, GILES_TAIL_8, EXACT_FMA)
+    poly = tl.where(w < GILES_SPLIT, pc, pt)
+    return SQRT2 * (poly * x)
 
 
 @triton.jit
@@ -295,40 +288,43 @@ def _normal_quantile_f64(p):
     """normal_quantile_f64 of distributions.h: Wichura's AS241 (PPND16), branch-free."""
     q = p - 0.5
     r = 0.180625 - q * q
-    num = ((((((2.5090809287301226727e+3 * r + 3.3430575583588128105e+4) * r
-                + 6.7265770927008700853e+4) * r + 4.5921953931549871457e+4) * r
-              + 1.3731693765509461125e+4) * r + 1.9715909503065514427e+3) * r
-           + 1.3314166789178437745e+2) * r + 3.3871328727963666080e+0
-    den = ((((((5.2264952788528545610e+3 * r + 2.8729085735721942674e+4) * r
-                + 3.9307895800092710610e+4) * r + 2.1213794301586595867e+4) * r
-              + 5.3941960214247511077e+3) * r + 6.8718700749205790830e+2) * r
-           + 4.2313330701600911252e+1) * r + 1.0
+    num = (((((((AS241_CENTRAL_NUM_0 * r + AS241_CENTRAL_NUM_1) * r + AS241_CENTRAL_NUM_2) * r + AS241_CENTRAL_NUM_3) * r + AS241_CENTRAL_NUM_4) * r + AS241_CENTRAL_NUM_5) * r + AS241_CENTRAL_NUM_6) * r + AS241_CENTRAL_NUM_7)
+    den = (((((((AS241_CENTRAL_DEN_0 * r + AS241_CENTRAL_DEN_1) * r + AS241_CENTRAL_DEN_2) * r + AS241_CENTRAL_DEN_3) * r + AS241_CENTRAL_DEN_4) * r + AS241_CENTRAL_DEN_5) * r + AS241_CENTRAL_DEN_6) * r + AS241_CENTRAL_DEN_7)
     central = q * num / den
 
     t = tl.where(q < 0.0, p, 1.0 - p)
     t = tl.sqrt(-tl.log(t))  # t == 0 gives inf here and NaN below, replaced by +-inf
     a = t - 1.6
-    num_a = ((((((7.74545014278341407640e-4 * a + 2.27238449892691845833e-2) * a
-                 + 2.41780725177450611770e-1) * a + 1.27045825245236838258e+0) * a
-               + 3.64784832476320460504e+0) * a + 5.76949722146069140550e+0) * a
-             + 4.63033784615654529590e+0) * a + 1.42343711074968357734e+0
-    den_a = ((((((1.05075007164441684324e-9 * a + 5.47593808499534494600e-4) * a
-                 + 1.51986665636164571966e-2) * a + 1.48103976427480074590e-1) * a
-               + 6.89767334985100004550e-1) * a + 1.67638483018380384940e+0) * a
-             + 2.05319162663775882187e+0) * a + 1.0
+    num_a = (((((((AS241_NEAR_NUM_0 * a + AS241_NEAR_NUM_1) * a + AS241_NEAR_NUM_2) * a + AS241_NEAR_NUM_3) * a + AS241_NEAR_NUM_4) * a + AS241_NEAR_NUM_5) * a + AS241_NEAR_NUM_6) * a + AS241_NEAR_NUM_7)
+    den_a = (((((((AS241_NEAR_DEN_0 * a + AS241_NEAR_DEN_1) * a + AS241_NEAR_DEN_2) * a + AS241_NEAR_DEN_3) * a + AS241_NEAR_DEN_4) * a + AS241_NEAR_DEN_5) * a + AS241_NEAR_DEN_6) * a + AS241_NEAR_DEN_7)
     b = t - 5.0
-    num_b = ((((((2.01033439929228813265e-7 * b + 2.71155556874348757815e-5) * b
-                 + 1.24266094738807843860e-3) * b + 2.65321895265761230930e-2) * b
-               + 2.96560571828504891230e-1) * b + 1.78482653991729133580e+0) * b
-             + 5.46378491116411436990e+0) * b + 6.65790464350110377720e+0
-    den_b = ((((((2.04426310338993978564e-15 * b + 1.42151175831644588870e-7) * b
-                 + 1.84631831751005468180e-5) * b + 7.86869131145613259100e-4) * b
-               + 1.48753612908506148525e-2) * b + 1.36929880922735805310e-1) * b
-             + 5.99832206555887937690e-1) * b + 1.0
+    num_b = (((((((AS241_FAR_NUM_0 * b + AS241_FAR_NUM_1) * b + AS241_FAR_NUM_2) * b + AS241_FAR_NUM_3) * b + AS241_FAR_NUM_4) * b + AS241_FAR_NUM_5) * b + AS241_FAR_NUM_6) * b + AS241_FAR_NUM_7)
+    den_b = (((((((AS241_FAR_DEN_0 * b + AS241_FAR_DEN_1) * b + AS241_FAR_DEN_2) * b + AS241_FAR_DEN_3) * b + AS241_FAR_DEN_4) * b + AS241_FAR_DEN_5) * b + AS241_FAR_DEN_6) * b + AS241_FAR_DEN_7)
     tail = tl.where(t <= 5.0, num_a / den_a, num_b / den_b)
     tail = tl.where(tl.where(q < 0.0, p, 1.0 - p) <= 0.0, _INF, tail)
     tail = tl.where(q < 0.0, -tail, tail)
     return tl.where(tl.abs(q) <= 0.425, central, tail)
+
+
+@triton.jit
+def _box_muller_f64(w0, w1, w2, w3):
+    """(r cos theta, r sin theta) of one Philox block in fp64 math (element_value_f64)."""
+    r = tl.sqrt(-2.0 * tl.log(_u53(w0, w1) + U53_SCALE))
+    theta = TWO_PI_F64 * _u53(w2, w3)
+    return r * tl.cos(theta), r * tl.sin(theta)
+
+
+@triton.jit
+def _trunc_normal_f64(u, p0, p1, p2, p3, p4, p5, p6, p7):
+    """The fp64-math truncated normal of a u53 uniform (element_value_f64)."""
+    z = _clamp(_normal_quantile_f64(u * p3 + p2), p4, p5)
+    return _clamp(z * p1 + p0, p6, p7)
+
+
+@triton.jit
+def _element_counter(block):
+    """Counter words (c0, c1) of per-element Philox blocks (int64)."""
+    return block.to(tl.uint32), (block >> 32).to(tl.uint32)
 
 
 @triton.jit
@@ -391,6 +387,34 @@ def _store_tile(out_ptr, tile_local, numel, vals, aligned, N: tl.constexpr):
 
 
 @triton.jit
+def _box_muller_f32(wa, wb, EXACT_FMA: tl.constexpr):
+    """(r cos theta, r sin theta) of the word pairs (wa, wb): normal_pair_f32 of fill.h."""
+    r = tl.sqrt_rn(-2.0 * _log_f32(_u24o(wa), EXACT_FMA))
+    theta = TWO_PI * _u24(wb)
+    s, c = _sincos_f32(theta, EXACT_FMA)
+    return r * c, r * s
+
+
+@triton.jit
+def _uniform_f32(w, scale, shift, limit, EXACT_FMA: tl.constexpr):
+    """uniform_value_f32 of fill.h: a value at or above `limit` (one that a 16-bit dtype
+    rounds to b or above) maps to the lower bound."""
+    x = _fma32(_u24(w), scale, shift, EXACT_FMA)
+    return tl.where(x >= limit, shift, x)
+
+
+@triton.jit
+def _trunc_normal_f32(w, q0, q1, q2, q3, q4, q5, q6, q7, EXACT_FMA: tl.constexpr):
+    """trunc_normal_value_f32 of fill.h on words w."""
+    p = _fma32(_u24m(w), q3, q2, EXACT_FMA)
+    z = _normal_quantile_f32(p, EXACT_FMA)
+    if tl.min(p, axis=0) < GILES_MIN_P:  # rare tiles: below Giles' range
+        z = tl.where(p < GILES_MIN_P, _normal_quantile_f64(p.to(tl.float64)).to(tl.float32), z)
+    z = _clamp(z, q4, q5)
+    return _clamp(_fma32(z, q1, q0, EXACT_FMA), q6, q7)
+
+
+@triton.jit
 def _fill_chunk_f32_math(out_ptr, aligned16, numel, first, chunk, k0, k1, s0, s1, dist,
                          p0, p1, p2, p3, p4, p5, p6, p7,
                          OUT_DTYPE: tl.constexpr, CHUNK, TILE: tl.constexpr,
@@ -416,24 +440,82 @@ def _fill_chunk_f32_math(out_ptr, aligned16, numel, first, chunk, k0, k1, s0, s1
             wa = tl.interleave(w0, w2)  # even words of pairs (0, 1) and (2, 3)
             wb = tl.interleave(w1, w3)  # odd words
             if dist == NORMAL:
-                r = tl.sqrt_rn(-2.0 * _log_f32(_u24o(wa)))
-                theta = 6.2831853071795864769 * _u24(wb)
-                s, c = _sincos_f32(theta)
-                vals = tl.fma(tl.interleave(r * c, r * s), q1, q0)
+                zc, zs = _box_muller_f32(wa, wb, EXACT_FMA)
+                vals = _fma32(tl.interleave(zc, zs), q1, q0, EXACT_FMA)
             else:
                 w = tl.interleave(wa, wb)  # words 0, 1, 2, 3 of each block, in element order
                 if dist == UNIFORM:
-                    vals = _fma32(_u24(w), q0, q1, EXACT_FMA)
+                    vals = _uniform_f32(w, q0, q1, q2, EXACT_FMA)
                 else:  # TRUNC_NORMAL
-                    p = _fma32(_u24m(w), q3, q2, EXACT_FMA)
-                    z = _normal_quantile_f32(p)
-                    if tl.min(p, axis=0) < GILES_MIN_P:  # rare tiles: below Giles' range
-                        z = tl.where(p < GILES_MIN_P,
-                                     _normal_quantile_f64(p.to(tl.float64)).to(tl.float32), z)
-                    z = _clamp(z, q4, q5)
-                    vals = _clamp(tl.fma(z, q1, q0), q6, q7)
+                    vals = _trunc_normal_f32(w, q0, q1, q2, q3, q4, q5, q6, q7, EXACT_FMA)
         _store_tile(out_ptr, base_local + i * (4 * TILE), numel, _round_f32(vals, OUT_DTYPE),
                     aligned, 4 * TILE)
+
+
+@triton.jit
+def _fill_chunk_strided(row, out_ptr, numel, first, chunk, k0, k1, s0, s1, dist,
+                        p0, p1, p2, p3, p4, p5, p6, p7,
+                        OUT_DTYPE: tl.constexpr, F64_MATH: tl.constexpr, CHUNK,
+                        N: tl.constexpr, EXACT_FMA: tl.constexpr):
+    """Chunk `chunk` of a strided descriptor: its local elements [chunk * CHUNK, ... + CHUNK)
+    in row-major order, N per step, each written at its strided address with the value of
+    its contract index (one Philox block per element)."""
+    for i in range(tl.cdiv(tl.minimum(numel - chunk * CHUNK, CHUNK), N)):
+        local = chunk * CHUNK + i * N + tl.arange(0, N).to(tl.int64)
+        mask = local < numel
+        rest = local
+        offset = tl.zeros([N], tl.int64)
+        index = tl.zeros([N], tl.int64) + first
+        for k in tl.static_range(MAX_DIMS - 1, -1, -1):
+            size = tl.load(row + DESC_SIZE + k)
+            pos = rest % size
+            rest = rest // size
+            offset += pos * tl.load(row + DESC_STRIDE + k)
+            index += pos * tl.load(row + DESC_GLOBAL_STRIDE + k)
+        if F64_MATH:
+            c0, c1 = _element_counter(index // 2)
+            w0, w1, w2, w3 = _philox4x32_10(c0, c1, tl.zeros([N], tl.uint32) + s0,
+                                            tl.zeros([N], tl.uint32) + s1, k0, k1)
+            second = (index % 2) == 1
+            if dist == CONSTANT:
+                vals = tl.full([N], 0.0, tl.float64) + p0
+            elif dist == NORMAL:
+                zc, zs = _box_muller_f64(w0, w1, w2, w3)
+                vals = tl.where(second, zs, zc) * p1 + p0
+            else:
+                u = _u53(tl.where(second, w2, w0), tl.where(second, w3, w1))
+                if dist == UNIFORM:
+                    vals = u * p0 + p1
+                else:  # TRUNC_NORMAL, TRUNC_NORMAL_FP64
+                    vals = _trunc_normal_f64(u, p0, p1, p2, p3, p4, p5, p6, p7)
+            if OUT_DTYPE != tl.float64:
+                vals = vals.to(tl.float32)
+        else:
+            c0, c1 = _element_counter(index // 4)
+            w0, w1, w2, w3 = _philox4x32_10(c0, c1, tl.zeros([N], tl.uint32) + s0,
+                                            tl.zeros([N], tl.uint32) + s1, k0, k1)
+            t = index % 4
+            if dist == CONSTANT:
+                vals = tl.full([N], 0.0, tl.float32) + p0.to(tl.float32)
+            elif dist == NORMAL:
+                zc, zs = _box_muller_f32(tl.where(t < 2, w0, w2), tl.where(t < 2, w1, w3),
+                                         EXACT_FMA)
+                vals = _fma32(tl.where((t % 2) == 0, zc, zs), p1.to(tl.float32),
+                              p0.to(tl.float32), EXACT_FMA)
+            else:
+                w = tl.where(t == 0, w0, tl.where(t == 1, w1, tl.where(t == 2, w2, w3)))
+                if dist == UNIFORM:
+                    vals = _uniform_f32(w, p0.to(tl.float32), p1.to(tl.float32),
+                                        p2.to(tl.float32), EXACT_FMA)
+                else:  # TRUNC_NORMAL
+                    vals = _trunc_normal_f32(w, p0.to(tl.float32), p1.to(tl.float32),
+                                             p2.to(tl.float32), p3.to(tl.float32),
+                                             p4.to(tl.float32), p5.to(tl.float32),
+                                             p6.to(tl.float32), p7.to(tl.float32), EXACT_FMA)
+        if OUT_DTYPE == tl.float64:
+            tl.store(out_ptr + offset, vals, mask=mask)
+        else:
+            tl.store(out_ptr + offset, _round_f32(vals, OUT_DTYPE), mask=mask)
 
 
 @triton.jit
@@ -451,17 +533,14 @@ def _fill_chunk_f64_math(out_ptr, aligned16, numel, first, chunk, k0, k1, s0, s1
         else:
             w0, w1, w2, w3 = _tile_words(base_block + i * TILE, s0, s1, k0, k1, TILE)
             if dist == NORMAL:
-                r = tl.sqrt(-2.0 * tl.log(_u53(w0, w1) + 1.1102230246251565404e-16))
-                theta = 6.283185307179586476925 * _u53(w2, w3)
-                z = tl.interleave(r * tl.cos(theta), r * tl.sin(theta))
-                vals = z * p1 + p0
+                zc, zs = _box_muller_f64(w0, w1, w2, w3)
+                vals = tl.interleave(zc, zs) * p1 + p0
             else:
                 u = tl.interleave(_u53(w0, w1), _u53(w2, w3))
                 if dist == UNIFORM:
                     vals = u * p0 + p1
                 else:  # TRUNC_NORMAL, TRUNC_NORMAL_FP64
-                    z = _clamp(_normal_quantile_f64(u * p3 + p2), p4, p5)
-                    vals = _clamp(z * p1 + p0, p6, p7)
+                    vals = _trunc_normal_f64(u, p0, p1, p2, p3, p4, p5, p6, p7)
         if OUT_DTYPE == tl.float64:
             _store_tile(out_ptr, base_local + i * (2 * TILE), numel, vals, aligned, 2 * TILE)
         else:  # the contract's rounding path: fp32 first, then the dtype
@@ -476,36 +555,53 @@ def _fill_kernel(table_ptr, map_ptr, CHUNK, OUT_DTYPE: tl.constexpr, TILE: tl.co
     pid = tl.program_id(0).to(tl.int64)
     tensor = tl.load(map_ptr + 2 * pid)
     chunk = tl.load(map_ptr + 2 * pid + 1)
-    row = table_ptr + tensor * _DESC_WORDS
-    addr = tl.load(row + 0)
+    row = table_ptr + tensor * DESC_WORDS
+    addr = tl.load(row + DESC_DATA)
     out_ptr = addr.to(tl.pointer_type(OUT_DTYPE))
     aligned16 = (addr % 16) == 0
-    numel = tl.load(row + 1)
-    first = tl.load(row + 2)
-    k0 = tl.load(row + 3).to(tl.uint32)
-    k1 = tl.load(row + 4).to(tl.uint32)
-    s0 = tl.load(row + 5).to(tl.uint32)
-    s1 = tl.load(row + 6).to(tl.uint32)
-    dist = tl.load(row + 7).to(tl.int32)
-    p0 = tl.load(row + 8).to(tl.float64, bitcast=True)
-    p1 = tl.load(row + 9).to(tl.float64, bitcast=True)
-    p2 = tl.load(row + 10).to(tl.float64, bitcast=True)
-    p3 = tl.load(row + 11).to(tl.float64, bitcast=True)
-    p4 = tl.load(row + 12).to(tl.float64, bitcast=True)
-    p5 = tl.load(row + 13).to(tl.float64, bitcast=True)
-    p6 = tl.load(row + 14).to(tl.float64, bitcast=True)
-    p7 = tl.load(row + 15).to(tl.float64, bitcast=True)
-    if OUT_DTYPE == tl.float64:
+    numel = tl.load(row + DESC_NUMEL)
+    first = tl.load(row + DESC_FIRST_INDEX)
+    seed = tl.load(row + DESC_SEED)
+    stream = tl.load(row + DESC_STREAM)
+    k0 = (seed & 0xFFFFFFFF).to(tl.uint32)
+    k1 = ((seed >> 32) & 0xFFFFFFFF).to(tl.uint32)
+    s0 = (stream & 0xFFFFFFFF).to(tl.uint32)
+    s1 = ((stream >> 32) & 0xFFFFFFFF).to(tl.uint32)
+    dist = (tl.load(row + DESC_DIST) & 0xFFFFFFFF).to(tl.int32)  # dtype: high half
+    p0 = tl.load(row + DESC_PARAM + 0).to(tl.float64, bitcast=True)
+    p1 = tl.load(row + DESC_PARAM + 1).to(tl.float64, bitcast=True)
+    p2 = tl.load(row + DESC_PARAM + 2).to(tl.float64, bitcast=True)
+    p3 = tl.load(row + DESC_PARAM + 3).to(tl.float64, bitcast=True)
+    p4 = tl.load(row + DESC_PARAM + 4).to(tl.float64, bitcast=True)
+    p5 = tl.load(row + DESC_PARAM + 5).to(tl.float64, bitcast=True)
+    p6 = tl.load(row + DESC_PARAM + 6).to(tl.float64, bitcast=True)
+    p7 = tl.load(row + DESC_PARAM + 7).to(tl.float64, bitcast=True)
+    contiguous = ((tl.load(row + DESC_NDIM) & 0xFFFFFFFF) == 1) & (tl.load(row + DESC_STRIDE) == 1) \
+        & (tl.load(row + DESC_GLOBAL_STRIDE) == 1)
+    f64_math = OUT_DTYPE == tl.float64
+    if not contiguous:
+        if f64_math:
+            _fill_chunk_strided(row, out_ptr, numel, first, chunk, k0, k1, s0, s1, dist,
+                                p0, p1, p2, p3, p4, p5, p6, p7, OUT_DTYPE, True, CHUNK,
+                                2 * TILE, EXACT_FMA)
+        elif dist == TRUNC_NORMAL_FP64:
+            _fill_chunk_strided(row, out_ptr, numel, first, chunk, k0, k1, s0, s1, dist,
+                                p0, p1, p2, p3, p4, p5, p6, p7, OUT_DTYPE, True, CHUNK,
+                                2 * TILE, EXACT_FMA)
+        else:
+            _fill_chunk_strided(row, out_ptr, numel, first, chunk, k0, k1, s0, s1, dist,
+                                p0, p1, p2, p3, p4, p5, p6, p7, OUT_DTYPE, False, CHUNK,
+                                4 * TILE, EXACT_FMA)
+    elif f64_math:
+        _fill_chunk_f64_math(out_ptr, aligned16, numel, first, chunk, k0, k1, s0, s1, dist,
+                             p0, p1, p2, p3, p4, p5, p6, p7, OUT_DTYPE, CHUNK, TILE)
+    elif dist == TRUNC_NORMAL_FP64:
         _fill_chunk_f64_math(out_ptr, aligned16, numel, first, chunk, k0, k1, s0, s1, dist,
                              p0, p1, p2, p3, p4, p5, p6, p7, OUT_DTYPE, CHUNK, TILE)
     else:
-        if dist == TRUNC_NORMAL_FP64:
-            _fill_chunk_f64_math(out_ptr, aligned16, numel, first, chunk, k0, k1, s0, s1, dist,
-                                 p0, p1, p2, p3, p4, p5, p6, p7, OUT_DTYPE, CHUNK, TILE)
-        else:
-            _fill_chunk_f32_math(out_ptr, aligned16, numel, first, chunk, k0, k1, s0, s1, dist,
-                                 p0, p1, p2, p3, p4, p5, p6, p7, OUT_DTYPE, CHUNK, TILE,
-                                 EXACT_FMA)
+        _fill_chunk_f32_math(out_ptr, aligned16, numel, first, chunk, k0, k1, s0, s1, dist,
+                             p0, p1, p2, p3, p4, p5, p6, p7, OUT_DTYPE, CHUNK, TILE,
+                             EXACT_FMA)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -540,36 +636,25 @@ def _exact_fma_path(device: torch.device) -> bool:
     return interpreting() and not interpreter_fma_is_fused()
 
 
-def _chunks(numel: int, first: int, per_block: int, chunk: int) -> int:
-    return -(-(first % per_block + numel) // chunk)
+def _chunks(fill, chunk: int) -> int:
+    """Programs of one fill: a contiguous one is cut in contract-index space (chunk c covers
+    the Philox blocks of [first // PB + c * CHUNK / PB, ...)), a strided one in its local
+    row-major order."""
+    layout = fill.resolved_layout()
+    numel = layout.numel
+    if numel == 0:
+        return 0
+    if not layout.is_contiguous():
+        return -(-numel // chunk)
+    per_block = elements_per_block(fill.dist, fill.tensor.dtype)
+    return -(-(fill.first_index % per_block + numel) // chunk)
 
 
 def build_tables(fills: Sequence, chunk: int) -> tuple[np.ndarray, np.ndarray]:
-    """Host descriptor rows (n, DESC_WORDS) and block map (programs, 2), both int64.
-
-    Empty tensors get a row (so indices line up with `fills`) but no program.
-    """
-    from fastinit.contract import elements_per_block
-
-    desc = np.zeros((len(fills), DESC_WORDS), dtype=np.int64)
-    counts = np.zeros(len(fills), dtype=np.int64)
-    for i, f in enumerate(fills):
-        t = f.tensor
-        numel = t.numel()
-        params = np.zeros(8, dtype=np.float64)
-        params[: len(f.params)] = f.params
-        desc[i, DESC_ADDR] = t.data_ptr() if numel else 0
-        desc[i, DESC_NUMEL] = numel
-        desc[i, DESC_FIRST] = f.first_index
-        # 64-bit seeds and streams can exceed 2^63: split into 32-bit halves here.
-        desc[i, DESC_SEED_LO] = f.seed & 0xFFFFFFFF
-        desc[i, DESC_SEED_HI] = f.seed >> 32
-        desc[i, DESC_STREAM_LO] = f.stream & 0xFFFFFFFF
-        desc[i, DESC_STREAM_HI] = f.stream >> 32
-        desc[i, DESC_DIST] = int(f.dist)
-        desc[i, DESC_PARAM:] = params.view(np.int64)
-        if numel:
-            counts[i] = _chunks(numel, f.first_index, elements_per_block(f.dist, t.dtype), chunk)
+    """Host descriptor rows (n, DESC_WORDS) (the packed descriptors) and block map
+    (programs, 2), both int64."""
+    desc = np.frombuffer(pack_descriptors(fills), dtype=np.int64).reshape(len(fills), -1)
+    counts = np.array([_chunks(f, chunk) for f in fills], dtype=np.int64)
     block_map = np.empty((int(counts.sum()), 2), dtype=np.int64)
     block_map[:, 0] = np.repeat(np.arange(len(fills), dtype=np.int64), counts)
     starts = np.cumsum(counts) - counts
@@ -588,11 +673,6 @@ def _check_fills(fills: Sequence) -> tuple[torch.device, torch.dtype]:
                 f"one Triton launch fills one (device, dtype); got {t.device}/{t.dtype} after "
                 f"{device}/{dtype}"
             )
-        if t.numel() and not t.is_contiguous():
-            raise ValueError(
-                f"the Triton fill writes contiguous tensors only; got shape {tuple(t.shape)} "
-                f"with strides {t.stride()} (plan.contiguous_fills makes a scratch copy)"
-            )
         if f.first_index < 0:
             raise ValueError(f"first_index must be >= 0, got {f.first_index}")
     return device, dtype
@@ -607,7 +687,7 @@ def fill(fills: Sequence, config: LaunchConfig = DEFAULT_CONFIG) -> int:
     if not fills:
         return 0
     device, dtype = _check_fills(fills)
-    total = sum(f.tensor.numel() for f in fills)
+    total = sum(f.resolved_layout().numel for f in fills)
     chunk = chunk_for(total, device, config)
     desc, block_map = build_tables(fills, chunk)
     host = np.concatenate([desc.reshape(-1), block_map.reshape(-1)])

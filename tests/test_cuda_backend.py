@@ -27,7 +27,7 @@ from fastinit.contract import (
     stream_for_name,
 )
 from fastinit.errors import BackendUnavailableError
-from fastinit.plan import DESCRIPTOR_SIZE, make_fill, pack_descriptors
+from fastinit.plan import DESCRIPTOR_FORMAT, DESCRIPTOR_SIZE, MAX_DIMS, make_fill, pack_descriptors
 
 from conftest import poisoned
 from contract_cases import Z_TOLERANCE, assert_matches_reference, distributions
@@ -278,9 +278,12 @@ def test_setup_script_required_cuda_without_toolkit_fails(tmp_path):
 # Host side: the launch table.
 
 
-def _fake_fill_bytes(numel, first_index=0, dtype_code=0, dist=1, data=0x10000):
-    return struct.pack("<QqqQQii8d", data, numel, first_index, 1, 2, dist, dtype_code,
-                       *([0.0] * 8))
+def _fake_fill_bytes(numel, first_index=0, dtype_code=0, dist=1, data=0x10000, ndim=1,
+                     size=None, stride=1, global_stride=1):
+    pad = MAX_DIMS - 1
+    return struct.pack(DESCRIPTOR_FORMAT, data, numel, first_index, 1, 2, dist, dtype_code, ndim, 0,
+                       numel if size is None else size, *[1] * pad, stride, *[0] * pad,
+                       global_stride, *[0] * pad, *([0.0] * 8))
 
 
 @needs_module
@@ -318,6 +321,10 @@ def test_launch_table_chunk_size_follows_the_work():
     (_fake_fill_bytes(5, data=0), "descriptor 0: data: null address"),
     (_fake_fill_bytes(5, data=4098), "descriptor 0: data: address 4098 is not aligned"),
     (_fake_fill_bytes(5)[:-1], "whole number"),
+    (_fake_fill_bytes(5, ndim=0), "ndim 0 is outside"),
+    (_fake_fill_bytes(5, ndim=MAX_DIMS + 1), "is outside"),
+    (_fake_fill_bytes(5, size=4), "differs from the product of its sizes"),
+    (_fake_fill_bytes(5, stride=-1), "must be >= 0"),
 ])
 def test_launch_table_rejects_bad_descriptors(bad, match):
     with pytest.raises(ValueError, match=match):

@@ -1,6 +1,6 @@
 """Reproducibility of the drop-in API: seeds, generators, backends and memory layouts.
 
-DESIGN.md: a drop-in call draws its seed from its generator (default: the CPU generator) as
+docs/contract.md: a drop-in call draws its seed from its generator (default: the CPU generator) as
 ``int(torch.randint(0, 2**63 - 1, (1,), generator=g))``, or takes ``seed=``; every value is a pure
 function of (seed, stream, logical element index); uniform and constant are bitwise identical in
 every backend, normal and truncated normal agree within 4e-6 on z.

@@ -8,7 +8,7 @@ bounds (uniform) and, for tensors large enough, a negative control (the same sam
 5% wrong bound / std are rejected), so a wrong distribution fails. Constants and running
 statistics are compared exactly with the torch-built layer.
 
-Whole-model streams (DESIGN.md): seed S gives the tensor at fully qualified name N the contract
+Whole-model streams (docs/contract.md): seed S gives the tensor at fully qualified name N the contract
 values of (S, stream = blake2b-64(N)), independent of order, of the other tensors and backend.
 """
 from __future__ import annotations

@@ -37,16 +37,21 @@ def last_json(proc: subprocess.CompletedProcess):
 # Bad descriptors reach the raw entry points: a ValueError naming the descriptor and field, and
 # nothing written, also to the good descriptor before the bad one.
 
-# Byte offsets of FillDescriptor fields (csrc/fastinit/fill.h).
-FIELD_OFFSETS = {"data": 0, "numel": 8, "first_index": 16, "dist": 40, "dtype": 44}
+# Byte offsets of FillDescriptor fields (csrc/fastinit/contract_numbers.h).
+FIELD_OFFSETS = {"data": 0, "numel": 8, "first_index": 16, "dist": 40, "dtype": 44, "ndim": 48,
+                 "size0": 56, "stride0": 120}
 
 BAD_DESCRIPTORS = {
     # case: (field, value, the error's text)
     "null data": ("data", 0, "descriptor 1: data: null address for 1000 elements"),
     "misaligned data": ("data", "+2", "descriptor 1: data: address {} is not aligned to the 4-byte"),
     "negative numel": ("numel", -3, "descriptor 1: numel: -3 is negative"),
-    "numel past the address space": ("numel", 2**62, "descriptor 1: numel: 4611686018427387904 "
-                                     "elements from address"),
+    "numel past the address space": (("numel", "size0"), 2**62,
+                                     "descriptor 1: numel: 4611686018427387904 elements over"),
+    "numel not its sizes' product": ("numel", 999, "descriptor 1: numel: 999 differs from the "
+                                     "product of its sizes, 1000"),
+    "ndim zero": ("ndim", 0, "descriptor 1: ndim: 0 is outside [1, 8]"),
+    "negative stride": ("stride0", -1, "descriptor 1: dim 0: size 1000, stride -1"),
     "negative first_index": ("first_index", -1, "descriptor 1: first_index: -1 is negative"),
     "unknown dist": ("dist", 9, "descriptor 1: dist: unknown distribution code 9"),
     "negative dist": ("dist", -1, "descriptor 1: dist: unknown distribution code -1"),
@@ -76,7 +81,8 @@ except ImportError as exc:
 
 FIELD_OFFSETS = {offsets!r}
 CASES = {cases!r}
-FORMATS = {{"data": "<Q", "numel": "<q", "first_index": "<q", "dist": "<i", "dtype": "<i"}}
+FORMATS = {{"data": "<Q", "numel": "<q", "first_index": "<q", "dist": "<i", "dtype": "<i",
+            "ndim": "<i", "size0": "<q", "stride0": "<q"}}
 results = {{}}
 for name, (field, value, _) in CASES.items():
     good = torch.full((1000,), float("nan"))
@@ -87,7 +93,8 @@ for name, (field, value, _) in CASES.items():
     second = len(buffer) // 2
     if value == "+2":
         value = bad.data_ptr() + 2
-    struct.pack_into(FORMATS[field], buffer, second + FIELD_OFFSETS[field], value)
+    for one in (field if isinstance(field, tuple) else (field,)):
+        struct.pack_into(FORMATS[one], buffer, second + FIELD_OFFSETS[one], value)
     try:
         {call}
         outcome = ("no error", "")

@@ -565,6 +565,54 @@ def case_fsdp2_tp(ctx):
     return out
 
 
+def _llama_tp_plan(llama):
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel
+    return {f"layers.{i}.{name}": style() for i in range(len(llama.layers)) for name, style in [
+        ("self_attn.q_proj", ColwiseParallel), ("self_attn.k_proj", ColwiseParallel),
+        ("self_attn.v_proj", ColwiseParallel), ("self_attn.o_proj", RowwiseParallel),
+        ("mlp.gate_proj", ColwiseParallel), ("mlp.up_proj", ColwiseParallel),
+        ("mlp.down_proj", RowwiseParallel)]}
+
+
+def case_tp_llama_descriptors(ctx):
+    """Tensor parallel on a Llama-shaped model built on meta (q/k/v/gate/up Shard(0), o/down
+    Shard(1), uneven for some widths): materialize sends the backend exactly one descriptor
+    per local tensor it writes, whatever the sharded dim."""
+    from torch.distributed.tensor import Shard
+    from torch.distributed.tensor.parallel import parallelize_module
+
+    from fastinit.backends import cpu
+    from fastinit.sharding import local_tensor
+    with torch.device("meta"):
+        llama = tiny_llama()
+    parallelize_module(llama, ctx.mesh1, _llama_tp_plan(llama))
+    placements = {p.placements for p in llama.parameters() if hasattr(p, "placements")}
+    assert (Shard(1),) in placements and (Shard(0),) in placements, placements
+    descriptors = []
+    real_run = cpu.run
+
+    def counting_run(fills, *args, **kwargs):
+        descriptors.extend(fills)
+        return real_run(fills, *args, **kwargs)
+
+    cpu.run = counting_run
+    try:
+        with no_collectives():
+            result = fastinit.materialize(llama, device="cpu", seed=SEED)
+    finally:
+        cpu.run = real_run
+    # Every parameter is written (the rotary buffers are restored by their own module).
+    local = [local_tensor(p) for p in llama.parameters() if local_tensor(p).numel()]
+    assert result.not_fused == ["rotary"] and not result.untouched, result
+    assert len(descriptors) == len(local), (len(descriptors), len(local))
+    written = {(f.tensor.untyped_storage().data_ptr(), f.tensor.data_ptr()) for f in descriptors}
+    assert written == {(t.untyped_storage().data_ptr(), t.data_ptr()) for t in local}
+    sharded_dim1 = [n for n, p in llama.named_parameters()
+                    if getattr(p, "placements", None) == (Shard(1),)]
+    assert sharded_dim1, "no Shard(1) parameter: this case tests nothing"
+    return {_key("llama", n): t for n, t in _gather_model(llama).items()}
+
+
 CASES = {  # name -> (function, world sizes)
     "guard": (case_guard, WORLDS),
     "dropin": (case_dropin, WORLDS),
@@ -579,6 +627,7 @@ CASES = {  # name -> (function, world sizes)
     "fsdp2_encoder": (case_fsdp2_encoder, WORLDS),
     "hsdp": (case_hsdp, (4,)),
     "fsdp2_tp": (case_fsdp2_tp, (4,)),
+    "tp_llama_descriptors": (case_tp_llama_descriptors, (2,)),
 }
 
 
@@ -887,6 +936,13 @@ def test_fsdp2_transformer_encoder_from_meta(launches, world):
 def test_hsdp_2d_mesh(launches):
     """fully_shard on a 2x2 mesh: placements (Replicate, Shard(0))."""
     _check_llama(launches(4).check("hsdp"), "HSDP 2x2")
+
+
+def test_tensor_parallel_llama_one_descriptor_per_local_tensor(launches):
+    got = launches(2).check("tp_llama_descriptors")
+    want = _prefixed("llama", _reference_model(
+        tiny_llama, lambda m: fastinit.reset_parameters(m, seed=SEED)))
+    _assert_same(got, want, "TP Llama world 2")
 
 
 def test_fsdp2_over_tensor_parallel(launches):

@@ -22,7 +22,9 @@ from fastinit.backends import triton as triton_backend  # noqa: E402
 from fastinit.contract import (  # noqa: E402
     Distribution,
 )
-from fastinit.plan import make_fill  # noqa: E402
+from fastinit.contract_numbers import DESCRIPTOR_WORDS  # noqa: E402
+from fastinit import plan  # noqa: E402
+from fastinit.plan import make_fill, pack_descriptors  # noqa: E402
 
 from conftest import poisoned  # noqa: E402
 from contract_cases import (  # noqa: E402
@@ -105,8 +107,6 @@ def test_interpreter_fma_is_detected():
     has one, older ones take the fp64 round-to-odd path (covered by the test below)."""
     if not INTERPRETED:
         pytest.skip("the probe is for the interpreter")
-    import triton
-
     version = tuple(int(x) for x in triton.__version__.split(".")[:2])
     assert kernels.interpreter_fma_is_fused() == (version >= (3, 9)), triton.__version__
 
@@ -129,6 +129,23 @@ def test_exact_fma_path_matches_reference(monkeypatch, dtype):
         fill = make_fill(poisoned((1000,), dtype, DEVICE), dist, params, 7, 3, 1)
         kernels.fill([fill], SMALL)
         assert_matches_reference(fill.tensor, reference_values(fill), name, dtype)
+
+
+@pytest.mark.skipif(cpu.IMPORT_ERROR is not None, reason="the C++ cpu backend is not built")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_exact_fma_path_gives_the_cpp_bits(monkeypatch, dtype):
+    """Every fma of the fp32 polynomials takes the exact path where an interpreter's fma is not
+    fused (Triton < 3.9, which otherwise moved normal values by up to 8 ulp): forced here, every
+    fp32-math distribution, contiguous and strided, is bitwise the cpu backend's."""
+    monkeypatch.setattr(kernels, "_exact_fma_path", lambda device: True)
+    for name, (dist, params) in distributions(dtype).items():
+        for shape, make in (((2000,), lambda t: t), ((40, 30), lambda t: t.t())):
+            target = make(poisoned(shape, dtype, DEVICE))
+            kernels.fill(plan.descriptor_fills([make_fill(target, dist, params, SEED, STREAM)]),
+                         SMALL)
+            expected = poisoned(tuple(target.shape), dtype)
+            cpu.run([make_fill(expected, dist, params, SEED, STREAM)])
+            assert torch.equal(target.cpu(), expected), f"{name} {dtype} {shape}"
 
 
 @pytest.mark.skipif(cpu.IMPORT_ERROR is not None, reason="the C++ cpu backend is not built")
@@ -222,15 +239,23 @@ def test_block_map_split_over_launches():
 
 
 def test_tables_and_chunks():
-    """Host tables: seeds and streams above 2^63 in 32-bit halves, one program per chunk, none
-    for an empty tensor; the automatic chunk is a power of two within its bounds."""
+    """Host tables: the packed descriptors (seeds and streams above 2^63 as their 64-bit
+    patterns), one program per chunk, none for an empty tensor, a strided tensor cut in its
+    local order; the automatic chunk is a power of two within its bounds."""
     tensors = [torch.empty(n, dtype=torch.float32) for n in (0, 256, 257, 1)]
+    tensors.append(torch.empty(20, 26).t())
     fills = [make_fill(t, Distribution.UNIFORM, [1.0, 0.0], 2**64 - 1, 2**63 + 1, 3) for t in tensors]
     desc, block_map = kernels.build_tables(fills, 256)
-    assert desc[0, kernels.DESC_SEED_LO] == 0xFFFFFFFF and desc[0, kernels.DESC_SEED_HI] == 0xFFFFFFFF
-    assert desc[0, kernels.DESC_STREAM_LO] == 1 and desc[0, kernels.DESC_STREAM_HI] == 2**31
-    # first_index 3: 256 elements span blocks 0..64 (2 chunks), 257 span 0..65 (2), 1 -> 1.
-    assert block_map.tolist() == [[1, 0], [1, 1], [2, 0], [2, 1], [3, 0]]
+    assert desc.tobytes() == pack_descriptors(fills)
+    word = DESCRIPTOR_WORDS
+    assert int(desc[0, word["seed"]]) % 2**64 == 2**64 - 1
+    assert int(desc[0, word["stream"]]) % 2**64 == 2**63 + 1
+    assert desc[4, word["size"]: word["size"] + 2].tolist() == [26, 20]
+    assert desc[4, word["stride"]: word["stride"] + 2].tolist() == [1, 26]
+    assert desc[4, word["global_stride"]: word["global_stride"] + 2].tolist() == [20, 1]
+    # first_index 3: 256 elements span blocks 0..64 (2 chunks), 257 span 0..65 (2), 1 -> 1;
+    # the strided 26 x 20 (520 elements) takes ceil(520 / 256) = 3, whatever first_index is.
+    assert block_map.tolist() == [[1, 0], [1, 1], [2, 0], [2, 1], [3, 0], [4, 0], [4, 1], [4, 2]]
     big = kernels.chunk_for(3 * 10**9, torch.device("cpu"), kernels.DEFAULT_CONFIG)
     assert big == kernels.DEFAULT_CONFIG.max_chunk
     assert kernels.chunk_for(10, torch.device("cpu"), kernels.DEFAULT_CONFIG) == 4096
@@ -298,7 +323,7 @@ def test_dropin_api_uses_triton(dtype):
 
 
 def test_dropin_noncontiguous_target():
-    """A transposed target gets the values of its logical indices (dispatch's scratch copy)."""
+    """A transposed target gets the values of its logical indices, written in place."""
     fastinit.set_backend("triton")
     base = poisoned((33, 48), torch.float32, DEVICE)
     fastinit.uniform_(base.t(), generator=torch.Generator().manual_seed(5))

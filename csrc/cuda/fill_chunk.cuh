@@ -3,13 +3,16 @@
 // host, thread by thread, as an emulation of the kernel (fill_cuda.cu, emulate_fill) that the
 // tests check on machines without a GPU.
 //
-// Two routes, chosen per tensor by one predicate (STYLE.md: apex, can_use_fast_route):
+// Two routes, chosen per tensor by one predicate (as apex's can_use_fast_route):
 // - aligned: the element at every global index that is a multiple of V = 16 / sizeof(T) sits on
 //   a 16-byte boundary, i.e. (data - first_index * sizeof(T)) % 16 == 0. A thread computes the
 //   V / per_block Philox blocks of one such group and writes it with one 16-byte store; only the
 //   groups cut by the tensor's ends take the masked per-element stores.
 // - general: anything else (a view at an odd offset, a shard whose first_index is out of phase
 //   with its address): one Philox block per thread, masked per-element stores.
+// Those two serve contiguous descriptors. A strided one (channels_last, transposed, a shard
+// on an inner dim) is cut in its local row-major order instead, one element per thread step,
+// each at its strided address (fill_chunk_strided).
 // Either way each Philox block is computed once, and the values are those of the contract.
 #pragma once
 
@@ -248,40 +251,80 @@ FASTINIT_CHUNK_HD void fill_chunk(const Gen& gen, const ChunkGeometry& g, int ti
   }
 }
 
+// One thread's share of chunk `chunk` of a strided descriptor: local elements
+// [chunk * C, (chunk + 1) * C) of its row-major order, one element per step, each at its
+// strided address with the value of its contract index.
+template <int kDType, typename Gen>
+FASTINIT_CHUNK_HD void fill_chunk_strided(const Gen& gen, const FillDescriptor& d,
+                                          uint32_t chunk, int shift, int tid, int nthreads) {
+  using Out = Output<kDType>;
+  using T = typename Out::T;
+  using V = typename Gen::V;
+  constexpr int kPerBlock = Gen::kPerBlock;
+  const int64_t begin = static_cast<int64_t>(chunk) << shift;
+  const int64_t size = int64_t{1} << shift;
+  const int64_t end = d.numel - begin < size ? d.numel : begin + size;
+  for (int64_t e = begin + tid; e < end; e += nthreads) {
+    int64_t rest = e, offset = 0;
+    uint64_t index = static_cast<uint64_t>(d.first_index);
+    for (int k = d.ndim - 1; k >= 0; --k) {
+      const int64_t i = rest % d.size[k];
+      rest /= d.size[k];
+      offset += i * d.stride[k];
+      index += static_cast<uint64_t>(i) * static_cast<uint64_t>(d.global_stride[k]);
+    }
+    const uint64_t block = index / kPerBlock;
+    V v[kPerBlock];
+    gen(static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32), v);
+    store_element(static_cast<uintptr_t>(d.data) + static_cast<uintptr_t>(offset) * sizeof(T),
+                  Out::from(v[index % kPerBlock]));
+  }
+}
+
+// One thread's share of chunk `chunk` of the tensor `d`, contiguous or strided.
+template <int kDType, typename Gen>
+FASTINIT_CHUNK_HD void fill_any(const Gen& gen, const FillDescriptor& d, uint32_t chunk,
+                                int shift, int tid, int nthreads) {
+  using T = typename Output<kDType>::T;
+  if (is_contiguous(d)) {
+    fill_chunk<kDType>(gen, chunk_geometry(d, chunk, shift, sizeof(T)), tid, nthreads);
+  } else {
+    fill_chunk_strided<kDType>(gen, d, chunk, shift, tid, nthreads);
+  }
+}
+
 // One thread's share of chunk `chunk` of the tensor `d` of dtype kDType: picks the generator
 // (distribution and math precision) once, then runs the chunk loop.
 template <int kDType>
 FASTINIT_CHUNK_HD void fill_block(const FillDescriptor& d, uint32_t chunk, int shift, int tid,
                                   int nthreads) {
-  using T = typename Output<kDType>::T;
-  const ChunkGeometry g = chunk_geometry(d, chunk, shift, sizeof(T));
   if constexpr (kDType == kFloat64) {
     switch (d.dist) {
       case kConstant:
-        return fill_chunk<kDType>(Constant<double, 2>(d), g, tid, nthreads);
+        return fill_any<kDType>(Constant<double, 2>(d), d, chunk, shift, tid, nthreads);
       case kUniform:
-        return fill_chunk<kDType>(F64Math<kUniform>(d), g, tid, nthreads);
+        return fill_any<kDType>(F64Math<kUniform>(d), d, chunk, shift, tid, nthreads);
       case kNormal:
-        return fill_chunk<kDType>(F64Math<kNormal>(d), g, tid, nthreads);
+        return fill_any<kDType>(F64Math<kNormal>(d), d, chunk, shift, tid, nthreads);
       default:  // kTruncNormal, kTruncNormalFp64: both AS241 in fp64
-        return fill_chunk<kDType>(F64Math<kTruncNormalFp64>(d), g, tid, nthreads);
+        return fill_any<kDType>(F64Math<kTruncNormalFp64>(d), d, chunk, shift, tid, nthreads);
     }
   } else {
     switch (d.dist) {
       case kConstant:
-        return fill_chunk<kDType>(Constant<float, 4>(d), g, tid, nthreads);
+        return fill_any<kDType>(Constant<float, 4>(d), d, chunk, shift, tid, nthreads);
       case kUniform:
-        return fill_chunk<kDType>(F32Math<kUniform>(d), g, tid, nthreads);
+        return fill_any<kDType>(F32Math<kUniform>(d), d, chunk, shift, tid, nthreads);
       case kNormal:
-        return fill_chunk<kDType>(F32Math<kNormal>(d), g, tid, nthreads);
+        return fill_any<kDType>(F32Math<kNormal>(d), d, chunk, shift, tid, nthreads);
       case kTruncNormal:
         // The same test as the CPU path, so both take the same branch.
         if (central_quantile_range(d.param[2], d.param[2] + d.param[3])) {
-          return fill_chunk<kDType>(F32TruncNormal<false>(d), g, tid, nthreads);
+          return fill_any<kDType>(F32TruncNormal<false>(d), d, chunk, shift, tid, nthreads);
         }
-        return fill_chunk<kDType>(F32TruncNormal<true>(d), g, tid, nthreads);
+        return fill_any<kDType>(F32TruncNormal<true>(d), d, chunk, shift, tid, nthreads);
       default:  // kTruncNormalFp64
-        return fill_chunk<kDType>(F64Math<kTruncNormalFp64>(d), g, tid, nthreads);
+        return fill_any<kDType>(F64Math<kTruncNormalFp64>(d), d, chunk, shift, tid, nthreads);
     }
   }
 }

@@ -5,7 +5,7 @@
 // stream-ordered upload (LaunchTable). Plain C++, so the pybind11 binding builds it without
 // CUDA headers.
 //
-// Chunks are cut in contract-index space, not in memory: chunk k of a tensor covers the global
+// A contiguous descriptor's chunks are cut in contract-index space, not in memory: chunk k covers the global
 // indices [(floor(first_index / C) + k) * C, ... + C) clipped to the tensor, C = 2^chunk_shift.
 // So a chunk always starts on a Philox block and on a 16-byte store group whatever first_index
 // is, and its Philox block indices share their high word (C / 4 divides 2^32), which keeps
@@ -30,15 +30,26 @@ struct ChunkRef {
   uint32_t chunk;   // chunk of that tensor, counted from the chunk holding first_index
 };
 static_assert(sizeof(ChunkRef) == 8, "ChunkRef is read by the kernel as two 32-bit words");
-static_assert(sizeof(FillDescriptor) % 16 == 0, "the map after the descriptors stays aligned");
+static_assert(sizeof(FillDescriptor) % alignof(FillDescriptor) == 0 &&
+                  alignof(FillDescriptor) % alignof(ChunkRef) == 0,
+              "the descriptors and the map after them stay aligned");
 
-constexpr int kMaxChunkShift = 16;  // 65,536 elements per chunk (apex, PyTorch foreach)
-constexpr int kMinChunkShift = 11;  // 2,048: 256 threads x 8 halves, the largest store group
+constexpr int shift_of(int64_t power_of_two) {
+  return power_of_two > 1 ? 1 + shift_of(power_of_two / 2) : 0;
+}
+constexpr int kMaxChunkShift = shift_of(kMaxChunkElements);  // 65,536 (apex, PyTorch foreach)
+constexpr int kMinChunkShift = shift_of(kCudaMinChunkElements);  // 256 threads x 8 halves
+static_assert((int64_t{1} << kMaxChunkShift) == kMaxChunkElements &&
+                  (int64_t{1} << kMinChunkShift) == kCudaMinChunkElements,
+              "chunk sizes are powers of two");
 constexpr int64_t kMaxGridBlocks = 2147483647;  // gridDim.x limit
 
-// Chunks of one tensor under a chunk size of 2^shift (0 for an empty tensor).
+// Chunks of one tensor under a chunk size of 2^shift (0 for an empty tensor). A strided
+// descriptor is cut in its local row-major order instead: chunk k covers local elements
+// [k * C, (k + 1) * C).
 inline int64_t chunk_count(const FillDescriptor& d, int shift) {
   if (d.numel <= 0) return 0;
+  if (!is_contiguous(d)) return ((d.numel - 1) >> shift) + 1;
   const uint64_t first = static_cast<uint64_t>(d.first_index);
   const uint64_t last = first + static_cast<uint64_t>(d.numel) - 1;
   return static_cast<int64_t>((last >> shift) - (first >> shift) + 1);

@@ -5,20 +5,11 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "contract_numbers.h"
 #include "distributions.h"
 #include "philox.h"
 
 namespace fastinit {
-
-enum Distribution : int32_t {
-  kConstant = 0,
-  kUniform = 1,
-  kNormal = 2,
-  kTruncNormal = 3,      // fp32 math (Giles' erfinv)
-  kTruncNormalFp64 = 4,  // fp64 math (AS241): fp64 outputs, and intervals beyond Giles' fit
-};
-
-enum DType : int32_t { kFloat32 = 0, kFloat64 = 1, kFloat16 = 2, kBFloat16 = 3 };
 
 // Bytes per element of a dtype code.
 FASTINIT_HD size_t element_size(int32_t dtype) {
@@ -27,23 +18,24 @@ FASTINIT_HD size_t element_size(int32_t dtype) {
 
 // Host-computed parameters, per distribution (fastinit/plan.py fills them):
 //   constant:        [value already rounded to the output dtype]
-//   uniform:         [scale = hi - lo (taken in fp64), shift = lo]
+//   uniform:         [scale = hi - lo (taken in fp64), shift = lo, limit (uniform_value_f32)]
 //   normal:          [mean, std]
 //   trunc_normal(*): [mean, s * std, Phi(alpha), Phi(beta) - Phi(alpha), alpha, beta,
 //                     a rounded inward to the dtype, b rounded inward to the dtype]
 //                    with (alpha, beta, s) mirrored so that alpha + beta <= 0.
-// Layout is fixed: 112 bytes, little-endian, struct format "<QqqQQii8d" in plan.py.
-struct FillDescriptor {
-  uint64_t data;         // address of element 0 (contiguous storage)
-  int64_t numel;         // elements to write
-  int64_t first_index;   // contract index of element 0 (non-zero for a shard)
-  uint64_t seed;
-  uint64_t stream;
-  int32_t dist;
-  int32_t dtype;
-  double param[8];
-};
-static_assert(sizeof(FillDescriptor) == 112, "descriptor layout is shared with plan.py");
+//
+// Layout of the elements: local element (i_0, ..., i_{ndim-1}) of the row-major order over
+// size[] lies at data + sum(i_d * stride[d]) elements and receives contract index
+// first_index + sum(i_d * global_stride[d]). A contiguous tensor (or a shard that is one run of
+// the global order) is ndim = 1, stride = global_stride = 1: the backends' fast path. Unused
+// dims (d >= ndim) hold size 1 and strides 0. struct FillDescriptor, its layout (struct format
+// DESCRIPTOR_FORMAT of fastinit/contract_numbers.py), kMaxDims and the distribution and dtype
+// codes are generated into contract_numbers.h.
+
+// The fast path: one run of consecutive addresses and consecutive contract indices.
+FASTINIT_HD bool is_contiguous(const FillDescriptor& d) {
+  return d.ndim == 1 && d.stride[0] == 1 && d.global_stride[0] == 1;
+}
 
 // Contract elements per Philox call: 4 for fp32 math, 2 for fp64 math.
 FASTINIT_HD int elements_per_block(int32_t dist, int32_t dtype) {
@@ -60,15 +52,18 @@ FASTINIT_HD ParamsF32 params_f32(const FillDescriptor& d) {
   return r;
 }
 
-FASTINIT_HD float uniform_value_f32(uint32_t w, float scale, float shift) {
-  return std::fma(u24(w), scale, shift);
+// limit (param[2]): the smallest fp32 value that rounds to b or above in a 16-bit output dtype
+// (+inf for fp32): such a value maps to the lower bound, so the output stays in [a, b).
+FASTINIT_HD float uniform_value_f32(uint32_t w, float scale, float shift, float limit) {
+  const float x = std::fma(u24(w), scale, shift);
+  return x >= limit ? shift : x;
 }
 
 // Box-Muller on one pair of words: (cos, sin) branch for (even, odd) t.
 FASTINIT_HD void normal_pair_f32(uint32_t wa, uint32_t wb, float mean, float std_,
                                  float& x_even, float& x_odd) {
   const float r = std::sqrt(-2.0f * log_f32(u24o(wa)));
-  const float theta = 6.2831853071795864769f * u24(wb);
+  const float theta = kTwoPi * u24(wb);
   float s, c;
   sincos_f32(theta, s, c);
   x_even = std::fma(r * c, std_, mean);
@@ -82,9 +77,9 @@ FASTINIT_HD T clamp_to(T x, T lo, T hi) {
   return x > hi ? hi : x;
 }
 
-// Giles' fp32 erfinv is accurate to ~1.2e-6 in z for p >= 2^-24; below, it extrapolates (at
-// p = 1e-22 it even returns a positive z). Those elements take the fp64 quantile (AS241).
-constexpr float kGilesMinP = 5.9604644775390625e-8f;  // 2^-24
+// Giles' fp32 erfinv is accurate to ~1.2e-6 in z for p >= kGilesMinP = 2^-24; below, it
+// extrapolates (at p = 1e-22 it even returns a positive z). Those elements take the fp64
+// quantile (AS241).
 
 FASTINIT_HD float trunc_normal_p(uint32_t w, const ParamsF32& q) {
   return std::fma(u24m(w), q.p[3], q.p[2]);
@@ -116,7 +111,7 @@ FASTINIT_HD float trunc_normal_value_f32(uint32_t w, const ParamsF32& q) {
 FASTINIT_HD void block_values_f32(int32_t dist, const ParamsF32& q, const Words4& w, float v[4]) {
   switch (dist) {
     case kUniform:
-      for (int t = 0; t < 4; ++t) v[t] = uniform_value_f32(w.w[t], q.p[0], q.p[1]);
+      for (int t = 0; t < 4; ++t) v[t] = uniform_value_f32(w.w[t], q.p[0], q.p[1], q.p[2]);
       break;
     case kNormal:
       normal_pair_f32(w.w[0], w.w[1], q.p[0], q.p[1], v[0], v[1]);
@@ -138,7 +133,7 @@ FASTINIT_HD double element_value_f64(int32_t dist, const double* param, const Wo
       return u53(w.w[2 * t], w.w[2 * t + 1]) * param[0] + param[1];
     case kNormal: {
       const double r = std::sqrt(-2.0 * std::log(u53o(w.w[0], w.w[1])));
-      const double theta = 6.283185307179586476925 * u53(w.w[2], w.w[3]);
+      const double theta = kTwoPiF64 * u53(w.w[2], w.w[3]);
       const double z = r * (t == 0 ? std::cos(theta) : std::sin(theta));
       return z * param[1] + param[0];
     }

@@ -1,9 +1,11 @@
 // Philox4x32-10 and the word-to-float maps of the fastinit random-number contract
-// (../DESIGN.md, "The random-number contract"). Header-only and __host__ __device__,
+// (docs/contract.md). Header-only and __host__ __device__,
 // so the CPU fallback and the CUDA kernels compute the same numbers from one source.
 #pragma once
 
 #include <cstdint>
+
+#include "contract_numbers.h"
 
 #if defined(__CUDACC__)
 #define FASTINIT_HD __host__ __device__ __forceinline__
@@ -12,11 +14,6 @@
 #endif
 
 namespace fastinit {
-
-constexpr uint32_t kPhiloxM0 = 0xD2511F53u;
-constexpr uint32_t kPhiloxM1 = 0xCD9E8D57u;
-constexpr uint32_t kPhiloxW0 = 0x9E3779B9u;
-constexpr uint32_t kPhiloxW1 = 0xBB67AE85u;
 
 struct Words4 {
   uint32_t w[4];
@@ -63,20 +60,18 @@ FASTINIT_HD Words4 philox_block(uint64_t block, uint64_t stream, uint64_t seed) 
 }
 
 // Words to floats. 2^-24 and 2^-53 are exact, so each map is exact in its type.
-FASTINIT_HD float u24(uint32_t w) { return static_cast<float>(w >> 8) * 5.9604644775390625e-8f; }
-FASTINIT_HD float u24o(uint32_t w) {
-  return static_cast<float>((w >> 8) + 1u) * 5.9604644775390625e-8f;
-}
+FASTINIT_HD float u24(uint32_t w) { return static_cast<float>(w >> 8) * kU24Scale; }
+FASTINIT_HD float u24o(uint32_t w) { return static_cast<float>((w >> 8) + 1u) * kU24Scale; }
 // Midpoint map: the 24-bit integer with its lowest bit set, i.e. ((w >> 9) + 1/2) * 2^-23.
 // Odd numerators keep it exact in fp32 and strictly inside (0, 1); the literal
 // ((w >> 8) + 0.5) * 2^-24 needs 25 bits and rounds to 1.0 at the top of the range.
 FASTINIT_HD float u24m(uint32_t w) {
-  return static_cast<float>((w >> 8) | 1u) * 5.9604644775390625e-8f;
+  return static_cast<float>((w >> 8) | 1u) * kU24Scale;
 }
 FASTINIT_HD double u53(uint32_t a, uint32_t b) {
   const uint64_t bits = (static_cast<uint64_t>(a >> 5) << 26) | static_cast<uint64_t>(b >> 6);
-  return static_cast<double>(bits) * 1.1102230246251565404e-16;
+  return static_cast<double>(bits) * kU53Scale;
 }
-FASTINIT_HD double u53o(uint32_t a, uint32_t b) { return u53(a, b) + 1.1102230246251565404e-16; }
+FASTINIT_HD double u53o(uint32_t a, uint32_t b) { return u53(a, b) + kU53Scale; }
 
 }  // namespace fastinit

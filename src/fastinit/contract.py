@@ -1,4 +1,4 @@
-"""Host side of the random-number contract (DESIGN.md): seeds, streams and the per-tensor
+"""Host side of the random-number contract (docs/contract.md): seeds, streams and the per-tensor
 parameters every backend receives. The device side is csrc/fastinit/*.h (C++ and CUDA),
 kernels/ (Triton) and backends/reference.py (NumPy, the executable form of the contract).
 """
@@ -16,30 +16,24 @@ import numpy as np
 import torch
 from torch._subclasses.fake_tensor import unset_fake_temporarily
 
-PHILOX_M0 = 0xD2511F53
-PHILOX_M1 = 0xCD9E8D57
-PHILOX_W0 = 0x9E3779B9
-PHILOX_W1 = 0xBB67AE85
+from .errors import InitValueError
+
+from . import contract_numbers as _numbers
+
+PHILOX_M0 = _numbers.PHILOX["M0"]
+PHILOX_M1 = _numbers.PHILOX["M1"]
+PHILOX_W0 = _numbers.PHILOX["W0"]
+PHILOX_W1 = _numbers.PHILOX["W1"]
 
 # Below this mirrored upper bound, Giles' fp32 erfinv is outside its fitted range (p < ~1e-8).
-FP32_TRUNC_NORMAL_MIN_BETA = -5.0
+FP32_TRUNC_NORMAL_MIN_BETA = float(_numbers.F64["FP32_TRUNC_NORMAL_MIN_BETA"])
 
 U64_MASK = (1 << 64) - 1
 
-
-class Distribution(IntEnum):
-    CONSTANT = 0
-    UNIFORM = 1
-    NORMAL = 2
-    TRUNC_NORMAL = 3
-    TRUNC_NORMAL_FP64 = 4
-
-
-class DType(IntEnum):
-    FLOAT32 = 0
-    FLOAT64 = 1
-    FLOAT16 = 2
-    BFLOAT16 = 3
+Distribution = IntEnum("Distribution", _numbers.DISTRIBUTIONS, module=__name__)
+Distribution.__doc__ = "Distribution codes of a fill descriptor."
+DType = IntEnum("DType", _numbers.DTYPES, module=__name__)
+DType.__doc__ = "dtype codes of a fill descriptor."
 
 
 DTYPE_CODES = {
@@ -180,9 +174,26 @@ def nearest_to_interval(a: float, b: float, dtype: torch.dtype) -> float:
     return below if a - below <= above - b else above
 
 
-def uniform_params(a: float, b: float) -> list[float]:
-    # The difference is taken in fp64 on the host; fp32-math backends round both to fp32.
-    return [float(b) - float(a), float(a)]
+def half_open_limit(b: float, dtype: torch.dtype) -> float:
+    """The smallest fp32 value that rounds to `b` or above in a 16-bit `dtype` (+inf for fp32
+    and fp64): a uniform value at or above it is replaced by the lower bound, so the output
+    stays in [a, b) (docs/contract.md)."""
+    if dtype not in (torch.float16, torch.bfloat16):
+        return math.inf
+    top = round_to_dtype(b, dtype)  # the smallest value of dtype >= b
+    if top < b:
+        top = _step(top, dtype, up=True)
+    below = _step(top, dtype, up=False)
+    midpoint = (top + below) / 2  # exact in fp32: one bit more than dtype's mantissa
+    top_is_even = torch.tensor(top, dtype=dtype).view(torch.int16).item() % 2 == 0
+    # fp32 -> dtype rounds to nearest, ties to even: the midpoint goes to `top` when it is even.
+    return midpoint if top_is_even else float(np.nextafter(np.float32(midpoint), np.float32(np.inf)))
+
+
+def uniform_params(a: float, b: float, dtype: torch.dtype = torch.float32) -> list[float]:
+    """[scale, shift, limit] of a uniform on [a, b) for `dtype`: the difference is taken in
+    fp64 on the host (fp32-math backends round both to fp32); limit: half_open_limit."""
+    return [float(b) - float(a), float(a), half_open_limit(b, dtype)]
 
 
 def normal_params(mean: float, std: float) -> list[float]:
@@ -234,8 +245,15 @@ def negated_params(dist: Distribution, params: list[float]) -> list[float]:
     value is the negated clamp into [lo, hi]. A negative view (``tensor._neg_view()``,
     ``z.conj().imag``) is written through its plain view with these.
     """
-    if dist == Distribution.CONSTANT or dist == Distribution.UNIFORM:
-        return [-p for p in params]
+    if dist == Distribution.CONSTANT:
+        return [-params[0]]
+    if dist == Distribution.UNIFORM:  # [scale, shift, limit]: a limit only bounds 16-bit values
+        scale, shift, limit = params
+        if math.isfinite(limit):
+            raise InitValueError(
+                "a half-open fp16 / bf16 uniform cannot be written negated exactly; "
+                "fill a plain tensor and negate it")
+        return [-scale, -shift, limit]
     if dist == Distribution.NORMAL:
         return [-params[0], -params[1]]
     mean, signed_std, p_alpha, dp, alpha, beta, a_in, b_in = params

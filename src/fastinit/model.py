@@ -1,7 +1,7 @@
 """Whole-model init: PyTorch's default init of every standard layer (or user rules) for every
 parameter and buffer of a module, in one fused pass per (device, dtype).
 
-Each tensor gets stream = blake2b-64 of its fully qualified name (DESIGN.md), so its values do
+Each tensor gets stream = blake2b-64 of its fully qualified name (docs/contract.md), so its values do
 not depend on the order, on which other tensors are in the call, on the device or backend.
 Tied parameters are initialised once, under their first name.
 """

@@ -192,7 +192,19 @@ def _fill_random(tensor, dist, params, generator, seed) -> Tensor:
     check_generator(generator)
     if _writes_nothing(tensor) or tensor.numel() == 0:
         return tensor
-    submit([make_fill(tensor, dist, params, _resolve_seed(generator, seed))])
+    seed = _resolve_seed(generator, seed)
+    with torch._C.DisableTorchFunction():
+        negated_half_open = tensor.is_neg() and dist == Distribution.UNIFORM and math.isfinite(params[2])
+    if negated_half_open:
+        # a half-open fp16 / bf16 uniform has no exactly negated parameters (docs/contract.md):
+        # a plain tensor gets the values, and torch copies them into the negative view
+        with torch._C.DisableTorchFunction():
+            plain = torch.empty(tensor.shape, dtype=tensor.dtype, device=tensor.device)
+        run_now([make_fill(plain, dist, params, seed)], tensor, "uniform (negative view)")
+        with torch.no_grad(), torch._C.DisableTorchFunction():
+            tensor.copy_(plain)
+        return tensor
+    submit([make_fill(tensor, dist, params, seed)])
     return tensor
 
 
@@ -238,7 +250,7 @@ def _uniform_plan(fn_name, tensor, a, b) -> tuple[Distribution, list]:
             f"{fn_name}: uniform_ expects to-from <= {_fmt(finfo.max)} for {tensor.dtype}, but "
             f"found to={_fmt(b)} and from={_fmt(a)} which result in to-from to exceed the limit"
         )
-    return Distribution.UNIFORM, uniform_params(a, b)
+    return Distribution.UNIFORM, uniform_params(a, b, tensor.dtype)
 
 
 def _uniform_checked(fn_name, tensor, a, b, generator, seed) -> Tensor:

@@ -4,6 +4,7 @@ Validation happens here, for every tensor of a call, before any backend writes a
 """
 from __future__ import annotations
 
+import itertools
 import math
 import numbers
 import struct
@@ -16,13 +17,9 @@ from torch._subclasses.functional_tensor import FunctionalTensor
 
 from .contract import DTYPE_CODES, Distribution, check_seed, negated_params
 from .errors import InitValueError, UnsupportedDtypeError
-from .sharding import check_placements, global_runs, is_dtensor, local_tensor
+from .sharding import check_placements, dim_pieces, global_indices, is_dtensor, local_tensor
 
-# struct FillDescriptor in csrc/fastinit/fill.h: data, numel, first_index, seed, stream,
-# dist, dtype, param[8].
-DESCRIPTOR_FORMAT = "<QqqQQii8d"
-DESCRIPTOR_SIZE = struct.calcsize(DESCRIPTOR_FORMAT)
-NUM_PARAMS = 8
+from .contract_numbers import DESCRIPTOR_FORMAT, DESCRIPTOR_SIZE, MAX_DIMS, NUM_PARAMS
 
 OVERLAP_MESSAGE = (
     "unsupported operation: more than one element of the written-to tensor refers to a single "
@@ -31,8 +28,116 @@ OVERLAP_MESSAGE = (
 
 
 @dataclass(frozen=True)
+class Layout:
+    """Where a descriptor's elements lie and which contract indices they receive.
+
+    Local element (i_0, ..., i_{n-1}) of the row-major order over `sizes` lies at memory
+    offset ``offset + sum(i_d * strides[d])`` (in elements, from the tensor's data pointer) and
+    receives contract index ``first_index + sum(i_d * global_strides[d])`` (first_index is the
+    fill's). A contiguous tensor, or a shard that is one run of the global order, is the single
+    dim (numel,) with stride 1 and global stride 1: the backends' fast path.
+    """
+
+    sizes: tuple
+    strides: tuple
+    global_strides: tuple
+    offset: int = 0
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.sizes)
+
+    def is_contiguous(self) -> bool:
+        return len(self.sizes) == 1 and self.strides[0] == 1 and self.global_strides[0] == 1
+
+
+def collapse(sizes, strides, global_strides) -> tuple[tuple, tuple, tuple]:
+    """Drop size-1 dims and merge neighbours whose memory and global steps both nest; a
+    tensor of one element is the single dim (1,)."""
+    dims = [(n, s, g) for n, s, g in zip(sizes, strides, global_strides) if n != 1]
+    merged: list[tuple[int, int, int]] = []
+    for n, s, g in dims:
+        if merged:
+            pn, ps, pg = merged[-1]
+            if ps == n * s and pg == n * g:
+                merged[-1] = (pn * n, s, g)
+                continue
+        merged.append((n, s, g))
+    if not merged:
+        merged = [(1, 1, 1)]
+    return tuple(m[0] for m in merged), tuple(m[1] for m in merged), tuple(m[2] for m in merged)
+
+
+def _row_major_strides(shape) -> list[int]:
+    return [math.prod(shape[d + 1:]) for d in range(len(shape))]
+
+
+def _split_leading(layout: Layout, first_index: int) -> list[tuple[Layout, int]]:
+    """A layout of more than MAX_DIMS dims as one layout per index of its leading dims."""
+    extra = len(layout.sizes) - MAX_DIMS
+    if extra <= 0:
+        return [(layout, first_index)]
+    out = []
+    for pos in itertools.product(*(range(n) for n in layout.sizes[:extra])):
+        out.append((Layout(layout.sizes[extra:], layout.strides[extra:],
+                           layout.global_strides[extra:],
+                           layout.offset + sum(i * s for i, s in zip(pos, layout.strides))),
+                    first_index + sum(i * g for i, g in zip(pos, layout.global_strides))))
+    return out
+
+
+def index_layouts(local: torch.Tensor, shape, indices, first_index: int = 0
+                  ) -> list[tuple[Layout, int]]:
+    """(layout, first index) of each descriptor that covers `local`, the part of a tensor of
+    global `shape` whose element (i_0, i_1, ...) is global element
+    (indices[0][i_0], indices[1][i_1], ...) (contract index first_index + its row-major
+    position). One, unless it has more than MAX_DIMS dims that do not merge, or its indices
+    along a dim are runs of uneven length or spacing."""
+    global_steps = _row_major_strides(tuple(shape))
+    out = []
+    for combo in itertools.product(*(dim_pieces(i) for i in indices)):
+        sizes, strides, gsteps = [], [], []
+        offset, first = 0, first_index
+        for (local_start, global_start, subdims), stride, gstep in zip(
+                combo, local.stride(), global_steps):
+            offset += local_start * stride
+            first += global_start * gstep
+            for n, local_step, global_step in subdims:
+                sizes.append(n)
+                strides.append(local_step * stride)
+                gsteps.append(global_step * gstep)
+        layout = Layout(*collapse(sizes, strides, gsteps), offset)
+        out.extend(_split_leading(layout, first))
+    return out
+
+
+def _global_indices(tensor: torch.Tensor) -> tuple[tuple, list]:
+    """(global shape, the global index of each local position along each dim) of a tensor:
+    a DTensor's local shard, or a plain tensor whole."""
+    local = local_tensor(tensor)
+    if not is_dtensor(tensor):
+        return tuple(local.shape), [range(n) for n in local.shape]
+    idx = global_indices(tensor)
+    if tuple(local.shape) != tuple(len(i) for i in idx):
+        raise InitValueError(
+            f"local shard of shape {tuple(local.shape)} does not match the expected "
+            f"{tuple(len(i) for i in idx)} for placements {tensor.placements}")
+    return tuple(tensor.shape), idx
+
+
+def tensor_layouts(tensor: torch.Tensor, first_index: int = 0) -> list[tuple[Layout, int]]:
+    """index_layouts of a non-empty tensor: a DTensor's local shard at the global indices it
+    holds, or a plain tensor whole."""
+    shape, indices = _global_indices(tensor)
+    return index_layouts(local_tensor(tensor), shape, indices, first_index)
+
+
+@dataclass(frozen=True)
 class Fill:
-    """One tensor to fill with a distribution, its host parameters, seed and stream."""
+    """One tensor to fill with a distribution, its host parameters, seed and stream.
+
+    `layout` None: the whole tensor (a plain tensor) from contract index `first_index`.
+    """
 
     tensor: torch.Tensor
     dist: Distribution
@@ -40,18 +145,37 @@ class Fill:
     seed: int
     stream: int = 0
     first_index: int = 0
+    layout: Layout | None = None
+
+    def resolved_layout(self) -> Layout:
+        """The layout of the descriptor this fill packs: `layout`, or a plain tensor's own."""
+        if self.layout is not None:
+            return self.layout
+        layouts = tensor_layouts(self.tensor)
+        if len(layouts) != 1:
+            raise InitValueError(
+                f"a tensor of shape {tuple(self.tensor.shape)} and strides {self.tensor.stride()} "
+                f"needs {len(layouts)} descriptors; plan it with descriptor_fills")
+        return layouts[0][0]
 
     def pack(self) -> bytes:
+        layout = self.resolved_layout()
+        pad = MAX_DIMS - len(layout.sizes)
         params = list(self.params) + [0.0] * (NUM_PARAMS - len(self.params))
         return struct.pack(
             DESCRIPTOR_FORMAT,
-            self.tensor.data_ptr(),
-            self.tensor.numel(),
+            self.tensor.data_ptr() + layout.offset * self.tensor.element_size(),
+            layout.numel,
             self.first_index,
             self.seed,
             self.stream,
             int(self.dist),
             int(DTYPE_CODES[self.tensor.dtype]),
+            len(layout.sizes),
+            0,  # padding
+            *layout.sizes, *[1] * pad,
+            *layout.strides, *[0] * pad,
+            *layout.global_strides, *[0] * pad,
             *params,
         )
 
@@ -158,6 +282,8 @@ def make_fill(tensor, dist, params, seed, stream=0, first_index=0) -> Fill:
     """The Fill of `tensor`; a negative view becomes its plain view with negated parameters."""
     dist = Distribution(dist)
     params = [float(p) for p in params]
+    if dist == Distribution.UNIFORM and len(params) == 2:  # [scale, shift]: no half-open limit
+        params.append(math.inf)
     with torch._C.DisableTorchFunction():  # fastinit's own view, not a user's access
         if tensor.is_neg():
             tensor, params = tensor._neg_view(), negated_params(dist, params)
@@ -165,42 +291,42 @@ def make_fill(tensor, dist, params, seed, stream=0, first_index=0) -> Fill:
                 int(first_index))
 
 
-def _local_fills(fills: Sequence[Fill]) -> list[Fill]:
-    """A DTensor's fill becomes fills of its local shard at their global indices."""
-    out = []
+def descriptor_fills(fills: Sequence[Fill]) -> list[Fill]:
+    """The fills the backends run: one per descriptor, each over a plain (local) tensor with
+    its layout and first contract index, written in place whatever its strides. A DTensor
+    contributes its local shard at the global indices it holds; empty tensors none. A complex
+    tensor is filled through its real view: complex element k is contract indices 2k (real
+    part) and 2k + 1 (imaginary part); in a conjugate view the imaginary parts are written
+    negated, so the view reads the values."""
+    out: list[Fill] = []
     for f in fills:
-        if is_dtensor(f.tensor):
-            out.extend(replace(f, tensor=piece, first_index=f.first_index + start)
-                       for piece, start in global_runs(f.tensor))
-        else:
-            out.append(f)
+        if f.tensor.numel() == 0:
+            continue
+        local = local_tensor(f.tensor)
+        if local.numel() == 0:
+            continue
+        with torch._C.DisableTorchFunction():  # fastinit's own views
+            if local.is_complex():
+                out.extend(_complex_fills(f, local))
+                continue
+        out.extend(replace(f, tensor=local, first_index=first, layout=layout)
+                   for layout, first in tensor_layouts(f.tensor, f.first_index))
     return out
 
 
-def contiguous_fills(
-    fills: Sequence[Fill],
-) -> tuple[list[Fill], list[tuple[torch.Tensor, torch.Tensor]]]:
-    """Fills over contiguous memory, plus (target, scratch) pairs to copy back afterwards.
-
-    A DTensor contributes the pieces of its local shard, each at its global indices.
-    A non-contiguous target (channels_last, transposed, sliced) or a conjugate view is generated
-    into a contiguous scratch tensor in logical order and then copied into the target, so it
-    receives the values of its logical indices and is always written. A complex target is
-    filled through its real view (torch.view_as_real): element j of that view is index j.
-    """
-    out: list[Fill] = []
-    copy_back: list[tuple[torch.Tensor, torch.Tensor]] = []
-    for f in _local_fills(fills):
-        target = f.tensor
-        if target.numel() == 0:
-            continue
-        with torch._C.DisableTorchFunction():  # fastinit's own scratch and views
-            if not target.is_contiguous() or target.is_conj():
-                scratch = torch.empty(target.shape, dtype=target.dtype, device=target.device)
-                copy_back.append((target, scratch))
-                target = scratch
-            first_index = f.first_index
-            if target.is_complex():  # complex element k is real-view elements 2k and 2k + 1
-                target, first_index = torch.view_as_real(target), 2 * first_index
-        out.append(replace(f, tensor=target, first_index=first_index))
-    return out, copy_back
+def _complex_fills(f: Fill, local: torch.Tensor) -> list[Fill]:
+    shape, indices = _global_indices(f.tensor)
+    if not local.is_conj():
+        real = torch.view_as_real(local)
+        return [replace(f, tensor=real, first_index=first, layout=layout) for layout, first in
+                index_layouts(real, (*shape, 2), [*indices, range(2)], 2 * f.first_index)]
+    real = torch.view_as_real(local.conj())  # the memory as it is: the conjugates
+    out = []
+    for part, params in ((0, f.params), (1, tuple(negated_params(f.dist, list(f.params))))):
+        view = real[..., part]
+        for layout, first in index_layouts(view, shape, indices, 0):
+            doubled = Layout(layout.sizes, layout.strides,
+                             tuple(2 * g for g in layout.global_strides), layout.offset)
+            out.append(replace(f, tensor=view, params=params, layout=doubled,
+                               first_index=2 * (f.first_index + first) + part))
+    return out

@@ -4,10 +4,9 @@ index, so they equal the unsharded init for any placements, mesh and world size,
 included, and no collective is needed."""
 from __future__ import annotations
 
-import itertools
-import math
 import sys
 
+import numpy as np
 import torch
 
 from .errors import InitValueError
@@ -80,14 +79,15 @@ def _private_helper(owner, name: str):
     return helper
 
 
-def global_indices(t) -> list[list[int]]:
+def global_indices(t) -> list:
     """Per dimension, the global indices the local shard of DTensor `t` holds along it: local
-    element (i0, i1, ...) is global element (idx[0][i0], idx[1][i1], ...)."""
+    element (i0, i1, ...) is global element (idx[0][i0], idx[1][i1], ...); a range per dim
+    unless a _StridedShard splits it into runs (then a list)."""
     shape = tuple(t.shape)
     if not any(_StridedShard is not None and isinstance(p, _StridedShard) for p in t.placements):
         local_shape, offset = _private_helper(
             _dtensor_utils, "compute_local_shape_and_global_offset")(shape, t.device_mesh, t.placements)
-        return [list(range(o, o + n)) for o, n in zip(offset, local_shape)]
+        return [range(o, o + n) for o, n in zip(offset, local_shape)]
     # A _StridedShard's local indices are not one block: split each dimension's index range
     # exactly as DTensor splits the tensor (mesh dims left to right), no communication.
     coord = t.device_mesh.get_coordinate()
@@ -109,37 +109,25 @@ def local_index(t, dim: int, global_i: int):
     return idx.index(global_i) if global_i in idx else None
 
 
-def global_runs(t) -> list[tuple[torch.Tensor, int]]:
-    """(piece of the local shard, global index of its first element) covering the local shard of
-    DTensor `t`, each piece a run of consecutive global indices, in as few pieces as its
-    placements allow."""
-    local = t.to_local()
-    if local.numel() == 0:
-        return []
-    global_shape = tuple(t.shape)
-    idx = global_indices(t)
-    if tuple(local.shape) != tuple(len(i) for i in idx):
-        raise InitValueError(f"local shard of shape {tuple(local.shape)} does not match the "
-                             f"expected {tuple(len(i) for i in idx)} for placements {t.placements}")
-    ndim = len(global_shape)
-    k = ndim
-    while k > 0 and idx[k - 1] == list(range(global_shape[k - 1])):
-        k -= 1
-    if k == 0:
-        return [(local, 0)]
-    global_strides = [math.prod(global_shape[d + 1:]) for d in range(ndim)]
-    partial = k - 1  # last dimension the shard covers only partly; later ones fully
-    ip = idx[partial]
-    segments, s = [], 0  # (local start, local end) of each run of consecutive global indices
-    for j in range(1, len(ip) + 1):
-        if j == len(ip) or ip[j] != ip[j - 1] + 1:
-            segments.append((s, j))
-            s = j
-    runs = []
-    for pos in itertools.product(*(range(len(idx[d])) for d in range(partial))):
-        start = sum(idx[d][i] * global_strides[d] for d, i in enumerate(pos))
-        sub = local[pos] if pos else local
-        for a, b in segments:
-            runs.append((sub if (a, b) == (0, len(ip)) else sub[a:b],
-                         start + ip[a] * global_strides[partial]))
-    return runs
+def dim_pieces(idx) -> list[tuple[int, int, tuple]]:
+    """How the global indices `idx` (a range or a list) a shard holds along one dim map onto
+    it, in as few pieces as possible: (local start, global start, ((size, local step,
+    global step), ...)).
+
+    One run of consecutive indices is one piece of one sub-dim; runs of equal length at equal
+    spacing (a _StridedShard) are one piece of two sub-dims (run, position in the run); other
+    runs (uneven _StridedShard splits) are one piece each.
+    """
+    if isinstance(idx, range) and idx.step == 1:
+        return [(0, idx.start, ((len(idx), 1, 1),))]
+    values = np.asarray(idx, dtype=np.int64)
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(values) != 1) + 1])
+    lengths = np.diff(np.concatenate([starts, [len(values)]]))
+    firsts = values[starts]
+    if len(starts) == 1:
+        return [(0, int(firsts[0]), ((len(values), 1, 1),))]
+    spacing = np.diff(firsts)
+    if (lengths == lengths[0]).all() and (spacing == spacing[0]).all():
+        return [(0, int(firsts[0]),
+                 ((len(starts), int(lengths[0]), int(spacing[0])), (int(lengths[0]), 1, 1)))]
+    return [(int(a), int(g), ((int(n), 1, 1),)) for a, g, n in zip(starts, firsts, lengths)]

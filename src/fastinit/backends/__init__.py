@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 
 from ..errors import BackendUnavailableError, InitValueError
-from ..plan import Fill, check_storage, contiguous_fills, has_real_storage
+from ..plan import Fill, check_storage, descriptor_fills, has_real_storage
 from ..sharding import local_tensor
 
 BACKENDS = ("cpu", "cuda", "triton", "reference")
@@ -103,7 +103,7 @@ def backend_for(device: torch.device):
 
 
 def execute(fills: Sequence[Fill]) -> None:
-    """Run validated fills: one backend call per (device, dtype) group, then copy-backs.
+    """Run validated fills: one backend call per (device, dtype) group, in place.
 
     Fills of tensors without real storage (meta, fake, functional) are dropped; every other
     tensor's storage is checked, for all fills, before any backend writes.
@@ -117,7 +117,7 @@ def execute(fills: Sequence[Fill]) -> None:
                 f"a tensor of shape {tuple(f.tensor.shape)} was created under "
                 "torch.inference_mode(); initialise it inside inference_mode or clone it")
         check_storage(f.tensor)
-    targets, copy_back = contiguous_fills(fills)
+    targets = descriptor_fills(fills)
     groups: "OrderedDict[tuple, list[Fill]]" = OrderedDict()
     for f in targets:
         groups.setdefault((f.tensor.device, f.tensor.dtype), []).append(f)
@@ -127,8 +127,6 @@ def execute(fills: Sequence[Fill]) -> None:
         for backend, device, group in runs:
             backend.run(group)
             _last_run[device.type] = backend.NAME
-        for target, scratch in copy_back:
-            target.copy_(scratch)
         for f in fills:
             if f.tensor.numel():
                 torch.autograd.graph.increment_version(local_tensor(f.tensor))

@@ -1,4 +1,4 @@
-"""The `reference` backend: the random-number contract of DESIGN.md in plain NumPy integer and
+"""The `reference` backend: the random-number contract (docs/contract.md) in plain NumPy integer and
 float64 arithmetic. It is the executable specification the other backends are tested against;
 it is slow and meant for tests, small tensors and devices no other backend serves.
 
@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .. import contract_numbers
 from ..contract import (
     PHILOX_M0,
     PHILOX_M1,
@@ -29,7 +30,10 @@ from ..plan import Fill
 NAME = "reference"
 IMPORT_ERROR = None
 MASK32 = np.uint64(0xFFFFFFFF)
-TWO_PI_F32 = float(np.float32(6.2831853071795864769))
+TWO_PI_F32 = contract_numbers.f32(contract_numbers.F32["TWO_PI"])
+U24_SCALE = contract_numbers.f32(contract_numbers.F32["U24_SCALE"])
+U53_SCALE = float(contract_numbers.F64["U53_SCALE"])
+TWO_PI_F64 = float(contract_numbers.F64["TWO_PI_F64"])
 
 
 def philox4x32_10(c0, c1, c2, c3, k0: int, k1: int):
@@ -62,21 +66,21 @@ def block_words(blocks: np.ndarray, stream: int, seed: int) -> np.ndarray:
 
 
 def u24(w):
-    return (w >> np.uint64(8)).astype(np.float64) * 2.0**-24
+    return (w >> np.uint64(8)).astype(np.float64) * U24_SCALE
 
 
 def u24o(w):
-    return ((w >> np.uint64(8)) + np.uint64(1)).astype(np.float64) * 2.0**-24
+    return ((w >> np.uint64(8)) + np.uint64(1)).astype(np.float64) * U24_SCALE
 
 
 def u24m(w):
     """Odd 24-bit numerators: exact in fp32 and strictly inside (0, 1) (see philox.h)."""
-    return ((w >> np.uint64(8)) | np.uint64(1)).astype(np.float64) * 2.0**-24
+    return ((w >> np.uint64(8)) | np.uint64(1)).astype(np.float64) * U24_SCALE
 
 
 def u53(a, b):
     bits = ((a >> np.uint64(5)) << np.uint64(26)) | (b >> np.uint64(6))
-    return bits.astype(np.float64) * 2.0**-53
+    return bits.astype(np.float64) * U53_SCALE
 
 
 def f32(x):
@@ -103,7 +107,8 @@ def ndtri(p: np.ndarray) -> np.ndarray:
 def values_fp32_math(dist: int, params: Sequence[float], words: np.ndarray) -> np.ndarray:
     """Values (n, 4) of Philox blocks with words (n, 4) for the fp32-math distributions."""
     if dist == Distribution.UNIFORM:
-        return fma_f32(u24(words), f32(params[0]), f32(params[1]))
+        x = fma_f32(u24(words), f32(params[0]), f32(params[1]))
+        return np.where(x >= f32(params[2]), f32(params[1]), x)  # the half-open [a, b)
     if dist == Distribution.NORMAL:
         mean, std = f32(params[0]), f32(params[1])
         out = np.empty(words.shape, dtype=np.float64)
@@ -127,8 +132,8 @@ def values_fp64_math(dist: int, params: Sequence[float], words: np.ndarray) -> n
         u = np.stack([u53(words[:, 0], words[:, 1]), u53(words[:, 2], words[:, 3])], axis=-1)
         return u * params[0] + params[1]
     if dist == Distribution.NORMAL:
-        r = np.sqrt(-2.0 * np.log(u53(words[:, 0], words[:, 1]) + 2.0**-53))
-        theta = 2.0 * math.pi * u53(words[:, 2], words[:, 3])
+        r = np.sqrt(-2.0 * np.log(u53(words[:, 0], words[:, 1]) + U53_SCALE))
+        theta = TWO_PI_F64 * u53(words[:, 2], words[:, 3])
         z = np.stack([r * np.cos(theta), r * np.sin(theta)], axis=-1)
         return z * params[1] + params[0]
     if dist in (Distribution.TRUNC_NORMAL, Distribution.TRUNC_NORMAL_FP64):
@@ -138,26 +143,43 @@ def values_fp64_math(dist: int, params: Sequence[float], words: np.ndarray) -> n
     raise ValueError(f"distribution {dist} has no fp64-math form")
 
 
-def contract_values(fill: Fill) -> torch.Tensor:
-    """The contract's values of `fill`, in logical order, as a flat tensor of its dtype."""
-    n = fill.tensor.numel()
+def values_at(fill: Fill, indices: np.ndarray) -> torch.Tensor:
+    """The contract's values of `fill` at contract indices `indices` (uint64), as a flat tensor
+    of its dtype."""
+    n = indices.size
     dtype = fill.tensor.dtype
     if fill.dist == Distribution.CONSTANT:
         return torch.full((n,), fill.params[0], dtype=dtype)
     per_block = elements_per_block(fill.dist, dtype)
-    first = fill.first_index
-    blocks = np.arange(first // per_block, (first + n + per_block - 1) // per_block, dtype=np.uint64)
+    blocks, which = np.unique(indices // np.uint64(per_block), return_inverse=True)
     words = block_words(blocks, fill.stream, fill.seed)
     if per_block == 4:
         values = values_fp32_math(fill.dist, fill.params, words)
     else:
         values = values_fp64_math(fill.dist, fill.params, words)
-    start = first % per_block
-    flat = torch.from_numpy(np.ascontiguousarray(values.reshape(-1)[start : start + n]))
+    slot = (indices % np.uint64(per_block)).astype(np.int64)
+    flat = torch.from_numpy(np.ascontiguousarray(values[which.reshape(-1), slot]))
     if dtype == torch.float64:
         return flat
     # fp32 first, then the output dtype: the rounding path of the device backends.
     return flat.to(torch.float32).to(dtype)
+
+
+def contract_indices(fill: Fill) -> np.ndarray:
+    """Contract index of each element of `fill`, in the row-major order of its layout."""
+    layout = fill.resolved_layout()
+    index = np.full((), fill.first_index, dtype=np.uint64)
+    for d, (n, step) in enumerate(zip(layout.sizes, layout.global_strides)):
+        shape = [1] * len(layout.sizes)
+        shape[d] = n
+        index = index + (np.arange(n, dtype=np.uint64) * np.uint64(step)).reshape(shape)
+    return np.broadcast_to(index, layout.sizes).reshape(-1)
+
+
+def contract_values(fill: Fill) -> torch.Tensor:
+    """The contract's values of `fill`, in the row-major order of its layout (for a plain
+    tensor, its logical order), as a flat tensor of its dtype."""
+    return values_at(fill, contract_indices(fill))
 
 
 def supports(device) -> bool:
@@ -166,4 +188,7 @@ def supports(device) -> bool:
 
 def run(fills: Sequence[Fill]) -> None:
     for fill in fills:
-        fill.tensor.view(-1).copy_(contract_values(fill))
+        layout = fill.resolved_layout()
+        target = fill.tensor.as_strided(layout.sizes, layout.strides,
+                                        fill.tensor.storage_offset() + layout.offset)
+        target.copy_(contract_values(fill).view(layout.sizes))

@@ -72,7 +72,7 @@ def check_fills(fills: Sequence[Fill]) -> None:
 
 
 def run(fills: Sequence[Fill], config=None) -> None:
-    """Fill `fills` (one device, one dtype, contiguous targets): one launch for the list."""
+    """Fill `fills` (one device, one dtype, any layouts): one launch for the list."""
     fills = [f for f in fills if f.tensor.numel()]
     if not fills:
         return
@@ -83,11 +83,20 @@ def run(fills: Sequence[Fill], config=None) -> None:
             "passes a call's table as the kernel's argument, which graph capture keeps)")
     config = _fill.DEFAULT_CONFIG if config is None else config
     if interpreting() and fills[0].tensor.device.type != "cpu":
-        # The interpreter dereferences the table's raw addresses on the host: generate into
-        # host scratch tensors and copy them to the device.
-        pairs = [(f.tensor, torch.empty(f.tensor.shape, dtype=f.tensor.dtype)) for f in fills]
-        _fill.fill([replace(f, tensor=s) for f, (_, s) in zip(fills, pairs)], config)
-        for target, scratch in pairs:
-            target.copy_(scratch)
+        # The interpreter dereferences the table's raw addresses on the host: fill a host copy
+        # of each tensor's storage, with the same strides, and copy the written elements back.
+        hosts, pairs = [], []
+        for f in fills:
+            storage = torch.empty(f.tensor.untyped_storage().nbytes() // f.tensor.element_size(),
+                                  dtype=f.tensor.dtype)
+            host = storage.as_strided(f.tensor.shape, f.tensor.stride(), f.tensor.storage_offset())
+            hosts.append(replace(f, tensor=host))
+            layout = f.resolved_layout()
+            pairs.append(tuple(t.as_strided(layout.sizes, layout.strides,
+                                            t.storage_offset() + layout.offset)
+                               for t in (f.tensor, host)))
+        _fill.fill(hosts, config)
+        for target, host in pairs:
+            target.copy_(host)
         return
     _fill.fill(fills, config)
