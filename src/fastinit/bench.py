@@ -66,23 +66,29 @@ def _seconds(fn: Callable[[], object], device: torch.device, calls: int) -> floa
     return time.perf_counter() - t0
 
 
-def median_seconds(fn: Callable[[], object], device: torch.device, repeats: int,
-                   min_sample_seconds: float = 0.0) -> float:
-    """Median seconds per call of `fn` over `repeats` samples, after one warm-up call.
+def interleaved_medians(fns: list[Callable[[], object]], device: torch.device, repeats: int,
+                        min_sample_seconds: float = 0.0) -> list[float]:
+    """Median seconds per call of each of `fns`, their samples taken in turn (round robin), so
+    that a slow spell of a shared machine hits every arm alike.
 
     Args:
-        fn: the call to time.
-        device: where `fn` runs (CUDA is timed with events).
-        repeats: samples; the median is returned.
-        min_sample_seconds: each sample repeats `fn` enough times to last about this long, so
-            that microsecond calls are not lost in the timer's resolution.
+        fns: the calls to compare.
+        device: where they run (CUDA is timed with events).
+        repeats: samples per call; the medians are returned.
+        min_sample_seconds: each sample repeats its call enough times to last about this long,
+            so that microsecond calls are not lost in the timer's resolution.
 
     Returns:
-        Seconds per call.
+        Seconds per call, one per function of `fns`.
     """
-    warmup = _seconds(fn, device, 1)  # also first-touch page faults, kernel compilation
-    calls = max(1, min(10_000, round(min_sample_seconds / max(warmup, 1e-7))))
-    return statistics.median(_seconds(fn, device, calls) / calls for _ in range(repeats))
+    # The warm-up call (first-touch page faults, kernel compilation) also sizes the samples.
+    calls = [max(1, min(10_000, round(min_sample_seconds / max(_seconds(fn, device, 1), 1e-7))))
+             for fn in fns]
+    samples: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, n, out in zip(fns, calls, samples):
+            out.append(_seconds(fn, device, n) / n)
+    return [statistics.median(times) for times in samples]
 
 
 def shape_for(numel: int) -> tuple[int, int]:
@@ -119,11 +125,10 @@ def run_bench(device: str = "cpu", dtypes=("float32", "bfloat16"), numel: int = 
                 n = reference_numel if backend == "reference" else numel
                 t = torch.empty(shape_for(n), dtype=dtype, device=dev)
                 n = t.numel()
-                fill_s = median_seconds(lambda: t.fill_(1.0), dev, repeats)
                 backends.set_backend(backend)
                 for name, (ours, theirs) in DISTRIBUTIONS.items():
-                    ours_s = median_seconds(lambda: ours(t), dev, repeats)
-                    torch_s = median_seconds(lambda: theirs(t), dev, repeats)
+                    fill_s, ours_s, torch_s = interleaved_medians(
+                        [lambda: t.fill_(1.0), lambda: ours(t), lambda: theirs(t)], dev, repeats)
                     rows.append(Row(str(dev), backend, dtype_name, name, n, ours_s, torch_s, fill_s))
                     counter.step(f"{dtype_name} {backend} {name}")
     finally:
@@ -170,12 +175,13 @@ def plot_sizes(max_numel: int = 256 * 2**20, min_numel: int = 1024) -> list[int]
     return sizes
 
 
-def run_sweep(device, dtype_name: str, sizes: list[int], repeats: int = 3,
+def run_sweep(device, dtype_name: str, sizes: list[int], repeats: int = 5,
               progress: Optional[TextIO] = None) -> list[SweepPoint]:
     """Throughput of fastinit (the selected backend), torch.nn.init and fill_ at every size.
 
-    Each measurement is the median of `repeats` samples of at least 20 ms; at each size the
-    fastinit and torch calls of a distribution are timed back to back on the same tensor.
+    For each size and distribution, fill_, fastinit and torch.nn.init are sampled in turn on
+    the same tensor, `repeats` samples of at least 50 ms each, and their medians kept; the
+    fill_ rate of a size is the median over all its distributions' fill_ samples.
 
     Args:
         device: where the tensors live.
@@ -194,12 +200,18 @@ def run_sweep(device, dtype_name: str, sizes: list[int], repeats: int = 3,
     try:
         for numel in sizes:
             t = torch.empty(shape_for(numel), dtype=dtype, device=dev)
-            fill = t.numel() / median_seconds(lambda: t.fill_(1.0), dev, repeats, 0.02) / 1e9
+            fills, measured = [], []
             for name, (ours, theirs) in DISTRIBUTIONS.items():
-                ours_g = t.numel() / median_seconds(lambda: ours(t), dev, repeats, 0.02) / 1e9
-                torch_g = t.numel() / median_seconds(lambda: theirs(t), dev, repeats, 0.02) / 1e9
-                points.append(SweepPoint(name, t.numel(), ours_g, torch_g, fill))
+                fill_s, ours_s, torch_s = interleaved_medians(
+                    [lambda: t.fill_(1.0), lambda: ours(t), lambda: theirs(t)], dev, repeats,
+                    min_sample_seconds=0.05)
+                fills.append(fill_s)
+                measured.append((name, ours_s, torch_s))
                 counter.step(f"{numel:,} elements, {name}")
+            fill_g = t.numel() / statistics.median(fills) / 1e9
+            points += [SweepPoint(name, t.numel(), t.numel() / ours_s / 1e9,
+                                  t.numel() / torch_s / 1e9, fill_g)
+                       for name, ours_s, torch_s in measured]
             del t
     finally:
         counter.close()
