@@ -13,6 +13,7 @@ import os
 import platform
 import re
 import sys
+import time
 
 import torch
 
@@ -210,18 +211,14 @@ def _require_plotting() -> None:
 
 
 def _bench(args) -> int:
-    from . import backend_info
     from .bench import DISTRIBUTIONS, format_table, plot_sizes, run_bench, run_sweep
 
     devices = [resolve_device(d) for d in args.device] if args.device else \
         [torch.device("cuda" if torch.cuda.is_available() else "cpu")]
     if args.plot:
         _require_plotting()
-    info = backend_info()
     print(f"fastinit bench: torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads, cpu SIMD {info['cpu_simd']}")
-    print(f"backends available: {', '.join(info['available'])}"
-          + "".join(f"; {k} unavailable ({v})" for k, v in info["unavailable"].items()))
+          f"{torch.get_num_threads()} threads; backends: {install_summary()}")
     if args.plot:
         from .plots import plot_sweep
         device = devices[0]
@@ -229,8 +226,9 @@ def _bench(args) -> int:
         print(f"throughput sweep on {device_label(device)}, {args.dtype[0]}: {len(sizes)} sizes "
               f"from {sizes[0]:,} to {sizes[-1]:,} elements x {len(DISTRIBUTIONS)} distributions")
         points = run_sweep(device, args.dtype[0], sizes, progress=sys.stderr)
-        title = (f"fastinit bench, {args.dtype[0]}, {device_label(device)}, "
-                 f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+        title = (f"fastinit bench --plot, {args.dtype[0]}, {device_label(device)}, "
+                 f"{torch.get_num_threads()} threads, torch {torch.__version__}, "
+                 f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
         plot_sweep(points, args.plot, title)
         print(f"wrote {args.plot}")
         return 0
