@@ -272,12 +272,26 @@ def _explain(args) -> int:
     return 0
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default unless it is None or its help already says it."""
+
+    def _get_help_string(self, action):
+        if action.default is None or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="fastinit", description=__doc__.split("\n")[0],
-                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    """The `fastinit` argument parser, with its three subcommands."""
+    parser = _Parser(prog="fastinit", formatter_class=_HelpFormatter,
+                     description="fastinit's command line: materialise a Llama-style model "
+                                 "against torch (demo), time every backend (bench), show a "
+                                 "model's init (explain). Also `python -m fastinit`.",
+                     epilog="Errors end in one line: exit status 2 for a bad argument, 1 for "
+                            "something this machine or the import system cannot provide.")
     parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    formatter = argparse.ArgumentDefaultsHelpFormatter
+    formatter = _HelpFormatter
 
     bench = sub.add_parser("bench", formatter_class=formatter,
                            help="compare every backend with torch.nn.init and fill_")
@@ -301,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", formatter_class=formatter,
                           help="materialise a ~1.3B Llama-style model: fastinit vs torch")
-    demo.add_argument("--params", type=parse_count, default=1_300_000_000,
+    demo.add_argument("--params", type=parse_count, default="1.3B",
                       help="parameter count, approximate (e.g. 100M, 1.3B, 7e9)")
     demo.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                       help="dtype of the parameters")
