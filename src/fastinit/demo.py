@@ -143,6 +143,8 @@ def run_demo(params: float = 1.3e9, dtype: torch.dtype = torch.float32, device=N
 
     # Untimed: the first allocation of this much memory can pay for the system backing it (a
     # VM's host faults pages in); every timed phase below then starts from the same state.
+    print(f"  warm-up: allocating and writing {nbytes / 2**30:.2f} GiB once, untimed ...",
+          file=sys.stderr, flush=True)
     _fill_floor(config, dtype, device)
     fast_runs, fill_runs, checks = [], [], None
     progress = Progress(f"fastinit and floor, {repeats} runs each", 2 * repeats, sys.stderr,
