@@ -59,6 +59,8 @@ ERROR_CASES = [
     (["explain", "broken_models:small"], 1, ["importing 'broken_models' failed",
                                             "broken on purpose"]),
     (["frobnicate"], 2, ["invalid choice: 'frobnicate'"]),
+    (["demo", "--params", "100T", "--device", "cpu"], 1, ["out of memory", "GiB available",
+                                                           "--params"]),
 ]
 
 

@@ -244,7 +244,10 @@ def _demo(args) -> int:
     from .demo import run_demo
 
     device = resolve_device(args.device) if args.device else None
-    run_demo(args.params, getattr(torch, args.dtype), device, args.seed, args.repeats)
+    try:
+        run_demo(args.params, getattr(torch, args.dtype), device, args.seed, args.repeats)
+    except (MemoryError, torch.cuda.OutOfMemoryError) as exc:
+        raise CommandError(f"out of memory: {str(exc).splitlines()[0]}") from None
     return 0
 
 

@@ -94,6 +94,33 @@ def _fill_floor(config: LlamaConfig, dtype, device) -> float:
     return _timed(allocate_and_fill, device)[1]
 
 
+def available_bytes(device: torch.device) -> int | None:
+    """Memory free for new tensors on `device` (MemAvailable on Linux), None where unknown."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_fits(nbytes: int, device: torch.device) -> None:
+    """Refuse, before allocating anything, a model that cannot fit on `device`.
+
+    Raises:
+        MemoryError: `nbytes` (with 10% to spare) exceeds the memory available on `device`.
+    """
+    free = available_bytes(device)
+    if free is not None and nbytes * 1.1 > free:
+        raise MemoryError(f"the model needs {nbytes / 2**30:.2f} GiB and {device} has "
+                          f"{free / 2**30:.2f} GiB available: try a smaller --params or "
+                          f"--dtype bfloat16")
+
+
 def _spread(times: list[float]) -> str:
     """`median 1.42 s over 3 runs (1.38-1.61 s, spread 16%)`."""
     median = statistics.median(times)
@@ -137,6 +164,7 @@ def run_demo(params: float = 1.3e9, dtype: torch.dtype = torch.float32, device=N
     print(f"Llama-style decoder: {config.num_layers} layers, hidden {config.hidden_size}, "
           f"{config.num_params() / 1e9:.3f}B parameters, {dtype}, {nbytes / 2**30:.2f} GiB on {device}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
+    check_fits(nbytes, device)
     print("phases: fastinit = materialize from meta (allocate + init in one fused pass); floor = "
           "to_empty + fill_ of every parameter (allocate + write once); torch way = to_empty + "
           "every module's reset_parameters")
