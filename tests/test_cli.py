@@ -77,6 +77,23 @@ def test_errors_are_one_line_without_traceback(tmp_path, args, status, words):
         assert word in lines[0], lines[0]
 
 
+def test_closed_pipe_is_quiet(tmp_path):
+    """`fastinit explain ... | head -1`: the reader leaves early, no traceback (the table is
+    far larger than a pipe's buffer, so the writer does see the closed pipe)."""
+    (tmp_path / "many.py").write_text(
+        "from torch import nn\n"
+        "def layers():\n"
+        "    return nn.Sequential(*[nn.Linear(8, 8) for _ in range(3000)])\n")
+    proc = subprocess.Popen([sys.executable, "-m", "fastinit", "explain", "many:layers"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=tmp_path, bufsize=1)
+    assert proc.stdout.readline().split()[:2] == ["name", "shape"]
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=300) in (0, 1)
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error where CUDA is missing")
 @pytest.mark.parametrize("command", ["demo", "bench"])
 def test_missing_cuda_is_one_line(command):

@@ -358,6 +358,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"\nfastinit {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`fastinit explain ... | head`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 1
 
 
 if __name__ == "__main__":
