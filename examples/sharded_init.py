@@ -47,9 +47,10 @@ def main() -> None:
         fastinit.reset_parameters(reference, seed=SEED)
         equal = all(torch.equal(gathered[name], p) for name, p in reference.named_parameters())
         print(f"gathered weights equal to the unsharded init with seed {SEED}: {equal}")
-        if not equal:
-            raise SystemExit(1)
+    dist.barrier()  # every rank shuts down together: none tears gloo down under another
     dist.destroy_process_group()
+    if rank == 0 and not equal:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":
