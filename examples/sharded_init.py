@@ -5,6 +5,7 @@ Run it with torchrun (CPU and gloo where there is no GPU, one GPU per rank and N
 
     torchrun --nproc-per-node 2 examples/sharded_init.py
 """
+import gc
 import os
 
 import torch
@@ -47,7 +48,11 @@ def main() -> None:
         fastinit.reset_parameters(reference, seed=SEED)
         equal = all(torch.equal(gathered[name], p) for name, p in reference.named_parameters())
         print(f"gathered weights equal to the unsharded init with seed {SEED}: {equal}")
-    dist.barrier()  # every rank shuts down together: none tears gloo down under another
+    # Shut down in order: free the sharded model (FSDP2 state that refers to the process
+    # group) while the interpreter is fully alive, then leave the group together.
+    del model, gathered
+    gc.collect()
+    dist.barrier()
     dist.destroy_process_group()
     if rank == 0 and not equal:
         raise SystemExit(1)
