@@ -5,6 +5,7 @@ repeated phases and verdict, the plots, and the density check behind `explain --
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import re
 import shutil
@@ -20,6 +21,7 @@ from fastinit import cli
 from fastinit.check import density_checks, format_verdict, ks_statistic
 from fastinit.demo import format_std_verdict
 from fastinit.llama import tiny_llama
+from fastinit.progress import Progress
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -284,3 +286,40 @@ def test_sweep_points_cover_every_size_and_distribution():
     assert [(p.numel, p.distribution) for p in points] == [
         (n, d) for n in sizes for d in DISTRIBUTIONS]
     assert all(p.fastinit_gelems > 0 and p.torch_gelems > 0 and p.fill_gelems > 0 for p in points)
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_redraws_one_line_on_a_terminal():
+    out = _Terminal()
+    progress = Progress("work", 3, out, interval=0.0)
+    for step in ("a", "b", "c"):
+        progress.step(step)
+    progress.close()
+    text = out.getvalue()
+    assert text.count("\n") == 1 and text.endswith("\n")
+    assert text.count("\r") == 3 and "\r  work: 3/3 c" in text
+
+
+def test_progress_writes_lines_to_a_log_at_most_every_interval():
+    out = io.StringIO()
+    progress = Progress("work", 1000, out, log_interval=3600.0)
+    for i in range(1000):
+        progress.step(f"step {i}")
+    progress.close()
+    assert out.getvalue().splitlines() == ["  work: 1/1000 step 0", "  work: 1000/1000 step 999"]
+
+
+def test_progress_to_none_is_silent():
+    progress = Progress("work", 2, None)
+    progress.step()
+    progress.step()
+    progress.close()
+    assert progress.done == 2
