@@ -116,7 +116,8 @@ def run_bench(device: str = "cpu", dtypes=("float32", "bfloat16"), numel: int = 
     dev = torch.device(device)
     rows: list[Row] = []
     previous = backends.get_backend()
-    runnable = [b for b in backends.backend_info()["available"] if backends._module(b).supports(dev)]
+    runnable = [b for b in backends.backend_info()["available"]
+                if backends._module(b).supports(dev)]
     counter = Progress(f"bench {dev}", len(dtypes) * len(runnable) * len(DISTRIBUTIONS), progress)
     try:
         for dtype_name in dtypes:

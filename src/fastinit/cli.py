@@ -308,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="elements per tensor (e.g. 16M)")
     bench.add_argument("--reference-numel", type=parse_count, default=2**20,
                        help="elements per tensor for the slow NumPy reference backend")
-    bench.add_argument("--repeats", type=positive_int, default=5, help="timed repeats (median reported)")
+    bench.add_argument("--repeats", type=positive_int, default=5,
+                       help="timed repeats (median reported)")
     bench.add_argument("--plot", metavar="FILE.png",
                        help="instead of the table, plot throughput against tensor size (1K to "
                             "--max-numel elements) for fastinit, torch.nn.init and fill_")

@@ -170,8 +170,9 @@ def uniform_(
     Raises:
         UnsupportedDtypeError: `tensor` is not floating point (also a TypeError and a
             NotImplementedError, as torch raises).
-        InitValueError: `a > b`, or a bound that is not finite or not representable in the dtype, or `tensor` is an expanded view whose elements share memory
-            (also a ValueError and a RuntimeError).
+        InitValueError: `a > b`, or a bound that is not finite or not representable in the dtype,
+            or `tensor` is an expanded view whose elements share memory (also a ValueError and a
+            RuntimeError).
         TypeError: `seed` is not an int, or a value is not a real number.
         ValueError: `seed` is outside [0, 2**64).
 
@@ -205,8 +206,8 @@ def normal_(
     Raises:
         UnsupportedDtypeError: `tensor` is not floating point (also a TypeError and a
             NotImplementedError, as torch raises).
-        InitValueError: `std < 0`, or a mean or std that is not finite, or `tensor` is an expanded view whose elements share memory
-            (also a ValueError and a RuntimeError).
+        InitValueError: `std < 0`, or a mean or std that is not finite, or `tensor` is an expanded
+            view whose elements share memory (also a ValueError and a RuntimeError).
         TypeError: `seed` is not an int, or a value is not a real number.
         ValueError: `seed` is outside [0, 2**64).
 
@@ -249,8 +250,9 @@ def trunc_normal_(
     Raises:
         UnsupportedDtypeError: `tensor` is not floating point (also a TypeError and a
             NotImplementedError, as torch raises).
-        InitValueError: `std < 0`, `a > b`, a nan bound, or a mean or std that is not finite, or `tensor` is an expanded view whose elements share memory
-            (also a ValueError and a RuntimeError).
+        InitValueError: `std < 0`, `a > b`, a nan bound, or a mean or std that is not finite, or
+            `tensor` is an expanded view whose elements share memory (also a ValueError and a
+            RuntimeError).
         TypeError: `seed` is not an int, or a value is not a real number.
         ValueError: `seed` is outside [0, 2**64).
         ZeroStdError: `std == 0` (also a ZeroDivisionError, as torch raises).
@@ -440,8 +442,8 @@ def xavier_uniform_(
     Raises:
         UnsupportedDtypeError: `tensor` is not floating point (also a TypeError and a
             NotImplementedError, as torch raises).
-        InitValueError: a negative or non-finite gain, or `tensor` is an expanded view whose elements share memory
-            (also a ValueError and a RuntimeError).
+        InitValueError: a negative or non-finite gain, or `tensor` is an expanded view whose
+            elements share memory (also a ValueError and a RuntimeError).
         TypeError: `seed` is not an int, or a value is not a real number.
         ValueError: `seed` is outside [0, 2**64).
         ValueError: `tensor` has fewer than 2 dimensions (no fan_in and fan_out).
@@ -477,8 +479,8 @@ def xavier_normal_(
     Raises:
         UnsupportedDtypeError: `tensor` is not floating point (also a TypeError and a
             NotImplementedError, as torch raises).
-        InitValueError: a negative or non-finite gain, or `tensor` is an expanded view whose elements share memory
-            (also a ValueError and a RuntimeError).
+        InitValueError: a negative or non-finite gain, or `tensor` is an expanded view whose
+            elements share memory (also a ValueError and a RuntimeError).
         TypeError: `seed` is not an int, or a value is not a real number.
         ValueError: `seed` is outside [0, 2**64).
         ValueError: `tensor` has fewer than 2 dimensions (no fan_in and fan_out).
@@ -542,8 +544,8 @@ def kaiming_uniform_(
     Raises:
         UnsupportedDtypeError: `tensor` is not floating point (also a TypeError and a
             NotImplementedError, as torch raises).
-        InitValueError: a slope or gain that is not finite, or `tensor` is an expanded view whose elements share memory
-            (also a ValueError and a RuntimeError).
+        InitValueError: a slope or gain that is not finite, or `tensor` is an expanded view whose
+            elements share memory (also a ValueError and a RuntimeError).
         TypeError: `seed` is not an int, or a value is not a real number.
         ValueError: `seed` is outside [0, 2**64).
         ValueError: an unknown `mode` or `nonlinearity`, or `tensor` has fewer than 2
@@ -590,8 +592,8 @@ def kaiming_normal_(
     Raises:
         UnsupportedDtypeError: `tensor` is not floating point (also a TypeError and a
             NotImplementedError, as torch raises).
-        InitValueError: a slope or gain that is not finite, or `tensor` is an expanded view whose elements share memory
-            (also a ValueError and a RuntimeError).
+        InitValueError: a slope or gain that is not finite, or `tensor` is an expanded view whose
+            elements share memory (also a ValueError and a RuntimeError).
         TypeError: `seed` is not an int, or a value is not a real number.
         ValueError: `seed` is outside [0, 2**64).
         ValueError: an unknown `mode` or `nonlinearity`, or `tensor` has fewer than 2
@@ -633,8 +635,9 @@ def orthogonal_(
     Raises:
         UnsupportedDtypeError: `tensor` is not floating point (also a TypeError and a
             NotImplementedError, as torch raises).
-        InitValueError: a gain that is not finite, or a sharded `tensor` (a DTensor with a Shard placement), or `tensor` is an expanded view whose elements share memory
-            (also a ValueError and a RuntimeError).
+        InitValueError: a gain that is not finite, or a sharded `tensor` (a DTensor with a Shard
+            placement), or `tensor` is an expanded view whose elements share memory (also a
+            ValueError and a RuntimeError).
         TypeError: `seed` is not an int, or a value is not a real number.
         ValueError: `seed` is outside [0, 2**64).
         ValueError: `tensor` has fewer than 2 dimensions.
@@ -702,8 +705,9 @@ def sparse_(
     Raises:
         UnsupportedDtypeError: `tensor` is not floating point (also a TypeError and a
             NotImplementedError, as torch raises).
-        InitValueError: `sparsity` outside [0, 1], `std < 0`, a value that is not finite, or a sharded `tensor`, or `tensor` is an expanded view whose elements share memory
-            (also a ValueError and a RuntimeError).
+        InitValueError: `sparsity` outside [0, 1], `std < 0`, a value that is not finite, or a
+            sharded `tensor`, or `tensor` is an expanded view whose elements share memory (also a
+            ValueError and a RuntimeError).
         TypeError: `seed` is not an int, or a value is not a real number.
         ValueError: `seed` is outside [0, 2**64).
         ValueError: `tensor` is not 2-dimensional.
@@ -841,8 +845,8 @@ def variance_scaling_(
     Raises:
         UnsupportedDtypeError: `tensor` is not floating point (also a TypeError and a
             NotImplementedError, as torch raises).
-        InitValueError: `scale <= 0` or not finite, or `tensor` is an expanded view whose elements share memory
-            (also a ValueError and a RuntimeError).
+        InitValueError: `scale <= 0` or not finite, or `tensor` is an expanded view whose elements
+            share memory (also a ValueError and a RuntimeError).
         TypeError: `seed` is not an int, or a value is not a real number.
         ValueError: `seed` is outside [0, 2**64).
         ValueError: an unknown `mode` or `distribution`, or `tensor` has fewer than 2
