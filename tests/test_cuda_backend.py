@@ -321,7 +321,7 @@ def test_launch_table_chunk_size_follows_the_work():
     (_fake_fill_bytes(5, data=0), "descriptor 0: data: null address"),
     (_fake_fill_bytes(5, data=4098), "descriptor 0: data: address 4098 is not aligned"),
     (_fake_fill_bytes(5)[:-1], "whole number"),
-    (_fake_fill_bytes(5, ndim=0), "ndim 0 is outside"),
+    (_fake_fill_bytes(5, ndim=0), "ndim: 0 is outside"),
     (_fake_fill_bytes(5, ndim=MAX_DIMS + 1), "is outside"),
     (_fake_fill_bytes(5, size=4), "differs from the product of its sizes"),
     (_fake_fill_bytes(5, stride=-1), "must be >= 0"),

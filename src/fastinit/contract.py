@@ -52,7 +52,14 @@ def elements_per_block(dist: int, dtype: torch.dtype) -> int:
 
 
 def stream_for_name(name: str) -> int:
-    """Whole-model stream of a parameter or buffer: blake2b-64 of its fully qualified name."""
+    """Whole-model stream of a parameter or buffer: blake2b-64 of its fully qualified name.
+
+    Args:
+        name: the fully qualified name, e.g. ``"layers.3.mlp.up_proj.weight"``.
+
+    Returns:
+        The stream, an int in [0, 2**64).
+    """
     digest = hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "little")
 

@@ -110,6 +110,18 @@ def calculate_gain(nonlinearity: Union[str, Callable], param: int | float | None
     callable ``f``: gain = :math:`1 / \sqrt{E[f(z)^2]}`, z ~ N(0, 1), by quadrature. For linear,
     relu and leaky_relu that formula gives torch's values.
 
+    Args:
+        nonlinearity: the non-linear function: an `nn.functional` name or any callable of a
+            float64 NumPy array
+        param: optional parameter for the non-linear function (slope, alpha or beta)
+
+    Returns:
+        The gain, a float.
+
+    Raises:
+        ValueError: an unknown name, a slope that is not a number, or a callable whose
+            :math:`E[f(z)^2]` is zero or not finite.
+
     Examples:
         >>> fastinit.calculate_gain("leaky_relu", 0.2)
         1.3867504905630728

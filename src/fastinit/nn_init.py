@@ -332,8 +332,26 @@ def uniform_(
         tensor: an n-dimensional `torch.Tensor`
         a: the lower bound of the uniform distribution
         b: the upper bound of the uniform distribution
-        generator: the torch Generator to draw the seed from (default: the CPU generator)
-        seed: use this 64-bit seed instead of drawing one
+        generator: the torch Generator the call's seed is drawn from, with one
+            ``torch.randint`` whatever the tensor's device (default: None, torch's default CPU
+            generator, so ``torch.manual_seed`` makes the call reproducible). Every other
+            function with a ``generator`` argument takes it in this sense.
+        seed: keyword-only; a seed in [0, 2**64) to use instead of drawing one (default:
+            None, draw it). The generator is then left untouched, and the values depend only on
+            (seed, element index): the same on every backend and device, whole or sharded.
+            Every other function with a ``seed`` argument takes it in this sense.
+
+    Returns:
+        `tensor`, filled (a meta tensor is returned as is).
+
+    Raises:
+        UnsupportedDtypeError: `tensor` is not floating point (also a TypeError and a
+            NotImplementedError, as torch raises).
+        InitValueError: `a > b`, or a bound that is not finite or not representable in the dtype,
+            or `tensor` is an expanded view whose elements share memory (also a ValueError and a
+            RuntimeError).
+        TypeError: `seed` is not an int, or a value is not a real number.
+        ValueError: `seed` is outside [0, 2**64).
 
     Examples:
         >>> w = torch.empty(3, 5)
@@ -352,6 +370,24 @@ def normal_(
     seed: Optional[int] = None,
 ) -> Tensor:
     r"""Fill the input Tensor with values drawn from the normal distribution :math:`\mathcal{N}(\text{mean}, \text{std}^2)`.
+
+    Args:
+        tensor: an n-dimensional `torch.Tensor`
+        mean: the mean of the normal distribution
+        std: the standard deviation of the normal distribution
+        generator: as in :func:`uniform_`
+        seed: as in :func:`uniform_`
+
+    Returns:
+        `tensor`, filled.
+
+    Raises:
+        UnsupportedDtypeError: `tensor` is not floating point (also a TypeError and a
+            NotImplementedError, as torch raises).
+        InitValueError: `std < 0`, or a mean or std that is not finite, or `tensor` is an expanded
+            view whose elements share memory (also a ValueError and a RuntimeError).
+        TypeError: `seed` is not an int, or a value is not a real number.
+        ValueError: `seed` is outside [0, 2**64).
 
     Examples:
         >>> w = torch.empty(3, 5)
@@ -377,6 +413,28 @@ def trunc_normal_(
     values outside :math:`[a, b]` excluded, by inverse-CDF sampling in one pass (no rejection
     loop): exact in the far tails too, e.g. ``a=4, b=5``. Every value lies in ``[a, b]`` after
     rounding to the tensor's dtype.
+
+    Args:
+        tensor: an n-dimensional `torch.Tensor`
+        mean: the mean of the normal distribution
+        std: the standard deviation of the normal distribution
+        a: the minimum cutoff value
+        b: the maximum cutoff value
+        generator: as in :func:`uniform_`
+        seed: as in :func:`uniform_`
+
+    Returns:
+        `tensor`, filled.
+
+    Raises:
+        UnsupportedDtypeError: `tensor` is not floating point (also a TypeError and a
+            NotImplementedError, as torch raises).
+        InitValueError: `std < 0`, `a > b`, a nan bound, or a mean or std that is not finite, or
+            `tensor` is an expanded view whose elements share memory (also a ValueError and a
+            RuntimeError).
+        TypeError: `seed` is not an int, or a value is not a real number.
+        ValueError: `seed` is outside [0, 2**64).
+        ZeroStdError: `std == 0` (also a ZeroDivisionError, as torch raises).
 
     Examples:
         >>> w = torch.empty(3, 5)
@@ -431,6 +489,16 @@ def trunc_normal_tf_(
 def constant_(tensor: Tensor, val: float) -> Tensor:
     r"""Fill the input Tensor with the value :math:`\text{val}`.
 
+    Args:
+        tensor: an n-dimensional `torch.Tensor` (any dtype)
+        val: the value to fill the tensor with
+
+    Returns:
+        `tensor`, filled.
+
+    Raises:
+        InitValueError: `val` overflows the tensor's floating-point dtype.
+
     Examples:
         >>> w = torch.empty(3, 5)
         >>> fastinit.constant_(w, 0.3)
@@ -459,6 +527,12 @@ def constant_(tensor: Tensor, val: float) -> Tensor:
 def ones_(tensor: Tensor) -> Tensor:
     r"""Fill the input Tensor with the scalar value `1`.
 
+    Args:
+        tensor: an n-dimensional `torch.Tensor` (any dtype)
+
+    Returns:
+        `tensor`, filled.
+
     Examples:
         >>> w = torch.empty(3, 5)
         >>> fastinit.ones_(w)
@@ -469,6 +543,12 @@ def ones_(tensor: Tensor) -> Tensor:
 @_drop_in
 def zeros_(tensor: Tensor) -> Tensor:
     r"""Fill the input Tensor with the scalar value `0`.
+
+    Args:
+        tensor: an n-dimensional `torch.Tensor` (any dtype)
+
+    Returns:
+        `tensor`, filled.
 
     Examples:
         >>> w = torch.empty(3, 5)
@@ -498,6 +578,19 @@ def _check_orthogonal_shape(tensor: Tensor) -> None:
 def eye_(tensor: Tensor) -> Tensor:
     r"""Fill the 2-dimensional input `Tensor` with the identity matrix.
 
+    Preserves the identity of the inputs in `Linear` layers, where as many inputs are preserved
+    as possible.
+
+    Args:
+        tensor: a 2-dimensional `torch.Tensor`
+
+    Returns:
+        `tensor`, filled.
+
+    Raises:
+        ValueError: `tensor` is not 2-dimensional.
+        InitValueError: `tensor` is sharded (a DTensor with a Shard placement).
+
     Examples:
         >>> w = torch.empty(3, 5)
         >>> fastinit.eye_(w)
@@ -516,6 +609,18 @@ def dirac_(tensor: Tensor, groups: int = 1) -> Tensor:
 
     Preserves the identity of the inputs in convolutional layers, as many input channels as
     possible; with ``groups > 1`` each group of channels preserves identity.
+
+    Args:
+        tensor: a {3, 4, 5}-dimensional `torch.Tensor`
+        groups: number of groups in the conv layer (default: 1)
+
+    Returns:
+        `tensor`, filled.
+
+    Raises:
+        ValueError: `tensor` is not 3-, 4- or 5-dimensional, or its dim 0 is not divisible by
+            `groups`.
+        InitValueError: `tensor` is sharded (a DTensor with a Shard placement).
 
     Examples:
         >>> w = torch.empty(3, 24, 5, 5)
@@ -552,6 +657,24 @@ def xavier_uniform_(
     :math:`a = \text{gain} \times \sqrt{\frac{6}{\text{fan\_in} + \text{fan\_out}}}`
     (Glorot, X. & Bengio, Y. 2010).
 
+    Args:
+        tensor: an n-dimensional `torch.Tensor`, n >= 2
+        gain: an optional scaling factor
+        generator: as in :func:`uniform_`
+        seed: as in :func:`uniform_`
+
+    Returns:
+        `tensor`, filled.
+
+    Raises:
+        UnsupportedDtypeError: `tensor` is not floating point (also a TypeError and a
+            NotImplementedError, as torch raises).
+        InitValueError: a negative or non-finite gain, or `tensor` is an expanded view whose
+            elements share memory (also a ValueError and a RuntimeError).
+        TypeError: `seed` is not an int, or a value is not a real number.
+        ValueError: `seed` is outside [0, 2**64).
+        ValueError: `tensor` has fewer than 2 dimensions (no fan_in and fan_out).
+
     Examples:
         >>> w = torch.empty(3, 5)
         >>> fastinit.xavier_uniform_(w, gain=fastinit.calculate_gain("relu"))
@@ -571,6 +694,24 @@ def xavier_normal_(
 
     :math:`\mathcal{N}(0, \text{std}^2)` with
     :math:`\text{std} = \text{gain} \times \sqrt{\frac{2}{\text{fan\_in} + \text{fan\_out}}}`.
+
+    Args:
+        tensor: an n-dimensional `torch.Tensor`, n >= 2
+        gain: an optional scaling factor
+        generator: as in :func:`uniform_`
+        seed: as in :func:`uniform_`
+
+    Returns:
+        `tensor`, filled.
+
+    Raises:
+        UnsupportedDtypeError: `tensor` is not floating point (also a TypeError and a
+            NotImplementedError, as torch raises).
+        InitValueError: a negative or non-finite gain, or `tensor` is an expanded view whose
+            elements share memory (also a ValueError and a RuntimeError).
+        TypeError: `seed` is not an int, or a value is not a real number.
+        ValueError: `seed` is outside [0, 2**64).
+        ValueError: `tensor` has fewer than 2 dimensions (no fan_in and fan_out).
 
     Examples:
         >>> w = torch.empty(3, 5)
@@ -617,6 +758,31 @@ def kaiming_uniform_(
     2015). ``nonlinearity`` also takes fastinit's extra names ("prelu", "gelu", "silu", ...) and
     callables, see :func:`calculate_gain`.
 
+    Args:
+        tensor: an n-dimensional `torch.Tensor`, n >= 2
+        a: the negative slope of the rectifier used after this layer (only used with
+            ``'leaky_relu'`` and ``'prelu'``)
+        mode: either ``'fan_in'`` (default) or ``'fan_out'``. ``'fan_in'`` preserves the
+            magnitude of the variance of the weights in the forward pass, ``'fan_out'`` in the
+            backward pass.
+        nonlinearity: the non-linear function (`nn.functional` name or callable), recommended
+            to use only with ``'relu'`` or ``'leaky_relu'`` (default)
+        generator: as in :func:`uniform_`
+        seed: as in :func:`uniform_`
+
+    Returns:
+        `tensor`, filled (a zero-element tensor is returned as is, with a warning).
+
+    Raises:
+        UnsupportedDtypeError: `tensor` is not floating point (also a TypeError and a
+            NotImplementedError, as torch raises).
+        InitValueError: a slope or gain that is not finite, or `tensor` is an expanded view whose
+            elements share memory (also a ValueError and a RuntimeError).
+        TypeError: `seed` is not an int, or a value is not a real number.
+        ValueError: `seed` is outside [0, 2**64).
+        ValueError: an unknown `mode` or `nonlinearity`, or `tensor` has fewer than 2
+            dimensions.
+
     Examples:
         >>> w = torch.empty(3, 5)
         >>> fastinit.kaiming_uniform_(w, mode="fan_in", nonlinearity="relu")
@@ -640,6 +806,29 @@ def kaiming_normal_(
     :math:`\mathcal{N}(0, \text{std}^2)` with
     :math:`\text{std} = \frac{\text{gain}}{\sqrt{\text{fan\_mode}}}`.
 
+    Args:
+        tensor: an n-dimensional `torch.Tensor`, n >= 2
+        a: the negative slope of the rectifier used after this layer (only used with
+            ``'leaky_relu'`` and ``'prelu'``)
+        mode: either ``'fan_in'`` (default) or ``'fan_out'``, as in :func:`kaiming_uniform_`
+        nonlinearity: the non-linear function (`nn.functional` name or callable), as in
+            :func:`kaiming_uniform_`
+        generator: as in :func:`uniform_`
+        seed: as in :func:`uniform_`
+
+    Returns:
+        `tensor`, filled (a zero-element tensor is returned as is, with a warning).
+
+    Raises:
+        UnsupportedDtypeError: `tensor` is not floating point (also a TypeError and a
+            NotImplementedError, as torch raises).
+        InitValueError: a slope or gain that is not finite, or `tensor` is an expanded view whose
+            elements share memory (also a ValueError and a RuntimeError).
+        TypeError: `seed` is not an int, or a value is not a real number.
+        ValueError: `seed` is outside [0, 2**64).
+        ValueError: an unknown `mode` or `nonlinearity`, or `tensor` has fewer than 2
+            dimensions.
+
     Examples:
         >>> w = torch.empty(3, 5)
         >>> fastinit.kaiming_normal_(w, mode="fan_out", nonlinearity="relu")
@@ -661,6 +850,25 @@ def orthogonal_(
     The matrix is the Q of the QR factorisation of a contract-generated standard normal matrix
     (computed in fp32, fp64 for fp64 tensors, on the tensor's device), with torch's sign fix.
     Dimensions beyond the first are flattened.
+
+    Args:
+        tensor: an n-dimensional `torch.Tensor`, where :math:`n \geq 2`
+        gain: optional scaling factor
+        generator: as in :func:`uniform_`
+        seed: as in :func:`uniform_`
+
+    Returns:
+        `tensor`, filled.
+
+    Raises:
+        UnsupportedDtypeError: `tensor` is not floating point (also a TypeError and a
+            NotImplementedError, as torch raises).
+        InitValueError: a gain that is not finite, or a sharded `tensor` (a DTensor with a Shard
+            placement), or `tensor` is an expanded view whose elements share memory (also a
+            ValueError and a RuntimeError).
+        TypeError: `seed` is not an int, or a value is not a real number.
+        ValueError: `seed` is outside [0, 2**64).
+        ValueError: `tensor` has fewer than 2 dimensions.
 
     Examples:
         >>> w = torch.empty(3, 5)
@@ -714,6 +922,27 @@ def sparse_(
     column the ``ceil(sparsity * rows)`` rows with the smallest contract-uniform keys (stream 1 of
     the same seed) are set to zero, so the zero positions are a function of the seed too.
 
+    Args:
+        tensor: an n-dimensional `torch.Tensor`
+        sparsity: the fraction of elements in each column to be set to zero
+        std: the standard deviation of the normal distribution used to generate the non-zero
+            values
+        generator: as in :func:`uniform_`
+        seed: as in :func:`uniform_`
+
+    Returns:
+        `tensor`, filled.
+
+    Raises:
+        UnsupportedDtypeError: `tensor` is not floating point (also a TypeError and a
+            NotImplementedError, as torch raises).
+        InitValueError: `sparsity` outside [0, 1], `std < 0`, a value that is not finite, or a
+            sharded `tensor`, or `tensor` is an expanded view whose elements share memory (also a
+            ValueError and a RuntimeError).
+        TypeError: `seed` is not an int, or a value is not a real number.
+        ValueError: `seed` is outside [0, 2**64).
+        ValueError: `tensor` is not 2-dimensional.
+
     Examples:
         >>> w = torch.empty(3, 5)
         >>> fastinit.sparse_(w, sparsity=0.1)
@@ -758,6 +987,22 @@ def lecun_uniform_(
     r"""LeCun uniform: :math:`\mathcal{U}(-\sqrt{3 / \text{fan\_in}}, \sqrt{3 / \text{fan\_in}})`,
     i.e. ``variance_scaling_(tensor, 1.0, "fan_in", "uniform")`` (JAX ``lecun_uniform``).
 
+    Args:
+        tensor: an n-dimensional `torch.Tensor`, n >= 2
+        generator: as in :func:`uniform_`
+        seed: as in :func:`uniform_`
+
+    Returns:
+        `tensor`, filled.
+
+    Raises:
+        UnsupportedDtypeError: `tensor` is not floating point (also a TypeError and a
+            NotImplementedError, as torch raises).
+        InitValueError: `tensor` is an expanded view whose elements share memory
+            (also a ValueError and a RuntimeError).
+        TypeError: `seed` is not an int, or a value is not a real number.
+        ValueError: `seed` is outside [0, 2**64).
+
     Examples:
         >>> w = torch.empty(3, 5)
         >>> fastinit.lecun_uniform_(w)
@@ -772,6 +1017,22 @@ def lecun_normal_(
     r"""LeCun normal: a normal truncated to two standard deviations with variance
     :math:`1 / \text{fan\_in}`, i.e. ``variance_scaling_(tensor, 1.0, "fan_in",
     "truncated_normal")`` (JAX and Keras ``lecun_normal``, used with SELU).
+
+    Args:
+        tensor: an n-dimensional `torch.Tensor`, n >= 2
+        generator: as in :func:`uniform_`
+        seed: as in :func:`uniform_`
+
+    Returns:
+        `tensor`, filled.
+
+    Raises:
+        UnsupportedDtypeError: `tensor` is not floating point (also a TypeError and a
+            NotImplementedError, as torch raises).
+        InitValueError: `tensor` is an expanded view whose elements share memory
+            (also a ValueError and a RuntimeError).
+        TypeError: `seed` is not an int, or a value is not a real number.
+        ValueError: `seed` is outside [0, 2**64).
 
     Examples:
         >>> w = torch.empty(3, 5)
@@ -803,6 +1064,28 @@ def variance_scaling_(
       :math:`\pm 2` of its std, so the result has std :math:`\sigma`;
     * "normal" (or "untruncated_normal"): :math:`\mathcal{N}(0, \sigma^2)`;
     * "uniform": :math:`\mathcal{U}(-\sqrt{3}\sigma, \sqrt{3}\sigma)`.
+
+    Args:
+        tensor: an n-dimensional `torch.Tensor`, n >= 2
+        scale: the variance scale, positive
+        mode: ``"fan_in"`` (default), ``"fan_out"`` or ``"fan_avg"``
+        distribution: ``"truncated_normal"`` (default), ``"normal"`` (or
+            ``"untruncated_normal"``) or ``"uniform"``
+        generator: as in :func:`uniform_`
+        seed: as in :func:`uniform_`
+
+    Returns:
+        `tensor`, filled.
+
+    Raises:
+        UnsupportedDtypeError: `tensor` is not floating point (also a TypeError and a
+            NotImplementedError, as torch raises).
+        InitValueError: `scale <= 0` or not finite, or `tensor` is an expanded view whose elements
+            share memory (also a ValueError and a RuntimeError).
+        TypeError: `seed` is not an int, or a value is not a real number.
+        ValueError: `seed` is outside [0, 2**64).
+        ValueError: an unknown `mode` or `distribution`, or `tensor` has fewer than 2
+            dimensions.
 
     Examples:
         >>> w = torch.empty(256, 128)

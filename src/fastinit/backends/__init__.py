@@ -45,8 +45,22 @@ def _unavailable_reason(name: str) -> str | None:
 def set_backend(name: str) -> None:
     """Select the backend for every later call: "auto", "cpu", "cuda", "triton" or "reference".
 
-    Naming a backend that cannot run here raises BackendUnavailableError chained to the
-    original import error.
+    ``auto`` (the default) picks per device: the C++ backend for CPU tensors, CUDA C++ (else
+    Triton) for CUDA tensors, the NumPy reference elsewhere. Every backend gives the same values.
+
+    Args:
+        name: the backend's name, case-insensitive.
+
+    Raises:
+        ValueError: `name` is not one of the names above.
+        BackendUnavailableError: the named backend cannot run here (the original import error
+            is chained).
+
+    Examples:
+        >>> fastinit.set_backend("reference")
+        >>> fastinit.get_backend()
+        'reference'
+        >>> fastinit.set_backend("auto")
     """
     global _selected, _environment_error
     name = str(name).strip().lower()
@@ -63,11 +77,24 @@ def set_backend(name: str) -> None:
 
 
 def get_backend() -> str:
+    """The name of the selected backend.
+
+    Returns:
+        "auto", "cpu", "cuda", "triton" or "reference", as given to :func:`set_backend` (or the
+        FASTINIT_BACKEND environment variable).
+    """
     return _selected
 
 
 def backend_info() -> dict:
-    """What is available, what is selected, and which backend last ran on each device type."""
+    """What is available, what is selected, and which backend last ran on each device type.
+
+    Returns:
+        A dict: ``selected`` (:func:`get_backend`), ``available`` (backend names that can run
+        here), ``unavailable`` (name -> why not), ``cpu_simd`` (the instruction set the C++
+        backend picked, e.g. "avx512 (x86-64-v4)") and ``last_run`` (device type -> the backend
+        that filled its last tensors).
+    """
     reasons = {name: _unavailable_reason(name) for name in BACKENDS}
     cpu = _module("cpu")
     return {
