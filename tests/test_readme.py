@@ -1,6 +1,6 @@
 """README.md as a user reads it: every Python snippet runs as written, in a fresh interpreter
-(a snippet whose first line says it needs CUDA runs where CUDA is present; one that says it
-needs torchrun is an excerpt of a script under examples/, checked line by line against it),
+(a snippet whose first line says it needs CUDA, or timm, runs where that is present; one that
+says it needs torchrun is an excerpt of a script under examples/, checked line by line against it),
 every `fastinit ...` command it quotes parses, every file it links exists, and the sharded
 example runs under torchrun with two CPU processes."""
 from __future__ import annotations
@@ -36,7 +36,7 @@ PYTHON_BLOCKS = code_blocks("python")
 
 def _needs(code: str) -> str | None:
     first = code.splitlines()[0].lower()
-    match = re.match(r"#\s*needs (cuda|torchrun)", first)
+    match = re.match(r"#\s*needs (cuda|torchrun|timm)", first)
     return match.group(1) if match else None
 
 
@@ -52,6 +52,9 @@ def test_python_snippet_runs(tmp_path, line, code):
         pytest.skip("an excerpt of a torchrun script (see test_torchrun_excerpt_is_the_script)")
     if needs == "cuda" and not torch.cuda.is_available():
         pytest.skip("the snippet says it needs CUDA, and CUDA is not available here")
+    if needs == "timm":
+        pytest.importorskip("timm", reason="the snippet says it needs timm (and torchvision), "
+                                           "which do not import here")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, f"README.md:{line}\n{proc.stdout}\n{proc.stderr}"

@@ -615,7 +615,13 @@ def fused(dry_run: bool = False) -> Iterator[Recorder]:
 
     Returns:
         A context manager yielding the block's `Recorder` (``wrote(t)``, ``describe(t)``,
-        ``recorded``, ``dropped``, ``flushes``). A block nested in another joins it.
+        ``by_fastinit(t)``, ``recorded``, ``dropped``, ``flushes``). A block nested in another
+        joins it.
+
+    Raises:
+        InitValueError: a recorded call's bad argument, raised at that call (each call is
+            validated when made, as alone); a fill that cannot run (e.g. freed storage) raises
+            when the pass that holds it runs, at the latest at the block's end.
 
     Example::
 

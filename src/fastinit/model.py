@@ -259,9 +259,23 @@ def reset_parameters(module: nn.Module, *, seed: Optional[int] = None, prefix: s
     pass per (device, dtype). A module of another type that holds tensors of its own and has a
     `reset_parameters` is called as is, after the pass, and listed in `result.not_fused`.
 
-    `seed` defaults to one draw from torch's default generator. `prefix` is the module's name
-    inside a larger model: a submodule initialised with its prefix gets exactly the values it
-    gets when the whole model is initialised.
+    A layer whose class overrides `reset_parameters` runs its own, as torch would.
+
+    Args:
+        module: the model; its tensors may be on any device, meta (no-op) or sharded (DTensor).
+        seed: the seed of the pass (each tensor's stream is its name's blake2b-64); default:
+            one draw from torch's default CPU generator.
+        prefix: the module's name inside a larger model: a submodule initialised with its
+            prefix gets exactly the values it gets when the whole model is initialised.
+
+    Returns:
+        InitResult: which tensors the fused pass wrote (`fused`), which ran after it
+        (`structured`, `not_fused`) and which nothing covers (`untouched`).
+
+    Raises:
+        InitValueError: a layer's default cannot apply (e.g. a sharded tensor needing the whole
+            matrix); raised before anything is written.
+        TypeError: `seed` is not an int.
     """
     return _run(module, seed, prefix, lambda mod, _: _default_rules_for(mod), call_own=True)
 
@@ -319,6 +333,21 @@ def init_module(module: nn.Module, rules: Rules, *, seed: Optional[int] = None,
             nn.BatchNorm2d: {"weight": fastinit.spec.ones(), "bias": fastinit.spec.zeros()},
             "fc.weight": fastinit.spec.normal(0, 0.01),
         }, seed=0)
+
+    Args:
+        module: the model.
+        rules: layer types to {parameter name: spec}, and fully qualified name patterns to a
+            spec (see above).
+        seed: the seed of the pass; default: one draw from torch's default CPU generator.
+        prefix: the module's name inside a larger model (see `reset_parameters`).
+
+    Returns:
+        InitResult: as for `reset_parameters`; only the tensors the rules cover are written.
+
+    Raises:
+        InitValueError: a rule key that is neither a type nor a pattern, a pattern matching no
+            tensor, a parameter name the layer lacks, or a spec that cannot apply.
+        TypeError: `seed` is not an int.
     """
     return _run(module, seed, prefix, _rules_for_user(rules, module, prefix), call_own=False)
 
@@ -417,6 +446,9 @@ def meta_init() -> Iterator[None]:
         with fastinit.meta_init():
             model = MyModel()
         fastinit.materialize(model, "cuda", seed=0)   # buffers: the constructor's values
+
+    Returns:
+        A context manager; a block nested in another joins it.
     """
     global _meta_init_depth
     if getattr(_meta_init_state, "active", False):
@@ -624,6 +656,9 @@ def explain(module: nn.Module, rules: Optional[Rules] = None, prefix: str = "", 
     Returns:
         Explanation: a list with one ExplainRow per tensor (tied ones once); `print()` shows it
         as a table.
+
+    Raises:
+        InitValueError: a bad `init` or rule, as `materialize` would raise it.
     """
     model_init = _model_init(module, init)
     tensors = _named_tensors(module, prefix)
