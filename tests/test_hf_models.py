@@ -33,6 +33,7 @@ and each way must give:
 """
 from __future__ import annotations
 
+import ctypes
 import gc
 import math
 import os
@@ -285,9 +286,22 @@ def assert_written_once(model: nn.Module, writes: WriteCounts) -> int:
     return total
 
 
+def _keep_freed_memory_in_the_heap() -> None:
+    """glibc returns large blocks to the system (mmap, trimming): fresh pages read zeros, not
+    the poison. Keep them in the heap, so freed memory is handed out again."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: the allocator's own reuse
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, 1 << 30)
+    libc.mallopt(m_trim_threshold, 1 << 30)
+
+
 def poison_heap(model_id: str) -> None:
     """Allocate NaN-filled tensors of the sizes the model will allocate, and free them, twice:
     the allocator hands this memory out again, so an unwritten tensor shows as NaN."""
+    _keep_freed_memory_in_the_heap()
     with torch.device("meta"):
         sizes = [t.numel() for t in state(MODELS[model_id]()).values()]
     for _ in range(2):
