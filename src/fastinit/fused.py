@@ -272,7 +272,7 @@ class Recorder:
             return False
         result = False
         for fp, _, ours in self._writes.get(footprint.key, ()):
-            if fp.dense and fp.lo <= footprint.lo and footprint.hi <= fp.hi:
+            if fp.covers(footprint):
                 result = ours
             elif fp.overlaps(footprint) and not ours:
                 result = False
@@ -286,7 +286,7 @@ class Recorder:
             return None
         text = None
         for fp, what, _ in self._writes.get(footprint.key, ()):
-            if fp.dense and fp.lo <= footprint.lo and footprint.hi <= fp.hi:
+            if fp.covers(footprint):
                 text = what
             elif fp.overlaps(footprint):
                 text = f"{text}; then {what} on part" if text else f"{what} on part"
