@@ -143,6 +143,7 @@ class Recorder:
     def __init__(self, dry_run: bool = False) -> None:
         self.dry_run = dry_run
         self.pending: list[_Pending] = []
+        self._pending_keys: set = set()  # the storage keys of `pending`
         self.recorded = 0
         self.dropped = 0
         self.flushes = 0
@@ -163,22 +164,30 @@ class Recorder:
             self._drop_covered(footprint)
             # a fill over part of a pending one (an Embedding's padding row) runs after it, in a
             # later phase of the same pass
-            phase = 1 + max((p.phase for p in self.pending if p.footprint.overlaps(footprint)),
-                            default=-1)
+            phase = 0 if footprint.key not in self._pending_keys else 1 + max(
+                (p.phase for p in self.pending if p.footprint.overlaps(footprint)), default=-1)
             self.pending.append(_Pending(f, footprint, phase))
+            self._pending_keys.add(footprint.key)
             self._log(f.tensor, footprint, describe_fill(f.dist, f.params), by_fastinit=True)
             self.recorded += 1
 
     def _drop_covered(self, footprint: _Footprint) -> None:
+        if footprint.key not in self._pending_keys:
+            return
         kept = [p for p in self.pending if not footprint.covers(p.footprint)]
         self.dropped += len(self.pending) - len(kept)
-        self.pending = kept
+        self._set_pending(kept)
+
+    def _set_pending(self, pending: list) -> None:
+        self.pending = pending
+        self._pending_keys = {p.footprint.key for p in pending}
 
     def overwrite(self, footprint: _Footprint) -> None:
         """Another operation is about to write every element of `footprint`: pending fills it
         covers are dropped; those it only overlaps run first."""
         self._drop_covered(footprint)
-        if any(p.footprint.overlaps(footprint) for p in self.pending):
+        if footprint.key in self._pending_keys and \
+                any(p.footprint.overlaps(footprint) for p in self.pending):
             self.flush({footprint.key})
 
     def _log(self, tensor: torch.Tensor, footprint: _Footprint, text: str, by_fastinit: bool) -> None:
@@ -189,7 +198,7 @@ class Recorder:
         footprint = _Footprint.of(tensor)
         if footprint is not None:
             self._log(tensor, footprint, text, by_fastinit)
-            if not by_fastinit and not footprint.key[0] == "meta":
+            if not by_fastinit and footprint.key[0] != "meta":
                 self.elements_other += local_tensor(tensor).numel()
 
     # -- reading -----------------------------------------------------------------------------
@@ -197,13 +206,12 @@ class Recorder:
         """The storage keys of pending fills that the tensors in `args` / `kwargs` live in."""
         if not self.pending:
             return set()
-        keys = {p.footprint.key for p in self.pending}
         found = set()
 
         def visit(x):
             if isinstance(x, torch.Tensor):
                 key = _storage_key(x)
-                if key in keys:
+                if key in self._pending_keys:
                     found.add(key)
             elif isinstance(x, (list, tuple)):
                 for y in x:
@@ -222,10 +230,11 @@ class Recorder:
         if not self.pending:
             return
         if keys is None:
-            run, self.pending = self.pending, []
+            run = self.pending
+            self._set_pending([])
         else:
             run = [p for p in self.pending if p.footprint.key in keys]
-            self.pending = [p for p in self.pending if p.footprint.key not in keys]
+            self._set_pending([p for p in self.pending if p.footprint.key not in keys])
         run = self._reachable(run)
         if run and not self.dry_run:
             for phase in sorted({p.phase for p in run}):  # one fused pass per phase
@@ -317,14 +326,14 @@ def run_now(fills: Sequence[Fill], target: torch.Tensor, what: str) -> None:
             recorder._execute(fills)
         recorder.log_write(target, what, by_fastinit=True)
         return
-    backends.execute([f for f in fills if not local_tensor(f.tensor).is_meta])
+    backends.execute(fills)
 
 
 def submit(fills: Sequence[Fill]) -> None:
     """Run validated fills now, or record them inside a `fused()` block."""
     recorder = active_recorder()
     if recorder is None:
-        backends.execute([f for f in fills if not local_tensor(f.tensor).is_meta])
+        backends.execute(fills)
     else:
         recorder.add(fills)
 
@@ -393,24 +402,28 @@ class _Interceptor(TorchFunctionMode):
         fastinit_fn = self.init_functions.get(func) or self._replaced_init_function(func)
         if fastinit_fn is not None:
             return fastinit_fn(*args, **kwargs)
-        caller = _caller_frame()
         method = self.tensor_methods.get(func)
+        name = getattr(func, "__name__", "")
+        # the calling code's frame, for the routines made of tensor operations (ROUTINES)
+        caller = _caller_frame() if method is not None or rec._done_routines or (
+            rec.dry_run and name == "__get__") else None
         if method is not None and args and _is_fillable(args[0]):
             return method(caller, *args, **kwargs)
         if func in self.factories:
             made = self._factory(func, args, kwargs)
             if made is not None:
                 return made
-        name = getattr(func, "__name__", "")
         if rec.dry_run and name == "__get__" and _property_name(func) == "is_meta" and args:
             # torch's trunc_normal_ returns at once on a meta tensor: a dry run records it there
             self._routine_fill(caller, args[0])
         if name in METADATA_OPS or (name == "__getitem__" and _is_basic_index(args[1])):
             return func(*args, **kwargs)  # a view is tracked through its storage
-        done = self._follow_up(caller, name, args, kwargs)
+        done = self._follow_up(caller, name, args)
         if done is not None:
             return None if done is _SKIPPED else done
         target = _written_tensor(name, args, kwargs)
+        # what the operation reads (an in-place target, `out=` included) runs first; a target
+        # it overwrites whole is not read
         reads = args[1:] if name in OVERWRITE_OPS else args
         touched = rec.touched(reads, kwargs)
         if touched:
@@ -419,10 +432,6 @@ class _Interceptor(TorchFunctionMode):
             footprint = _Footprint.of(target)
             if footprint is not None:
                 rec.overwrite(footprint)
-        elif target is not None:
-            touched = rec.touched((target,), {})
-            if touched:
-                rec.flush(touched)
         result = func(*args, **kwargs)
         if target is not None:
             rec.log_write(target, name)
@@ -511,7 +520,7 @@ class _Interceptor(TorchFunctionMode):
         self.recorder._done_routines = [(frame, t) for frame in frames]
         return True
 
-    def _follow_up(self, caller, name, args, kwargs):
+    def _follow_up(self, caller, name, args):
         """A done routine's later operation, already part of its recorded call: a result that
         stands for it without running it, or None when this is not one."""
         if not self.recorder._done_routines:
