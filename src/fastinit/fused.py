@@ -60,8 +60,9 @@ METADATA_OPS = frozenset({
 OVERWRITE_OPS = frozenset({"copy_", "fill_", "zero_"})
 
 _local = threading.local()
-_TORCH_INIT = torch.nn.init  # the module, for the functions as torch defines them
-_TORCH_INIT_NAMES = frozenset(_TORCH_INIT.__all__)
+# torch.nn.init's functions as torch defines them, by name: taken at import, before any code
+# (Hugging Face's guard while it initialises) replaces them in the module
+TORCH_INIT_FUNCTIONS = {name: getattr(torch.nn.init, name) for name in torch.nn.init.__all__}
 
 
 def _storage_key(t: torch.Tensor):
@@ -385,8 +386,8 @@ class _Interceptor(TorchFunctionMode):
         super().__init__()
         self.recorder = recorder
         fi = _fastinit()
-        self.init_functions = {getattr(_TORCH_INIT, name): getattr(fi, name)
-                               for name in _TORCH_INIT.__all__ if hasattr(fi, name)}
+        self.init_functions = {fn: getattr(fi, name) for name, fn in TORCH_INIT_FUNCTIONS.items()
+                               if hasattr(fi, name)}
         self.tensor_methods = {
             torch.Tensor.normal_: self._normal_,
             torch.Tensor.uniform_: self._uniform_,
@@ -442,7 +443,7 @@ class _Interceptor(TorchFunctionMode):
         a wrapper has replaced it there (Hugging Face's guard while it initialises), that
         wrapper arrives here and stands for torch's function of the same name."""
         name = getattr(func, "__name__", None)
-        if name in _TORCH_INIT_NAMES and getattr(_TORCH_INIT, name, None) is func:
+        if name in TORCH_INIT_FUNCTIONS and getattr(torch.nn.init, name, None) is func:
             return getattr(_fastinit(), name, None)
         return None
 

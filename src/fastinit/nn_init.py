@@ -17,7 +17,7 @@ from typing import Callable, Literal, Optional, TypeVar
 import torch
 from torch import Tensor
 
-from .fused import records_meta, run_now, submit
+from .fused import TORCH_INIT_FUNCTIONS, records_meta, run_now, submit
 from .contract import (
     Distribution,
     U64_MASK,
@@ -55,11 +55,6 @@ TRUNCATED_NORMAL_STD_CORRECTION = 0.87962566103423978
 _F = TypeVar("_F", bound=Callable)
 
 
-# torch.nn.init's own functions, taken before anything (fused()) can replace them: fastinit
-# hands them the tensors it does not fill itself (sparse, nested, mkldnn, quantized).
-_TORCH_INIT = {name: getattr(torch.nn.init, name) for name in torch.nn.init.__all__}
-
-
 def _warn_at_caller(message: str, category: type = UserWarning) -> None:
     """Warn at the first frame outside fastinit, as torch.nn.init's warnings name the caller."""
     frame, level = sys._getframe(1), 2
@@ -76,7 +71,7 @@ def _torch_fills_layout(tensor: Tensor) -> bool:
 
 
 def _delegate_to_torch(fn_name: str, tensor: Tensor, args: tuple, kwargs: dict) -> Tensor:
-    torch_fn = _TORCH_INIT.get(fn_name)
+    torch_fn = TORCH_INIT_FUNCTIONS.get(fn_name)
     if torch_fn is None:
         raise UnsupportedLayoutError(
             f"{fn_name}: cannot fill a tensor of layout {tensor.layout}"
