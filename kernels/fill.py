@@ -9,13 +9,14 @@ coefficient comes from kernels/contract_numbers.py, generated from fastinit.cont
 - fp32, fp16, bf16 outputs: element j of a tensor is word t = j % 4 of Philox block j // 4,
   math in fp32, one round-to-nearest-even into the output dtype at the store.
   uniform: x = fma(u24(w), scale, shift). normal: Box-Muller on the word pairs (0, 1) and
-  (2, 3), r = sqrt(-2 log u24o(w_a)), theta = fp32(2 pi) * u24(w_b), cos for even t, sin for
-  odd t, x = fma(z, std, mean). trunc_normal: p = fma(u24m(w), dP, Pa),
+  (2, 3), r = sqrt(-2 log u24o(w_a)), the angle theta = (pi/2) (k + f) from w_b (quadrant k
+  its top two bits, f from the next 22), cos for even t, sin for odd t,
+  x = fma(r std, cos or sin, mean). trunc_normal: p = fma(u24m(w), dP, Pa),
   z = sqrt2 erfinv(2p - 1) (Giles, log term w = -log(4 p (1 - p))), clamped to [alpha, beta],
   x = fma(z, s std, mean), clamped to [a, b] rounded inward. constant: the host-rounded value.
-  log, sin/cos and the quantile are the exact fp32 polynomials of distributions.h (log_f32,
-  sincos_f32, normal_quantile_f32) with the same explicit fmas, so the numbers match the C++
-  backends, not only the contract's tolerance.
+  log, sin/cos and the quantile are the exact fp32 functions of distributions.h
+  (log_f32_bits, angle_sincos_f32, normal_quantile_f32) with the same explicit fmas and IEEE
+  division, so the numbers match the C++ backends, not only the contract's tolerance.
 - fp64 outputs, and TRUNC_NORMAL_FP64 for any dtype: element j is value t = j % 2 of block
   j // 2, math in fp64: u53 words, Box-Muller with libm-quality log/cos/sin, Wichura's AS241
   quantile. For fp32/fp16/bf16 outputs the fp64 value is rounded to fp32, then to the dtype.
@@ -37,9 +38,9 @@ fp64 uniform is bitwise equal on every backend too. trunc_normal elements whose 
 Giles' fitted range (p < 2^-24, kGilesMinP of fill.h) take the fp64 quantile, rounded to fp32.
 Each kernel is launched with ``enable_fp_fusion=False`` so the compiler does not contract a
 separate multiply and add into an fma (the C++ build uses -ffp-contract=off / --fmad=false);
-fp32 square roots are ``sqrt_rn`` (Triton's ``sqrt`` is approximate on the GPU); rint is the
-add-and-subtract of 1.5 * 2^23, exact round-to-nearest-even for |x| < 2^22. fp32 -> bf16 is
-rounded in integer ops (the interpreter's cast does not round to nearest even).
+fp32 square roots and divisions are ``sqrt_rn`` and ``div_rn`` (Triton's ``sqrt`` and ``/``
+are approximate on the GPU). fp32 -> bf16 is rounded in integer ops (the interpreter's cast does
+not round to nearest even).
 
 Work layout (apex multi_tensor_apply style). The host packs, per tensor, its FillDescriptor
 (the C++ struct, read here as DESC_WORDS int64 words) and, per program, one row (tensor, chunk)
@@ -74,7 +75,6 @@ from fastinit.plan import pack_descriptors
 from .contract_numbers import *  # noqa: F403  (generated from fastinit.contract_numbers)
 
 _INF = tl.constexpr(float("inf"))
-_NEG_INF = tl.constexpr(float("-inf"))
 
 OUT_DTYPES = {
     torch.float32: tl.float32,
@@ -162,11 +162,6 @@ def _u24(w):
 
 
 @triton.jit
-def _u24o(w):
-    return ((w >> 8).to(tl.int32) + 1).to(tl.float32) * U24_SCALE
-
-
-@triton.jit
 def _u24m(w):
     # The midpoint map of philox.h: the odd 24-bit numerator (w >> 8) | 1, exact in fp32.
     return ((w >> 8) | 1).to(tl.int32).to(tl.float32) * U24_SCALE
@@ -205,42 +200,35 @@ def _clamp(x, lo, hi):
 
 
 @triton.jit
-def _log_f32(x, EXACT_FMA: tl.constexpr):
-    """log_f32 of distributions.h: Cephes logf, explicit fmas; x >= 0, log(0) = -inf."""
-    u = x.to(tl.int32, bitcast=True)
-    biased = (u >> 23) & 0xFF
-    m = ((u & 0x007FFFFF) | 0x3F000000).to(tl.float32, bitcast=True)  # x = m 2^e, m in [.5, 1)
-    e = biased - 126
-    below = m < SQRT_HALF
-    e = tl.where(below, e - 1, e)
-    f = tl.where(below, (m + m) - 1.0, m - 1.0)
-    fe = e.to(tl.float32)
-    z = f * f
-    p = _fma32(f, LOG_0, LOG_1, EXACT_FMA)
-    p = _fma32(p, f, LOG_2, EXACT_FMA)
-    p = _fma32(p, f, LOG_3, EXACT_FMA)
-    p = _fma32(p, f, LOG_4, EXACT_FMA)
-    p = _fma32(p, f, LOG_5, EXACT_FMA)
-    p = _fma32(p, f, LOG_6, EXACT_FMA)
-    p = _fma32(p, f, LOG_7, EXACT_FMA)
-    p = _fma32(p, f, LOG_8, EXACT_FMA)
-    y = (p * f) * z
-    y = _fma32(fe, LN2_LO, y, EXACT_FMA)
-    y = _fma32(z, -0.5, y, EXACT_FMA)
-    r = f + y
-    r = _fma32(fe, LN2_HI, r, EXACT_FMA)
-    return tl.where(x == 0.0, _NEG_INF, r)
+def _log_f32_bits(bits, EXACT_FMA: tl.constexpr):
+    """log_f32_bits of distributions.h: log of the positive normal fp32 number with bit
+    pattern `bits` (uint32); x = m 2^e, m in [sqrt(.5), sqrt(2)), log(m) = 2 atanh(s) with
+    s = (m - 1) / (m + 1) (an IEEE division), LOG_ATANH polynomial."""
+    ix = (bits - LOG_SPLIT_BITS).to(tl.int32, bitcast=True)
+    m = ((ix & 0x007FFFFF) + LOG_SPLIT_BITS).to(tl.float32, bitcast=True)
+    fe = (ix >> 23).to(tl.float32)  # arithmetic shift: e may be negative
+    s = tl.math.div_rn(m - 1.0, m + 1.0)
+    t = s * s
+    q = _fma32(t, LOG_ATANH_0, LOG_ATANH_1, EXACT_FMA)
+    q = _fma32(q, t, LOG_ATANH_2, EXACT_FMA)
+    log_m = _fma32(s * t, q, s + s, EXACT_FMA)
+    return _fma32(fe, LN2, log_m, EXACT_FMA)
 
 
 @triton.jit
-def _sincos_f32(theta, EXACT_FMA: tl.constexpr):
-    """sincos_f32 of distributions.h for theta in [0, 2 pi]: Cody-Waite by pi/2, minimax."""
-    q = theta * TWO_OVER_PI
-    k = (q + 12582912.0) - 12582912.0  # rint, ties to even (1.5 * 2^23; no fp fusion)
-    y = _fma32(k, PIO2_1, theta, EXACT_FMA)
-    y = _fma32(k, PIO2_2, y, EXACT_FMA)
-    y = _fma32(k, PIO2_3, y, EXACT_FMA)
-    quadrant = k.to(tl.int32) & 3
+def _log_u24o(w, EXACT_FMA: tl.constexpr):
+    """log(u24o(w)) (log_u24o of distributions.h): the bits of the integer (w >> 8) + 1 as
+    fp32, with 24 taken off the exponent."""
+    n_bits = ((w >> 8).to(tl.int32) + 1).to(tl.float32).to(tl.uint32, bitcast=True)
+    return _log_f32_bits(n_bits - (24 << 23), EXACT_FMA)
+
+
+@triton.jit
+def _angle_sincos_f32(w, EXACT_FMA: tl.constexpr):
+    """angle_sincos_f32 of distributions.h: sin and cos of (pi/2) (k + f), quadrant
+    k = w >> 30, f = ((w >> 8) & (2^22 - 1)) 2^-22 - 1/2; y = (pi/2) f in [-pi/4, pi/4]."""
+    n = ((w >> 8) & 0x003FFFFF).to(tl.int32).to(tl.float32)
+    y = _fma32(n, ANGLE_STEP, -QUARTER_PI, EXACT_FMA)
     z = y * y
     sp = _fma32(z, SIN_0, SIN_1, EXACT_FMA)
     sp = _fma32(sp, z, SIN_2, EXACT_FMA)
@@ -248,19 +236,27 @@ def _sincos_f32(theta, EXACT_FMA: tl.constexpr):
     cp = _fma32(z, COS_0, COS_1, EXACT_FMA)
     cp = _fma32(cp, z, COS_2, EXACT_FMA)
     cos_y = _fma32(cp * z, z, _fma32(z, -0.5, 1.0, EXACT_FMA), EXACT_FMA)
-    swap = (quadrant & 1) != 0
+    swap = (w & 0x40000000) != 0
     s0 = tl.where(swap, cos_y, sin_y)
     c0 = tl.where(swap, sin_y, cos_y)
-    s = tl.where((quadrant & 2) != 0, -s0, s0)
-    c = tl.where(((quadrant + 1) & 2) != 0, -c0, c0)
+    s = (s0.to(tl.uint32, bitcast=True) ^ (w & 0x80000000)).to(tl.float32, bitcast=True)
+    c = (c0.to(tl.uint32, bitcast=True) ^ ((w ^ (w << 1)) & 0x80000000)).to(tl.float32,
+                                                                          bitcast=True)
     return s, c
+
+
+@triton.jit
+def _giles_w(p, EXACT_FMA: tl.constexpr):
+    """giles_w of distributions.h: w = -log(4p(1 - p)), +inf where 4p(1 - p) is 0."""
+    x = (4.0 * p) * (1.0 - p)
+    return tl.where(x == 0.0, _INF, -_log_f32_bits(x.to(tl.uint32, bitcast=True), EXACT_FMA))
 
 
 @triton.jit
 def _normal_quantile_f32(p, EXACT_FMA: tl.constexpr):
     """normal_quantile_f32 of distributions.h: sqrt2 erfinv(2p - 1), Giles, w from p."""
     x = _fma32(p, 2.0, -1.0, EXACT_FMA)
-    w = -_log_f32((4.0 * p) * (1.0 - p), EXACT_FMA)
+    w = _giles_w(p, EXACT_FMA)
     wc = w - GILES_CENTRAL_SHIFT
     pc = _fma32(wc, GILES_CENTRAL_0, GILES_CENTRAL_1, EXACT_FMA)
     pc = _fma32(pc, wc, GILES_CENTRAL_2, EXACT_FMA)
@@ -387,12 +383,12 @@ def _store_tile(out_ptr, tile_local, numel, vals, aligned, N: tl.constexpr):
 
 
 @triton.jit
-def _box_muller_f32(wa, wb, EXACT_FMA: tl.constexpr):
-    """(r cos theta, r sin theta) of the word pairs (wa, wb): normal_pair_f32 of fill.h."""
-    r = tl.sqrt_rn(-2.0 * _log_f32(_u24o(wa), EXACT_FMA))
-    theta = TWO_PI * _u24(wb)
-    s, c = _sincos_f32(theta, EXACT_FMA)
-    return r * c, r * s
+def _box_muller_f32(wa, wb, mean, std, EXACT_FMA: tl.constexpr):
+    """The (cos, sin) values of the word pairs (wa, wb): normal_pair_f32 of fill.h,
+    r = sqrt(-2 log u24o(wa)), x = fma(r std, cos or sin of the angle of wb, mean)."""
+    r_std = tl.sqrt_rn(-2.0 * _log_u24o(wa, EXACT_FMA)) * std
+    s, c = _angle_sincos_f32(wb, EXACT_FMA)
+    return _fma32(r_std, c, mean, EXACT_FMA), _fma32(r_std, s, mean, EXACT_FMA)
 
 
 @triton.jit
@@ -440,8 +436,8 @@ def _fill_chunk_f32_math(out_ptr, aligned16, numel, first, chunk, k0, k1, s0, s1
             wa = tl.interleave(w0, w2)  # even words of pairs (0, 1) and (2, 3)
             wb = tl.interleave(w1, w3)  # odd words
             if dist == NORMAL:
-                zc, zs = _box_muller_f32(wa, wb, EXACT_FMA)
-                vals = _fma32(tl.interleave(zc, zs), q1, q0, EXACT_FMA)
+                xc, xs = _box_muller_f32(wa, wb, q0, q1, EXACT_FMA)
+                vals = tl.interleave(xc, xs)
             else:
                 w = tl.interleave(wa, wb)  # words 0, 1, 2, 3 of each block, in element order
                 if dist == UNIFORM:
@@ -498,10 +494,9 @@ def _fill_chunk_strided(row, out_ptr, numel, first, chunk, k0, k1, s0, s1, dist,
             if dist == CONSTANT:
                 vals = tl.full([N], 0.0, tl.float32) + p0.to(tl.float32)
             elif dist == NORMAL:
-                zc, zs = _box_muller_f32(tl.where(t < 2, w0, w2), tl.where(t < 2, w1, w3),
-                                         EXACT_FMA)
-                vals = _fma32(tl.where((t % 2) == 0, zc, zs), p1.to(tl.float32),
-                              p0.to(tl.float32), EXACT_FMA)
+                xc, xs = _box_muller_f32(tl.where(t < 2, w0, w2), tl.where(t < 2, w1, w3),
+                                         p0.to(tl.float32), p1.to(tl.float32), EXACT_FMA)
+                vals = tl.where((t % 2) == 0, xc, xs)
             else:
                 w = tl.where(t == 0, w0, tl.where(t == 1, w1, tl.where(t == 2, w2, w3)))
                 if dist == UNIFORM:

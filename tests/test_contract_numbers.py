@@ -30,9 +30,9 @@ def test_generated_files_are_up_to_date(relative, tmp_path):
 
 @pytest.mark.parametrize("edit", [
     lambda m: m.setitem(contract_numbers.PHILOX, "M0", 0xD2511F55),
-    lambda m: m.setitem(contract_numbers.POLY_F32, "LOG", [
-        *contract_numbers.POLY_F32["LOG"][:3], "-1.2420140847e-1",
-        *contract_numbers.POLY_F32["LOG"][4:]]),
+    lambda m: m.setitem(contract_numbers.POLY_F32, "LOG_ATANH", [
+        *contract_numbers.POLY_F32["LOG_ATANH"][:1], "3.9977e-01",
+        *contract_numbers.POLY_F32["LOG_ATANH"][2:]]),
     lambda m: m.setitem(contract_numbers.DISTRIBUTIONS, "NORMAL", 7),
     lambda m: m.setattr(contract_numbers, "MAX_CHUNK_ELEMENTS", 32768),
     lambda m: m.setitem(contract_numbers.F64, "U53_SCALE", "1.1102230246251566e-16"),
@@ -66,7 +66,7 @@ def test_host_side_reads_the_source():
     assert contract.PHILOX_M0 == contract_numbers.PHILOX["M0"]
     assert {d.name: int(d) for d in contract.Distribution} == contract_numbers.DISTRIBUTIONS
     assert {d.name: int(d) for d in contract.DType} == contract_numbers.DTYPES
-    assert reference.TWO_PI_F32 == contract_numbers.f32(contract_numbers.F32["TWO_PI"])
+    assert reference.ANGLE_STEP_F32 == contract_numbers.f32(contract_numbers.F32["ANGLE_STEP"])
 
 
 def test_triton_constants_are_the_generated_ones():

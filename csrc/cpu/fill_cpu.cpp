@@ -31,6 +31,7 @@ namespace {
 
 constexpr int64_t kChunkElements = kMaxChunkElements;
 constexpr int kBatchBlocks = 64;  // Philox blocks per vectorised batch
+constexpr int kQuantileGroup = 16;  // trunc_normal lanes that take Giles' tail or not together
 
 
 // Rounds `count` fp32 values into the output dtype at `out`.
@@ -205,23 +206,29 @@ inline __attribute__((always_inline)) void batch_values_f32(const FillDescriptor
     }
     case kNormal: {
       const float mean = q.p[0], std_ = q.p[1];
+      alignas(64) float even[2 * kBatchBlocks], odd[2 * kBatchBlocks];
+#pragma omp simd
+      for (int i = 0; i < nblocks; ++i) normal_pair_f32(w0[i], w1[i], mean, std_, even[i], odd[i]);
 #pragma omp simd
       for (int i = 0; i < nblocks; ++i) {
-        float a, b, c, e;
-        normal_pair_f32(w0[i], w1[i], mean, std_, a, b);
-        normal_pair_f32(w2[i], w3[i], mean, std_, c, e);
-        v[4 * i + 0] = a;
-        v[4 * i + 1] = b;
-        v[4 * i + 2] = c;
-        v[4 * i + 3] = e;
+        normal_pair_f32(w2[i], w3[i], mean, std_, even[kBatchBlocks + i], odd[kBatchBlocks + i]);
+      }
+#pragma omp simd
+      for (int i = 0; i < nblocks; ++i) {
+        v[4 * i + 0] = even[i];
+        v[4 * i + 1] = odd[i];
+        v[4 * i + 2] = even[kBatchBlocks + i];
+        v[4 * i + 3] = odd[kBatchBlocks + i];
       }
       break;
     }
     default: {  // kTruncNormal
-      // p first, with its range: the batch takes Giles' central polynomial alone when every p
-      // allows it, and only elements below Giles' range (rare) are redone in fp64.
-      float pmin = 1.0f, pmax = 0.0f;
-#pragma omp simd reduction(min : pmin) reduction(max : pmax)
+      // p first; then Giles' quantile kQuantileGroup lanes at a time, with the tail polynomial
+      // only for the groups where some w needs it (about 5% of them when p spans the tails),
+      // and the last elements (fewer than a group) in one loop. Elements below Giles' range
+      // (rare) are redone in fp64.
+      float pmin = 1.0f;
+#pragma omp simd reduction(min : pmin)
       for (int i = 0; i < nblocks; ++i) {
         const float p0 = trunc_normal_p(w0[i], q), p1 = trunc_normal_p(w1[i], q);
         const float p2 = trunc_normal_p(w2[i], q), p3 = trunc_normal_p(w3[i], q);
@@ -230,15 +237,33 @@ inline __attribute__((always_inline)) void batch_values_f32(const FillDescriptor
         v[4 * i + 2] = p2;
         v[4 * i + 3] = p3;
         pmin = std::min(pmin, std::min(std::min(p0, p1), std::min(p2, p3)));
-        pmax = std::max(pmax, std::max(std::max(p0, p1), std::max(p2, p3)));
       }
-      if (central_quantile_range(pmin, pmax)) {
+      const int grouped = 4 * nblocks / kQuantileGroup * kQuantileGroup;
+      for (int g = 0; g < grouped; g += kQuantileGroup) {
+        float* const group = v + g;
+        alignas(64) float w[kQuantileGroup];
+        int tails = 0;
+#pragma omp simd reduction(+ : tails)
+        for (int k = 0; k < kQuantileGroup; ++k) {
+          w[k] = giles_w(group[k]);
+          tails += w[k] < kGilesSplit ? 0 : 1;
+        }
+        if (tails > 0) {
 #pragma omp simd
-        for (int k = 0; k < 4 * nblocks; ++k) v[k] = trunc_normal_from_p<false>(v[k], q);
-        break;
+          for (int k = 0; k < kQuantileGroup; ++k) {
+            group[k] = trunc_normal_from_z(giles_quantile_f32(group[k], w[k]), q);
+          }
+        } else {
+#pragma omp simd
+          for (int k = 0; k < kQuantileGroup; ++k) {
+            group[k] = trunc_normal_from_z(giles_quantile_f32<false>(group[k], w[k]), q);
+          }
+        }
       }
 #pragma omp simd
-      for (int k = 0; k < 4 * nblocks; ++k) v[k] = trunc_normal_from_p(v[k], q);
+      for (int k = grouped; k < 4 * nblocks; ++k) {
+        v[k] = trunc_normal_from_z(normal_quantile_f32(v[k]), q);
+      }
       if (pmin < kGilesMinP) {
         const uint32_t* words[4] = {w0, w1, w2, w3};
         for (int k = 0; k < 4 * nblocks; ++k) {

@@ -63,46 +63,38 @@ FASTINIT_HD uint16_t half_bits_rne(float x) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// fp32 elementary functions (Cephes logf / sinf / cosf coefficients), written with explicit fma
-// so CPU and GPU agree bit for bit. Accurate to about 2 ulp on the ranges used here.
+// fp32 elementary functions of the contract (docs/contract.md, "Distributions"), written with
+// explicit fma so CPU and GPU agree bit for bit.
 
-// Natural log for x in [0, +inf) (x == 0 gives -inf); only normal inputs occur in the contract.
-FASTINIT_HD float log_f32(float x) {
-  const uint32_t u = bits_of(x);
-  const int32_t biased = static_cast<int32_t>((u >> 23) & 0xFFu);
-  float m = float_of((u & 0x007FFFFFu) | 0x3F000000u);  // x = m * 2^e, m in [0.5, 1)
-  int32_t e = biased - 126;
-  const bool below_sqrt_half = m < kSqrtHalf;
-  e = below_sqrt_half ? e - 1 : e;
-  const float f = below_sqrt_half ? (m + m - 1.0f) : (m - 1.0f);  // m in [sqrt(.5), sqrt(2))
-  const float fe = static_cast<float>(e);
-  const float z = f * f;
-  float p = kLog0;
-  p = std::fma(p, f, kLog1);
-  p = std::fma(p, f, kLog2);
-  p = std::fma(p, f, kLog3);
-  p = std::fma(p, f, kLog4);
-  p = std::fma(p, f, kLog5);
-  p = std::fma(p, f, kLog6);
-  p = std::fma(p, f, kLog7);
-  p = std::fma(p, f, kLog8);
-  float y = (p * f) * z;
-  y = std::fma(fe, kLn2Lo, y);
-  y = std::fma(-0.5f, z, y);
-  float r = f + y;
-  r = std::fma(fe, kLn2Hi, r);
-  const float neg_inf = float_of(0xFF800000u);
-  return x == 0.0f ? neg_inf : r;
+// Natural log of the positive normal fp32 number with bit pattern `bits`: x = m 2^e with m in
+// [sqrt(.5), sqrt(2)) (integer ops on the bits), then log(m) = 2 atanh(s) = 2s + s^3 Q(s^2)
+// with s = (m - 1) / (m + 1), |s| <= 0.1716 (m - 1 is exact; one IEEE division), Q the minimax
+// LOG_ATANH polynomial. Taking the bits lets a caller fold an exact power-of-two scaling of x
+// into them (log_u24o).
+FASTINIT_HD float log_f32_bits(uint32_t bits) {
+  const int32_t ix = static_cast<int32_t>(bits - kLogSplitBits);
+  const float m = float_of((static_cast<uint32_t>(ix) & 0x007FFFFFu) + kLogSplitBits);
+  const float fe = static_cast<float>(ix >> 23);  // arithmetic shift: e may be negative
+  const float s = (m - 1.0f) / (m + 1.0f);
+  const float t = s * s;
+  float q = std::fma(kLogAtanh0, t, kLogAtanh1);
+  q = std::fma(q, t, kLogAtanh2);
+  const float log_m = std::fma(s * t, q, s + s);
+  return std::fma(fe, kLn2, log_m);
 }
 
-// sin and cos of theta in [0, 2*pi]: Cody-Waite reduction by pi/2 (three-part constant), then
-// the minimax polynomials on [-pi/4, pi/4] and the quadrant's swap and signs.
-FASTINIT_HD void sincos_f32(float theta, float& s, float& c) {
-  const float k = std::rint(theta * kTwoOverPi);
-  float y = std::fma(k, kPio21, theta);
-  y = std::fma(k, kPio22, y);
-  y = std::fma(k, kPio23, y);
-  const int32_t quadrant = static_cast<int32_t>(k) & 3;
+// log(u24o(w)) = log_f32_bits(bits of u24o(w)): u24o(w) is the integer (w >> 8) + 1, exact in
+// fp32, times 2^-24, so its bits are those of the integer with 24 taken off the exponent.
+FASTINIT_HD float log_u24o(uint32_t w) {
+  return log_f32_bits(bits_of(static_cast<float>((w >> 8) + 1u)) - (24u << 23));
+}
+
+// sin and cos of the Box-Muller angle of word w: theta = (pi/2) (k + f) with quadrant
+// k = w >> 30 (its two top bits) and f = ((w >> 8) & (2^22 - 1)) 2^-22 - 1/2 in [-1/2, 1/2), so
+// y = fma(n, (pi/2) 2^-22, -pi/4) is already in [-pi/4, pi/4] (no argument reduction); the
+// Cephes sinf/cosf polynomials of y, then the quadrant's swap and signs.
+FASTINIT_HD void angle_sincos_f32(uint32_t w, float& s, float& c) {
+  const float y = std::fma(static_cast<float>((w >> 8) & 0x003FFFFFu), kAngleStep, -kQuarterPi);
   const float z = y * y;
   float sp = std::fma(kSin0, z, kSin1);
   sp = std::fma(sp, z, kSin2);
@@ -110,21 +102,31 @@ FASTINIT_HD void sincos_f32(float theta, float& s, float& c) {
   float cp = std::fma(kCos0, z, kCos1);
   cp = std::fma(cp, z, kCos2);
   const float cos_y = std::fma(cp * z, z, std::fma(-0.5f, z, 1.0f));
-  const bool swap = (quadrant & 1) != 0;
+  // Quadrant k = (b31, b30) of w: odd k swaps sin and cos; sin is negated for k = 2, 3 (b31),
+  // cos for k = 1, 2 (b31 xor b30); a negation flips the sign bit.
+  const bool swap = (w & 0x40000000u) != 0;
   const float s0 = swap ? cos_y : sin_y;
   const float c0 = swap ? sin_y : cos_y;
-  s = (quadrant & 2) ? -s0 : s0;
-  c = ((quadrant + 1) & 2) ? -c0 : c0;
+  s = float_of(bits_of(s0) ^ (w & 0x80000000u));
+  c = float_of(bits_of(c0) ^ ((w ^ (w << 1)) & 0x80000000u));
 }
 
-// sqrt(2) * erfinv(2p - 1) by M. Giles' single-precision approximation, with its log term taken
-// from p directly, w = -log(4p(1-p)), which keeps the lower tail free of cancellation.
-// Giles' tail polynomial serves w >= 5; a caller that knows every p it passes has w < 5 (see
-// central_quantile_range) may drop it with kWithTail = false: the values are the same.
+// M. Giles' single-precision erfinv takes its log term from p directly, w = -log(4p(1-p)),
+// which keeps the lower tail free of cancellation.
+// x = 4p(1 - p) is 0 only where p rounded to 0 or 1: w = +inf there (the quantile is infinite).
+FASTINIT_HD float giles_w(float p) {
+  const float x = (4.0f * p) * (1.0f - p);
+  const float pos_inf = float_of(0x7F800000u);
+  return x == 0.0f ? pos_inf : -log_f32_bits(bits_of(x));
+}
+
+// sqrt(2) * erfinv(2p - 1) from p and w = giles_w(p): Giles' central polynomial in w - 2.5 for
+// w < 5, his tail polynomial in sqrt(w) - 3 above. A caller that knows every w it passes is
+// below 5 (central_quantile_range, or a look at the w themselves) may drop the tail with
+// kWithTail = false: the values are the same.
 template <bool kWithTail = true>
-FASTINIT_HD float normal_quantile_f32(float p) {
+FASTINIT_HD float giles_quantile_f32(float p, float w) {
   const float x = std::fma(2.0f, p, -1.0f);
-  const float w = -log_f32((4.0f * p) * (1.0f - p));
   const float wc = w - kGilesCentralShift;
   float pc = kGilesCentral0;
   pc = std::fma(pc, wc, kGilesCentral1);
@@ -148,6 +150,12 @@ FASTINIT_HD float normal_quantile_f32(float p) {
   pt = std::fma(pt, wt, kGilesTail8);
   const float poly = w < kGilesSplit ? pc : pt;
   return kSqrt2 * (poly * x);
+}
+
+// The standard normal quantile of p in fp32 math (Giles).
+template <bool kWithTail = true>
+FASTINIT_HD float normal_quantile_f32(float p) {
+  return giles_quantile_f32<kWithTail>(p, giles_w(p));
 }
 
 // True when every p in [lo, hi] has Giles' w = -log(4p(1-p)) below 4.9 (a margin under the

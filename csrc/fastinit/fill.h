@@ -59,15 +59,16 @@ FASTINIT_HD float uniform_value_f32(uint32_t w, float scale, float shift, float 
   return x >= limit ? shift : x;
 }
 
-// Box-Muller on one pair of words: (cos, sin) branch for (even, odd) t.
+// Box-Muller on one pair of words: r = sqrt(-2 log(u24o(wa))) and the angle of wb
+// (angle_sincos_f32); (cos, sin) for (even, odd) t.
 FASTINIT_HD void normal_pair_f32(uint32_t wa, uint32_t wb, float mean, float std_,
                                  float& x_even, float& x_odd) {
-  const float r = std::sqrt(-2.0f * log_f32(u24o(wa)));
-  const float theta = kTwoPi * u24(wb);
+  const float r = std::sqrt(-2.0f * log_u24o(wa));
   float s, c;
-  sincos_f32(theta, s, c);
-  x_even = std::fma(r * c, std_, mean);
-  x_odd = std::fma(r * s, std_, mean);
+  angle_sincos_f32(wb, s, c);
+  const float r_std = r * std_;
+  x_even = std::fma(r_std, c, mean);
+  x_odd = std::fma(r_std, s, mean);
 }
 
 // Clamp written as selects (not fminf/fmaxf, whose NaN rules block vectorisation).
@@ -85,16 +86,11 @@ FASTINIT_HD float trunc_normal_p(uint32_t w, const ParamsF32& q) {
   return std::fma(u24m(w), q.p[3], q.p[2]);
 }
 
+// The value of a trunc_normal element from its standard-normal quantile z: correct whenever
+// p >= kGilesMinP (vectorised loops redo the other elements with trunc_normal_value_f32).
 FASTINIT_HD float trunc_normal_from_z(float z, const ParamsF32& q) {
   z = clamp_to(z, q.p[4], q.p[5]);
   return clamp_to(std::fma(z, q.p[1], q.p[0]), q.p[6], q.p[7]);
-}
-
-// Branch-free form for vectorised loops, from p: correct whenever p >= kGilesMinP; the caller
-// redoes the other elements with trunc_normal_value_f32.
-template <bool kWithTail = true>
-FASTINIT_HD float trunc_normal_from_p(float p, const ParamsF32& q) {
-  return trunc_normal_from_z(normal_quantile_f32<kWithTail>(p), q);
 }
 
 // The contract's value of one trunc_normal element (fp32 math). kWithTail = false: see

@@ -61,7 +61,6 @@ FASTINIT_HD Words4 philox_block(uint64_t block, uint64_t stream, uint64_t seed) 
 
 // Words to floats. 2^-24 and 2^-53 are exact, so each map is exact in its type.
 FASTINIT_HD float u24(uint32_t w) { return static_cast<float>(w >> 8) * kU24Scale; }
-FASTINIT_HD float u24o(uint32_t w) { return static_cast<float>((w >> 8) + 1u) * kU24Scale; }
 // Midpoint map: the 24-bit integer with its lowest bit set, i.e. ((w >> 9) + 1/2) * 2^-23.
 // Odd numerators keep it exact in fp32 and strictly inside (0, 1); the literal
 // ((w >> 8) + 0.5) * 2^-24 needs 25 bits and rounds to 1.0 at the top of the range.

@@ -67,19 +67,18 @@ TRITON_MIN_CHUNK_ELEMENTS = 4096
 # here, and written out exactly.
 F32 = {
     "U24_SCALE": "5.9604644775390625e-8",          # 2^-24
-    "TWO_PI": "6.2831853071795864769",             # Box-Muller angle scale
     "SQRT2": "1.41421356237309505",
-    "SQRT_HALF": "0.707106781186547524",           # log_f32's mantissa split
-    "LN2_HI": "0.693359375",                       # log_f32: e * ln2 in two parts
-    "LN2_LO": "-2.12194440e-4",
-    "TWO_OVER_PI": "0.636619772367581343",         # sincos_f32's reduction
-    "PIO2_1": "-1.5703125",                        # -pi/2 in three parts (Cody-Waite)
-    "PIO2_2": "-4.837512969970703125e-4",
-    "PIO2_3": "-7.54978995489188216e-8",
+    "LN2": "0.693147180559945309",                 # log_f32: e * ln2
+    "ANGLE_STEP": "3.74507028292392878e-7",        # Box-Muller: (pi/2) 2^-22
+    "QUARTER_PI": "0.785398163397448310",          # Box-Muller: pi/4
     "GILES_MIN_P": "5.9604644775390625e-8",        # 2^-24: below, the fp64 quantile
     "GILES_CENTRAL_SHIFT": "2.5",                  # w - 2.5 for w < GILES_SPLIT
     "GILES_TAIL_SHIFT": "3.0",                     # sqrt(w) - 3 for w >= GILES_SPLIT
     "GILES_SPLIT": "5.0",
+}
+# Bit patterns of fp32 values.
+U32 = {
+    "LOG_SPLIT_BITS": 0x3F3504F3,                  # fp32 sqrt(1/2): log_f32's mantissa split
 }
 F64 = {
     "U53_SCALE": "1.1102230246251565404e-16",      # 2^-53
@@ -92,10 +91,9 @@ F64 = {
 
 # Polynomials, highest degree first (Horner with one fma per coefficient after the first).
 POLY_F32 = {
-    # Cephes logf on [sqrt(.5) - 1, sqrt(2) - 1]
-    "LOG": ["7.0376836292e-2", "-1.1514610310e-1", "1.1676998740e-1", "-1.2420140846e-1",
-            "1.4249322787e-1", "-1.6668057665e-1", "2.0000714765e-1", "-2.4999993993e-1",
-            "3.3333331174e-1"],
+    # log_f32: log(m) = 2 atanh(s) = 2 s + s^3 LOG_ATANH(s^2), s = (m - 1) / (m + 1), for m in
+    # [sqrt(.5), sqrt(2)); minimax for relative error (8.8e-10 with these fp32 coefficients)
+    "LOG_ATANH": ["2.987181857e-01", "3.997753848e-01", "6.666677640e-01"],
     # Cephes sinf / cosf on [-pi/4, pi/4]
     "SIN": ["-1.9515295891e-4", "8.3321608736e-3", "-1.6666654611e-1"],
     "COS": ["2.443315711809948e-5", "-1.388731625493765e-3", "4.166664568298827e-2"],
@@ -193,6 +191,7 @@ def render_cpp_header() -> str:
     out.append(f"constexpr int64_t kCudaMinChunkElements = {CUDA_MIN_CHUNK_ELEMENTS};")
     out.append("")
     out += [f"constexpr float {_camel(name)} = {_c_f32(text)};" for name, text in F32.items()]
+    out += [f"constexpr uint32_t {_camel(name)} = 0x{value:08X}u;" for name, value in U32.items()]
     out += [f"constexpr double {_camel(name)} = {_c_f64(text)};" for name, text in F64.items()]
     out.append("")
     # One scalar per coefficient (kName0 the highest degree): scalar constexprs are usable in
@@ -223,6 +222,7 @@ def render_triton_module() -> str:
     out.append(f"MAX_CHUNK_ELEMENTS = {MAX_CHUNK_ELEMENTS}")
     out.append(f"TRITON_MIN_CHUNK_ELEMENTS = {TRITON_MIN_CHUNK_ELEMENTS}")
     out += [f"{name} = tl.constexpr({f32(text)!r})  # {text}" for name, text in F32.items()]
+    out += [f"{name} = tl.constexpr(0x{value:08X})" for name, value in U32.items()]
     out += [f"{name} = tl.constexpr({float(text)!r})  # {text}" for name, text in F64.items()]
     for name, values in POLY_F32.items():
         out += [f"{name}_{i} = tl.constexpr({f32(v)!r})  # {v}" for i, v in enumerate(values)]

@@ -30,7 +30,8 @@ from ..plan import Fill
 NAME = "reference"
 IMPORT_ERROR = None
 MASK32 = np.uint64(0xFFFFFFFF)
-TWO_PI_F32 = contract_numbers.f32(contract_numbers.F32["TWO_PI"])
+ANGLE_STEP_F32 = contract_numbers.f32(contract_numbers.F32["ANGLE_STEP"])
+QUARTER_PI_F32 = contract_numbers.f32(contract_numbers.F32["QUARTER_PI"])
 U24_SCALE = contract_numbers.f32(contract_numbers.F32["U24_SCALE"])
 U53_SCALE = float(contract_numbers.F64["U53_SCALE"])
 TWO_PI_F64 = float(contract_numbers.F64["TWO_PI_F64"])
@@ -100,6 +101,14 @@ def fma_f32(a, b, c):
     return s.astype(np.float32).astype(np.float64)
 
 
+def box_muller_angle(w):
+    """The angle of Box-Muller word w: (pi/2) k + y with quadrant k = w >> 30 and the fp32 value
+    y = fma(((w >> 8) & (2^22 - 1)), fp32((pi/2) 2^-22), -fp32(pi/4)) of the kernels."""
+    n = ((w >> np.uint64(8)) & np.uint64(0x3FFFFF)).astype(np.float64)
+    y = fma_f32(n, ANGLE_STEP_F32, -QUARTER_PI_F32)
+    return (w >> np.uint64(30)).astype(np.float64) * (np.pi / 2) + y
+
+
 def ndtri(p: np.ndarray) -> np.ndarray:
     return torch.special.ndtri(torch.from_numpy(np.ascontiguousarray(p))).numpy()
 
@@ -114,7 +123,7 @@ def values_fp32_math(dist: int, params: Sequence[float], words: np.ndarray) -> n
         out = np.empty(words.shape, dtype=np.float64)
         for pair in (0, 1):
             r = np.sqrt(-2.0 * np.log(u24o(words[:, 2 * pair])))
-            theta = f32(TWO_PI_F32 * u24(words[:, 2 * pair + 1]))
+            theta = box_muller_angle(words[:, 2 * pair + 1])
             out[:, 2 * pair] = r * np.cos(theta) * std + mean
             out[:, 2 * pair + 1] = r * np.sin(theta) * std + mean
         return out
