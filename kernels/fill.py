@@ -334,9 +334,11 @@ def _block_counter(block, TILE: tl.constexpr):
 
 
 @triton.jit
-def _tile_words(first_block, s0, s1, k0, k1, TILE: tl.constexpr):
-    """Philox words of the TILE blocks first_block + [0, TILE) of stream (s0, s1)."""
+def _tile_words(first_block, s0, s1, k0, k1, TILE: tl.constexpr, HIGH_BIT: tl.constexpr = 0):
+    """Philox words of the TILE blocks first_block + [0, TILE) of stream (s0, s1); with
+    HIGH_BIT = SECOND_DRAW_BIT, of their second draws (the bit set in the block-high word)."""
     c0, c1 = _block_counter(first_block, TILE)
+    c1 = c1 | HIGH_BIT
     c2 = tl.full([TILE], 0, tl.uint32) + s0
     c3 = tl.full([TILE], 0, tl.uint32) + s1
     return _philox4x32_10(c0, c1, c2, c3, k0, k1)
@@ -400,14 +402,35 @@ def _uniform_f32(w, scale, shift, limit, EXACT_FMA: tl.constexpr):
 
 
 @triton.jit
+def _trunc_normal_from_z(z, q0, q1, q4, q5, q6, q7, EXACT_FMA: tl.constexpr):
+    """trunc_normal_from_z of fill.h: z clamped to [alpha, beta], scaled, clamped to [a, b]."""
+    z = _clamp(z, q4, q5)
+    return _clamp(_fma32(z, q1, q0, EXACT_FMA), q6, q7)
+
+
+@triton.jit
 def _trunc_normal_f32(w, q0, q1, q2, q3, q4, q5, q6, q7, EXACT_FMA: tl.constexpr):
     """trunc_normal_value_f32 of fill.h on words w."""
     p = _fma32(_u24m(w), q3, q2, EXACT_FMA)
     z = _normal_quantile_f32(p, EXACT_FMA)
     if tl.min(p, axis=0) < GILES_MIN_P:  # rare tiles: below Giles' range
         z = tl.where(p < GILES_MIN_P, _normal_quantile_f64(p.to(tl.float64)).to(tl.float32), z)
-    z = _clamp(z, q4, q5)
-    return _clamp(_fma32(z, q1, q0, EXACT_FMA), q6, q7)
+    return _trunc_normal_from_z(z, q0, q1, q4, q5, q6, q7, EXACT_FMA)
+
+
+@triton.jit
+def _trunc_normal_is_wide(q4, q5):
+    """trunc_normal_is_wide of fill.h: alpha <= -4 and beta >= 4."""
+    return (q4 <= -TRUNC_NORMAL_WIDE_BOUND) & (q5 >= TRUNC_NORMAL_WIDE_BOUND)
+
+
+@triton.jit
+def _trunc_normal_wide_f32(z, q0, q1, q4, q5, q6, q7, EXACT_FMA: tl.constexpr):
+    """The first part of trunc_normal_wide_block_f32 of fill.h: the values of the standard
+    Box-Muller values z, and whether each z lies in [alpha, beta]; the caller gives an element
+    outside the quantile value of its second-draw word."""
+    inside = (z >= q4) & (z <= q5)
+    return _trunc_normal_from_z(z, q0, q1, q4, q5, q6, q7, EXACT_FMA), inside
 
 
 @triton.jit
@@ -442,6 +465,16 @@ def _fill_chunk_f32_math(out_ptr, aligned16, numel, first, chunk, k0, k1, s0, s1
                 w = tl.interleave(wa, wb)  # words 0, 1, 2, 3 of each block, in element order
                 if dist == UNIFORM:
                     vals = _uniform_f32(w, q0, q1, q2, EXACT_FMA)
+                elif _trunc_normal_is_wide(q4, q5):
+                    zc, zs = _box_muller_f32(wa, wb, 0.0, 1.0, EXACT_FMA)
+                    vals, inside = _trunc_normal_wide_f32(tl.interleave(zc, zs), q0, q1, q4, q5,
+                                                          q6, q7, EXACT_FMA)
+                    if tl.min(inside.to(tl.int32), axis=0) == 0:  # rare tiles
+                        v0, v1, v2, v3 = _tile_words(base_block + i * TILE, s0, s1, k0, k1, TILE,
+                                                     SECOND_DRAW_BIT)
+                        second = tl.interleave(tl.interleave(v0, v2), tl.interleave(v1, v3))
+                        vals = tl.where(inside, vals, _trunc_normal_f32(
+                            second, q0, q1, q2, q3, q4, q5, q6, q7, EXACT_FMA))
                 else:  # TRUNC_NORMAL
                     vals = _trunc_normal_f32(w, q0, q1, q2, q3, q4, q5, q6, q7, EXACT_FMA)
         _store_tile(out_ptr, base_local + i * (4 * TILE), numel, _round_f32(vals, OUT_DTYPE),
@@ -499,14 +532,31 @@ def _fill_chunk_strided(row, out_ptr, numel, first, chunk, k0, k1, s0, s1, dist,
                 vals = tl.where((t % 2) == 0, xc, xs)
             else:
                 w = tl.where(t == 0, w0, tl.where(t == 1, w1, tl.where(t == 2, w2, w3)))
+                q0 = p0.to(tl.float32)
+                q1 = p1.to(tl.float32)
+                q2 = p2.to(tl.float32)
+                q3 = p3.to(tl.float32)
+                q4 = p4.to(tl.float32)
+                q5 = p5.to(tl.float32)
+                q6 = p6.to(tl.float32)
+                q7 = p7.to(tl.float32)
                 if dist == UNIFORM:
-                    vals = _uniform_f32(w, p0.to(tl.float32), p1.to(tl.float32),
-                                        p2.to(tl.float32), EXACT_FMA)
+                    vals = _uniform_f32(w, q0, q1, q2, EXACT_FMA)
+                elif _trunc_normal_is_wide(q4, q5):
+                    xc, xs = _box_muller_f32(tl.where(t < 2, w0, w2), tl.where(t < 2, w1, w3),
+                                             0.0, 1.0, EXACT_FMA)
+                    vals, inside = _trunc_normal_wide_f32(tl.where((t % 2) == 0, xc, xs), q0,
+                                                          q1, q4, q5, q6, q7, EXACT_FMA)
+                    if tl.min(inside.to(tl.int32), axis=0) == 0:  # rare steps
+                        v0, v1, v2, v3 = _philox4x32_10(
+                            c0, c1 | SECOND_DRAW_BIT, tl.zeros([N], tl.uint32) + s0,
+                            tl.zeros([N], tl.uint32) + s1, k0, k1)
+                        second = tl.where(t == 0, v0, tl.where(t == 1, v1,
+                                                               tl.where(t == 2, v2, v3)))
+                        vals = tl.where(inside, vals, _trunc_normal_f32(
+                            second, q0, q1, q2, q3, q4, q5, q6, q7, EXACT_FMA))
                 else:  # TRUNC_NORMAL
-                    vals = _trunc_normal_f32(w, p0.to(tl.float32), p1.to(tl.float32),
-                                             p2.to(tl.float32), p3.to(tl.float32),
-                                             p4.to(tl.float32), p5.to(tl.float32),
-                                             p6.to(tl.float32), p7.to(tl.float32), EXACT_FMA)
+                    vals = _trunc_normal_f32(w, q0, q1, q2, q3, q4, q5, q6, q7, EXACT_FMA)
         if OUT_DTYPE == tl.float64:
             tl.store(out_ptr + offset, vals, mask=mask)
         else:

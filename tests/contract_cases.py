@@ -1,6 +1,8 @@
 """Shared by the backend tests: the contract's test cases and its comparison rule."""
+import numpy as np
 import torch
 
+from fastinit.backends import reference
 from fastinit.contract import (
     Distribution,
     constant_params,
@@ -21,6 +23,8 @@ def distributions(dtype):
         "normal": (Distribution.NORMAL, normal_params(0.5, 2.0)),
         "trunc_normal": trunc_normal_params(0.0, 1.0, -2.0, 2.0, dtype),
         "trunc_tail": trunc_normal_params(0.0, 1.0, 4.0, 5.0, dtype),
+        # wide: Box-Muller values, a second draw for those outside (about 3e-5 of them)
+        "trunc_wide": trunc_normal_params(0.0, 1.0, -4.0, 4.5, dtype),
         # fp32 path, ~2% of its p below Giles' range (2^-24): those take the fp64 quantile
         "trunc_deep_tail": trunc_normal_params(0.0, 1.0, -7.0, -5.0, dtype),
         "trunc_fp64_path": trunc_normal_params(0.0, 1.0, -8.0, -7.5, dtype),
@@ -45,3 +49,16 @@ def assert_matches_reference(out, ref, name, dtype, z_tolerance=Z_TOLERANCE):
         f"{name} {dtype}: {int(bad.sum())} elements beyond tolerance, worst "
         f"{float((o - r).abs().max())}"
     )
+
+
+def second_draw_indices(params, seed, stream, count=3):
+    """The first `count` contract indices (of the first 2^20) whose standard Box-Muller value
+    lies outside the wide trunc_normal interval of `params`: the elements that take their
+    second draw."""
+    words = reference.block_words(np.arange(2**18, dtype=np.uint64), stream, seed)
+    z = np.stack([v for pair in (0, 1)
+                  for v in reference.box_muller_z_f32(words[:, 2 * pair], words[:, 2 * pair + 1])],
+                 axis=-1).reshape(-1)
+    outside = np.nonzero((z < np.float32(params[4])) | (z > np.float32(params[5])))[0]
+    assert len(outside) >= count, "too few second draws in 2^20 elements for this test"
+    return [int(i) for i in outside[:count]]

@@ -22,7 +22,7 @@ from fastinit.contract import (
 from fastinit.plan import make_fill, pack_descriptors
 
 from conftest import poisoned
-from contract_cases import assert_matches_reference, distributions
+from contract_cases import assert_matches_reference, distributions, second_draw_indices
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 SIZES = [0, 1, 3, 4, 5, 65535, 65536, 65537]
@@ -52,7 +52,8 @@ def test_philox_known_answers_reference(counter, key, expected):
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize(
     "name",
-    ["uniform", "constant", "normal", "trunc_normal", "trunc_tail", "trunc_deep_tail", "trunc_fp64_path"],
+    ["uniform", "constant", "normal", "trunc_normal", "trunc_tail", "trunc_wide", "trunc_deep_tail",
+     "trunc_fp64_path"],
 )
 def test_cpu_matches_reference(name, size, dtype):
     dist, params = distributions(dtype)[name]
@@ -65,7 +66,7 @@ def test_cpu_matches_reference(name, size, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("first_index", [1, 2, 3, 5, 2**31 - 3, 2**34 + 1, 4 * 2**32 - 130])
-@pytest.mark.parametrize("name", ["uniform", "normal", "trunc_normal"])
+@pytest.mark.parametrize("name", ["uniform", "normal", "trunc_normal", "trunc_wide"])
 def test_global_index_offsets(name, first_index, dtype):
     """A shard starting at any global index, including past 2^31 elements and across the 2^32
     boundary of the Philox block counter, gets the reference's values of those indices."""
@@ -219,7 +220,46 @@ def test_buffer_past_two_to_the_31_elements():
     del big
 
 
-@pytest.mark.parametrize("case", ["normal", "trunc_central", "trunc_deep_tail", "trunc_upper"])
+def test_reference_box_muller_emulation_is_the_kernels():
+    """The reference's fp32 emulation of the Box-Muller pair (with which it decides a wide
+    trunc_normal's second draws) is bit for bit the C++ normal(0, 1)."""
+    n = 1 << 16
+    out = torch.empty(n)
+    cpu.run([make_fill(out, Distribution.NORMAL, normal_params(0.0, 1.0), 5, 9)])
+    words = reference.block_words(np.arange(n // 4, dtype=np.uint64), 9, 5)
+    z = np.stack([v for pair in (0, 1)
+                  for v in reference.box_muller_z_f32(words[:, 2 * pair], words[:, 2 * pair + 1])],
+                 axis=-1).reshape(-1)
+    assert np.array_equal(z.astype(np.float32), out.numpy())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_wide_trunc_normal_second_draws(dtype):
+    """A trunc_normal on an interval holding [-4, 4] takes the Box-Muller value of each element
+    and, for the few outside the interval, the quantile value of their second draw: windows
+    around such elements match the reference, and those elements are neither the clamped
+    Box-Muller value (the negative control) nor outside [a, b]."""
+    dist, params = distributions(dtype)["trunc_wide"]
+    seed, stream = 0x1234_5678_9ABC_DEF1, 7
+    indices = second_draw_indices(params, seed, stream)
+    for index in indices:
+        out, ref = poisoned((64,), dtype), poisoned((64,), dtype)
+        first = max(0, index - 20)
+        cpu.run([make_fill(out, dist, params, seed, stream, first)])
+        reference.run([make_fill(ref, dist, params, seed, stream, first)])
+        assert_matches_reference(out, ref, "trunc_wide", dtype)
+        value = float(out[index - first])
+        assert -4.0 <= value <= 4.5
+        clamped = make_fill(torch.empty(64), Distribution.NORMAL, normal_params(0.0, 1.0), seed,
+                            stream, first)
+        cpu.run([clamped])
+        z = float(clamped.tensor[index - first])  # standardised, mirrored: params[4:6], [1]
+        assert not params[4] <= z <= params[5]
+        assert value != min(max(params[1] * z + params[0], params[6]), params[7])
+
+
+@pytest.mark.parametrize("case", ["normal", "trunc_central", "trunc_deep_tail", "trunc_upper",
+                                  "trunc_wide"])
 def test_max_error_against_fp64_reference(case):
     """The fp32 values of normal and trunc_normal are within the error docs/contract.md states
     (2e-6 absolute, 4e-7 relative in z) of the fp64 evaluation of the same Philox words; a
@@ -230,6 +270,7 @@ def test_max_error_against_fp64_reference(case):
         "trunc_central": trunc_normal_params(0.0, 1.0, -2.0, 2.0, torch.float32),
         "trunc_deep_tail": trunc_normal_params(0.0, 1.0, -7.0, -5.0, torch.float32),
         "trunc_upper": trunc_normal_params(0.0, 1.0, 4.0, 5.0, torch.float32),
+        "trunc_wide": trunc_normal_params(0.0, 1.0, -100.0, 100.0, torch.float32),
     }[case]
     out = torch.empty(n)
     cpu.run([make_fill(out, dist, params, 5, 9)])

@@ -30,7 +30,12 @@ from fastinit.errors import BackendUnavailableError
 from fastinit.plan import DESCRIPTOR_FORMAT, DESCRIPTOR_SIZE, MAX_DIMS, make_fill, pack_descriptors
 
 from conftest import poisoned
-from contract_cases import Z_TOLERANCE, assert_matches_reference, distributions
+from contract_cases import (
+    Z_TOLERANCE,
+    assert_matches_reference,
+    distributions,
+    second_draw_indices,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -391,6 +396,17 @@ def test_kernel_code_matches_cpu_backend(name, size, first_index, offset, dtype)
         emulate([fill], chunk_shift)
         assert same_bits(target, cpu_values(fill)), f"chunk_shift {chunk_shift}"
         assert torch.isnan(buffer[:offset]).all() and torch.isnan(buffer[offset + size:]).all()
+
+
+@needs_module
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_kernel_code_wide_trunc_normal_second_draws(dtype):
+    """The elements of a wide trunc_normal that take their second draw: bitwise the CPU's."""
+    dist, params = distributions(dtype)["trunc_wide"]
+    for index in second_draw_indices(params, SEED, 7):
+        fill = make_fill(poisoned((300,), dtype), dist, params, SEED, 7, max(0, index - 150))
+        emulate([fill], 11)
+        assert same_bits(fill.tensor, cpu_values(fill)), f"index {index}"
 
 
 @needs_module

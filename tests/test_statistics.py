@@ -509,6 +509,16 @@ def test_negative_control_trunc_normal_std(dtype):
     assert_ks_rejects(t, truncnorm_cdf(0.0, 0.02 / WRONG, -0.04, 0.04), "std / 1.05")
 
 
+@pytest.mark.parametrize("dtype", [FP32, BF16], ids=DTYPE_IDS.get)
+def test_negative_control_trunc_normal_wide(dtype):
+    """timm's and Hugging Face's trunc_normal_(std=0.02) (bounds +-2, i.e. +-100 std): the wide
+    interval's Box-Muller path."""
+    t = fastinit.trunc_normal_(torch.empty(N_CONTROL, dtype=dtype), 0.0, 0.02, seed=9)
+    assert_ks(t, truncnorm_cdf(0.0, 0.02, -2.0, 2.0), "trunc_normal_(std=0.02)")
+    assert_ks_rejects(t, truncnorm_cdf(0.0, 0.02 * WRONG, -2.0, 2.0), "std * 1.05")
+    assert_ks_rejects(t, truncnorm_cdf(0.05 * 0.02, 0.02, -2.0, 2.0), "mean + 0.05 std")
+
+
 def test_negative_control_trunc_normal_tail():
     with pytest.warns(UserWarning, match="mean is more than 2 std"):
         t = fastinit.trunc_normal_(torch.empty(N_CONTROL), 0.0, 1.0, 4.0, 5.0, seed=8)

@@ -31,6 +31,7 @@ from contract_cases import (  # noqa: E402
     Z_TOLERANCE,
     assert_matches_reference,
     distributions,
+    second_draw_indices,
 )
 
 if triton_backend.IMPORT_ERROR is not None:
@@ -163,6 +164,23 @@ def test_same_numbers_as_cpp(dtype):
         if dtype == torch.float64 and name not in ("uniform", "constant"):
             continue
         assert torch.equal(ours.tensor.cpu(), theirs.tensor), f"{name} {dtype}"
+
+
+@pytest.mark.skipif(cpu.IMPORT_ERROR is not None, reason="the C++ cpu backend is not built")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_wide_trunc_normal_second_draws_as_cpp(dtype):
+    """Windows around the elements of a wide trunc_normal that take their second draw, in one
+    launch, contiguous and (transposed) strided: bitwise the cpu backend's values."""
+    dist, params = distributions(dtype)["trunc_wide"]
+    firsts = [max(0, i - 50) for i in second_draw_indices(params, SEED, STREAM)]
+    for shape, make in (((100,), lambda t: t), ((10, 10), lambda t: t.t())):
+        targets = [make(poisoned(shape, dtype, DEVICE)) for _ in firsts]
+        kernels.fill(plan.descriptor_fills([make_fill(t, dist, params, SEED, STREAM, first)
+                                            for t, first in zip(targets, firsts)]), SMALL)
+        for target, first in zip(targets, firsts):
+            expected = poisoned(tuple(target.shape), dtype)
+            cpu.run([make_fill(expected, dist, params, SEED, STREAM, first)])
+            assert torch.equal(target.cpu(), expected), f"{shape} first index {first}"
 
 
 def _carve(buffer, offset, numel, guard):

@@ -170,6 +170,27 @@ struct PhiloxAvx2 {
 };
 #endif
 
+// Box-Muller values (normal_pair_f32) of Philox blocks with words w0..w3[0, nblocks), into
+// v[4 * i + t]: the two pairs of every block in loops of their own, then interleaved.
+inline __attribute__((always_inline)) void box_muller_batch(
+    const uint32_t* w0, const uint32_t* w1, const uint32_t* w2, const uint32_t* w3, int nblocks,
+    float mean, float std_, float* v) {
+  alignas(64) float even[2 * kBatchBlocks], odd[2 * kBatchBlocks];
+#pragma omp simd
+  for (int i = 0; i < nblocks; ++i) normal_pair_f32(w0[i], w1[i], mean, std_, even[i], odd[i]);
+#pragma omp simd
+  for (int i = 0; i < nblocks; ++i) {
+    normal_pair_f32(w2[i], w3[i], mean, std_, even[kBatchBlocks + i], odd[kBatchBlocks + i]);
+  }
+#pragma omp simd
+  for (int i = 0; i < nblocks; ++i) {
+    v[4 * i + 0] = even[i];
+    v[4 * i + 1] = odd[i];
+    v[4 * i + 2] = even[kBatchBlocks + i];
+    v[4 * i + 3] = odd[kBatchBlocks + i];
+  }
+}
+
 // Values of Philox blocks [block0, block0 + nblocks) for the fp32-math distributions, into
 // v[4 * i + t]. Words go through structure-of-arrays buffers so each loop vectorises.
 template <typename Philox>
@@ -204,25 +225,32 @@ inline __attribute__((always_inline)) void batch_values_f32(const FillDescriptor
       }
       break;
     }
-    case kNormal: {
-      const float mean = q.p[0], std_ = q.p[1];
-      alignas(64) float even[2 * kBatchBlocks], odd[2 * kBatchBlocks];
-#pragma omp simd
-      for (int i = 0; i < nblocks; ++i) normal_pair_f32(w0[i], w1[i], mean, std_, even[i], odd[i]);
-#pragma omp simd
-      for (int i = 0; i < nblocks; ++i) {
-        normal_pair_f32(w2[i], w3[i], mean, std_, even[kBatchBlocks + i], odd[kBatchBlocks + i]);
-      }
-#pragma omp simd
-      for (int i = 0; i < nblocks; ++i) {
-        v[4 * i + 0] = even[i];
-        v[4 * i + 1] = odd[i];
-        v[4 * i + 2] = even[kBatchBlocks + i];
-        v[4 * i + 3] = odd[kBatchBlocks + i];
-      }
+    case kNormal:
+      box_muller_batch(w0, w1, w2, w3, nblocks, q.p[0], q.p[1], v);
       break;
-    }
     default: {  // kTruncNormal
+      if (trunc_normal_is_wide(q)) {
+        // Box-Muller values, each kept when inside [alpha, beta]; the rare element outside
+        // takes the quantile value of its second draw.
+        alignas(64) float z[4 * kBatchBlocks];
+        box_muller_batch(w0, w1, w2, w3, nblocks, 0.0f, 1.0f, z);
+        int outside = 0;
+#pragma omp simd reduction(+ : outside)
+        for (int k = 0; k < 4 * nblocks; ++k) {
+          v[k] = trunc_normal_from_z(z[k], q);
+          outside += trunc_normal_accepts(z[k], q) ? 0 : 1;
+        }
+        for (int k = 0; outside > 0 && k < 4 * nblocks; ++k) {
+          if (trunc_normal_accepts(z[k], q)) continue;
+          const uint64_t block = block0 + static_cast<uint64_t>(k / 4);
+          const Words4 w = philox4x32_10(static_cast<uint32_t>(block),
+                                         static_cast<uint32_t>(block >> 32) | kSecondDrawBit,
+                                         s0, s1, k0, k1);
+          v[k] = trunc_normal_value_f32(w.w[k % 4], q);
+          --outside;
+        }
+        break;
+      }
       // p first; then Giles' quantile kQuantileGroup lanes at a time, with the tail polynomial
       // only for the groups where some w needs it (about 5% of them when p spans the tails),
       // and the last elements (fewer than a group) in one loop. Elements below Giles' range

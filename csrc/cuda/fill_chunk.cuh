@@ -89,16 +89,23 @@ struct F32Math {
 
 // Truncated normal in fp32 math; kWithTail = false drops Giles' tail polynomial for a tensor
 // whose every p is central (distributions.h, central_quantile_range): same values, less work.
+// A wide interval (fill.h, trunc_normal_is_wide) takes Box-Muller values and second draws.
 template <bool kWithTail>
 struct F32TruncNormal {
   static constexpr int kPerBlock = 4;
   using V = float;
   PhiloxKey key;
   ParamsF32 q;
+  bool wide;
   FASTINIT_CHUNK_HD explicit F32TruncNormal(const FillDescriptor& d)
-      : key(PhiloxKey::of(d)), q(params_f32(d)) {}
+      : key(PhiloxKey::of(d)), q(params_f32(d)), wide(trunc_normal_is_wide(q)) {}
   FASTINIT_CHUNK_HD void operator()(uint32_t block_lo, uint32_t block_hi, float* v) const {
     const Words4 w = key.words(block_lo, block_hi);
+    if (wide) {
+      const auto second = [&] { return key.words(block_lo, block_hi | kSecondDrawBit); };
+      trunc_normal_wide_block_f32(w, q, second, v);
+      return;
+    }
     for (int t = 0; t < 4; ++t) v[t] = trunc_normal_value_f32<kWithTail>(w.w[t], q);
   }
 };

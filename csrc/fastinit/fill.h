@@ -103,22 +103,48 @@ FASTINIT_HD float trunc_normal_value_f32(uint32_t w, const ParamsF32& q) {
   return trunc_normal_from_z(z, q);
 }
 
-// fp32-math distributions: the four values of one Philox block (element 4*block + t).
+// A trunc_normal on a wide interval, alpha <= -4 and beta >= 4 (docs/contract.md): the
+// standard Box-Muller value z of each element (normal_pair_f32 with mean 0, std 1) is kept
+// when it lies in [alpha, beta]; an element outside takes the quantile value of word t of its
+// second draw, the Philox block whose block-high counter word has kSecondDrawBit set.
+FASTINIT_HD bool trunc_normal_is_wide(const ParamsF32& q) {
+  return q.p[4] <= -kTruncNormalWideBound && q.p[5] >= kTruncNormalWideBound;
+}
+
+FASTINIT_HD bool trunc_normal_accepts(float z, const ParamsF32& q) {
+  return z >= q.p[4] && z <= q.p[5];
+}
+
+// The four values of one block of a wide trunc_normal from its words; second() gives the
+// words of the block's second draw (called only when an element needs them).
+template <typename SecondDraw>
+FASTINIT_HD void trunc_normal_wide_block_f32(const Words4& w, const ParamsF32& q,
+                                             const SecondDraw& second, float v[4]) {
+  float z[4];
+  normal_pair_f32(w.w[0], w.w[1], 0.0f, 1.0f, z[0], z[1]);
+  normal_pair_f32(w.w[2], w.w[3], 0.0f, 1.0f, z[2], z[3]);
+  bool all_inside = true;
+  for (int t = 0; t < 4; ++t) all_inside = all_inside && trunc_normal_accepts(z[t], q);
+  if (all_inside) {
+    for (int t = 0; t < 4; ++t) v[t] = trunc_normal_from_z(z[t], q);
+    return;
+  }
+  const Words4 w2 = second();
+  for (int t = 0; t < 4; ++t) {
+    v[t] = trunc_normal_accepts(z[t], q) ? trunc_normal_from_z(z[t], q)
+                                         : trunc_normal_value_f32(w2.w[t], q);
+  }
+}
+
+// fp32-math uniform (dist == kUniform) and normal (any other): the four values of one Philox
+// block (element 4*block + t). trunc_normal needs more than the block's words (its second
+// draw, Giles' range): trunc_normal_value_f32, trunc_normal_wide_block_f32.
 FASTINIT_HD void block_values_f32(int32_t dist, const ParamsF32& q, const Words4& w, float v[4]) {
-  switch (dist) {
-    case kUniform:
-      for (int t = 0; t < 4; ++t) v[t] = uniform_value_f32(w.w[t], q.p[0], q.p[1], q.p[2]);
-      break;
-    case kNormal:
-      normal_pair_f32(w.w[0], w.w[1], q.p[0], q.p[1], v[0], v[1]);
-      normal_pair_f32(w.w[2], w.w[3], q.p[0], q.p[1], v[2], v[3]);
-      break;
-    case kTruncNormal:
-      for (int t = 0; t < 4; ++t) v[t] = trunc_normal_value_f32(w.w[t], q);
-      break;
-    default:
-      for (int t = 0; t < 4; ++t) v[t] = q.p[0];
-      break;
+  if (dist == kUniform) {
+    for (int t = 0; t < 4; ++t) v[t] = uniform_value_f32(w.w[t], q.p[0], q.p[1], q.p[2]);
+  } else {
+    normal_pair_f32(w.w[0], w.w[1], q.p[0], q.p[1], v[0], v[1]);
+    normal_pair_f32(w.w[2], w.w[3], q.p[0], q.p[1], v[2], v[3]);
   }
 }
 

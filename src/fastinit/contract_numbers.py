@@ -75,11 +75,18 @@ F32 = {
     "GILES_CENTRAL_SHIFT": "2.5",                  # w - 2.5 for w < GILES_SPLIT
     "GILES_TAIL_SHIFT": "3.0",                     # sqrt(w) - 3 for w >= GILES_SPLIT
     "GILES_SPLIT": "5.0",
+    # trunc_normal on [alpha, beta] with alpha <= -4 and beta >= 4 (standardised): Box-Muller
+    # values, the quantile of a second draw only for those outside the interval
+    "TRUNC_NORMAL_WIDE_BOUND": "4.0",
 }
 # Bit patterns of fp32 values.
 U32 = {
     "LOG_SPLIT_BITS": 0x3F3504F3,                  # fp32 sqrt(1/2): log_f32's mantissa split
 }
+# The counter's block-high word of a trunc_normal element's second draw has this bit set
+# (block index + 2^63: never a first draw's counter).
+SECOND_DRAW_BIT = 0x80000000
+
 F64 = {
     "U53_SCALE": "1.1102230246251565404e-16",      # 2^-53
     "TWO_PI_F64": "6.283185307179586476925",
@@ -192,6 +199,7 @@ def render_cpp_header() -> str:
     out.append("")
     out += [f"constexpr float {_camel(name)} = {_c_f32(text)};" for name, text in F32.items()]
     out += [f"constexpr uint32_t {_camel(name)} = 0x{value:08X}u;" for name, value in U32.items()]
+    out.append(f"constexpr uint32_t kSecondDrawBit = 0x{SECOND_DRAW_BIT:08X}u;")
     out += [f"constexpr double {_camel(name)} = {_c_f64(text)};" for name, text in F64.items()]
     out.append("")
     # One scalar per coefficient (kName0 the highest degree): scalar constexprs are usable in
@@ -223,6 +231,7 @@ def render_triton_module() -> str:
     out.append(f"TRITON_MIN_CHUNK_ELEMENTS = {TRITON_MIN_CHUNK_ELEMENTS}")
     out += [f"{name} = tl.constexpr({f32(text)!r})  # {text}" for name, text in F32.items()]
     out += [f"{name} = tl.constexpr(0x{value:08X})" for name, value in U32.items()]
+    out.append(f"SECOND_DRAW_BIT = tl.constexpr(0x{SECOND_DRAW_BIT:08X})")
     out += [f"{name} = tl.constexpr({float(text)!r})  # {text}" for name, text in F64.items()]
     for name, values in POLY_F32.items():
         out += [f"{name}_{i} = tl.constexpr({f32(v)!r})  # {v}" for i, v in enumerate(values)]

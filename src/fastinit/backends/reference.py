@@ -11,7 +11,7 @@ contract's tolerance covers the device's fp32 versions.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -32,6 +32,11 @@ IMPORT_ERROR = None
 MASK32 = np.uint64(0xFFFFFFFF)
 ANGLE_STEP_F32 = contract_numbers.f32(contract_numbers.F32["ANGLE_STEP"])
 QUARTER_PI_F32 = contract_numbers.f32(contract_numbers.F32["QUARTER_PI"])
+LN2_F32 = contract_numbers.f32(contract_numbers.F32["LN2"])
+WIDE_BOUND_F32 = contract_numbers.f32(contract_numbers.F32["TRUNC_NORMAL_WIDE_BOUND"])
+SECOND_DRAW = np.uint64(contract_numbers.SECOND_DRAW_BIT << 32)  # added to a block index
+_POLY = {name: [contract_numbers.f32(c) for c in coefficients]
+         for name, coefficients in contract_numbers.POLY_F32.items()}
 U24_SCALE = contract_numbers.f32(contract_numbers.F32["U24_SCALE"])
 U53_SCALE = float(contract_numbers.F64["U53_SCALE"])
 TWO_PI_F64 = float(contract_numbers.F64["TWO_PI_F64"])
@@ -109,12 +114,55 @@ def box_muller_angle(w):
     return (w >> np.uint64(30)).astype(np.float64) * (np.pi / 2) + y
 
 
+def _log_f32_bits(bits):
+    """log_f32_bits of distributions.h in exact fp32 arithmetic (fp32 values held in fp64: a
+    product of two is exact, and a sum, quotient or square root rounded to fp64 then to fp32 is
+    the correctly rounded fp32 result, 53 >= 2 * 24 + 2)."""
+    ix = bits.astype(np.int64) - contract_numbers.U32["LOG_SPLIT_BITS"]
+    m = ((ix & 0x7FFFFF) + contract_numbers.U32["LOG_SPLIT_BITS"]).astype(np.uint32)
+    m = m.view(np.float32).astype(np.float64)
+    fe = (ix >> 23).astype(np.float64)  # arithmetic shift, as the kernels' int32
+    s = f32((m - 1.0) / f32(m + 1.0))
+    t = f32(s * s)
+    c0, c1, c2 = _POLY["LOG_ATANH"]
+    q = fma_f32(fma_f32(t, c0, c1), t, c2)
+    return fma_f32(fe, LN2_F32, fma_f32(f32(s * t), q, s + s))
+
+
+def box_muller_z_f32(wa, wb):
+    """The kernels' fp32 standard-normal pair (normal_pair_f32 with mean 0, std 1) of words
+    (wa, wb), bit for bit: (cos value, sin value). The wide trunc_normal decides with these."""
+    n = ((wa >> np.uint64(8)) + np.uint64(1)).astype(np.float32)
+    r = f32(np.sqrt(-2.0 * _log_f32_bits(n.view(np.uint32) - np.uint32(24 << 23))))
+    y = fma_f32(((wb >> np.uint64(8)) & np.uint64(0x3FFFFF)).astype(np.float64), ANGLE_STEP_F32,
+                -QUARTER_PI_F32)
+    z = f32(y * y)
+    s0, s1, s2 = _POLY["SIN"]
+    c0, c1, c2 = _POLY["COS"]
+    sin_y = fma_f32(f32(fma_f32(fma_f32(z, s0, s1), z, s2) * z), y, y)
+    cos_y = fma_f32(f32(fma_f32(fma_f32(z, c0, c1), z, c2) * z), z, fma_f32(z, -0.5, 1.0))
+    swap = (wb & np.uint64(0x40000000)) != 0
+    sin_q = np.where(swap, cos_y, sin_y)
+    cos_q = np.where(swap, sin_y, cos_y)
+    sin_q = np.where((wb & np.uint64(0x80000000)) != 0, -sin_q, sin_q)
+    cos_q = np.where(((wb ^ (wb << np.uint64(1))) & np.uint64(0x80000000)) != 0, -cos_q, cos_q)
+    return fma_f32(r, cos_q, 0.0), fma_f32(r, sin_q, 0.0)
+
+
+def trunc_normal_is_wide(params: Sequence[float]) -> bool:
+    """trunc_normal_is_wide of fill.h: the standardised interval holds [-4, 4]."""
+    return f32(params[4]) <= -WIDE_BOUND_F32 and f32(params[5]) >= WIDE_BOUND_F32
+
+
 def ndtri(p: np.ndarray) -> np.ndarray:
     return torch.special.ndtri(torch.from_numpy(np.ascontiguousarray(p))).numpy()
 
 
-def values_fp32_math(dist: int, params: Sequence[float], words: np.ndarray) -> np.ndarray:
-    """Values (n, 4) of Philox blocks with words (n, 4) for the fp32-math distributions."""
+def values_fp32_math(dist: int, params: Sequence[float], words: np.ndarray,
+                     second_draws: Callable[[], np.ndarray] | None = None) -> np.ndarray:
+    """Values (n, 4) of Philox blocks with words (n, 4) for the fp32-math distributions.
+    `second_draws()`: the words (n, 4) of the blocks' second draws, which a trunc_normal on a
+    wide interval needs (it is called only then)."""
     if dist == Distribution.UNIFORM:
         x = fma_f32(u24(words), f32(params[0]), f32(params[1]))
         return np.where(x >= f32(params[2]), f32(params[1]), x)  # the half-open [a, b)
@@ -129,10 +177,29 @@ def values_fp32_math(dist: int, params: Sequence[float], words: np.ndarray) -> n
         return out
     if dist == Distribution.TRUNC_NORMAL:
         q = [f32(v) for v in params]
-        p = fma_f32(u24m(words), q[3], q[2])
-        z = np.clip(ndtri(p), q[4], q[5])
-        return np.clip(z * q[1] + q[0], q[6], q[7])
+        if trunc_normal_is_wide(params):
+            # Box-Muller values (fp64) where the kernels' fp32 value lies in [alpha, beta],
+            # the quantile of the second draw elsewhere.
+            z = values_fp32_math(Distribution.NORMAL, [0.0, 1.0], words)
+            z32 = np.stack([v for pair in (0, 1)
+                            for v in box_muller_z_f32(words[:, 2 * pair], words[:, 2 * pair + 1])],
+                           axis=-1)
+            inside = (z32 >= q[4]) & (z32 <= q[5])
+            values = np.clip(np.clip(z, q[4], q[5]) * q[1] + q[0], q[6], q[7])
+            if not inside.all():
+                if second_draws is None:
+                    raise ValueError("a trunc_normal on a wide interval needs its second draws")
+                values = np.where(inside, values, _quantile_values(q, second_draws()))
+            return values
+        return _quantile_values(q, words)
     raise ValueError(f"distribution {dist} has no fp32-math form")
+
+
+def _quantile_values(q: Sequence[float], words: np.ndarray) -> np.ndarray:
+    """trunc_normal values of words (n, 4) by the inverse CDF (fp32 parameters q)."""
+    p = fma_f32(u24m(words), q[3], q[2])
+    z = np.clip(ndtri(p), q[4], q[5])
+    return np.clip(z * q[1] + q[0], q[6], q[7])
 
 
 def values_fp64_math(dist: int, params: Sequence[float], words: np.ndarray) -> np.ndarray:
@@ -163,7 +230,8 @@ def values_at(fill: Fill, indices: np.ndarray) -> torch.Tensor:
     blocks, which = np.unique(indices // np.uint64(per_block), return_inverse=True)
     words = block_words(blocks, fill.stream, fill.seed)
     if per_block == 4:
-        values = values_fp32_math(fill.dist, fill.params, words)
+        values = values_fp32_math(fill.dist, fill.params, words,
+                                  lambda: block_words(blocks | SECOND_DRAW, fill.stream, fill.seed))
     else:
         values = values_fp64_math(fill.dist, fill.params, words)
     slot = (indices % np.uint64(per_block)).astype(np.int64)
