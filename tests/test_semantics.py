@@ -141,11 +141,11 @@ def test_compiled_calls_cover_every_public_function():
 def test_compile_fullgraph_equals_eager_bitwise_on_cpu_and_reference():
     torch._dynamo.reset()
     compiled_fn = torch.compile(_compiled_calls, fullgraph=True)  # inductor, CPU
-    for backend in ("auto", "reference"):  # the op runs the backend selected when it runs
-        fastinit.set_backend(backend)
+    for backend, runs_on in (("auto", "cpu"), ("reference", "reference")):
+        fastinit.set_backend(backend)  # the op runs the backend selected when it runs
         eager = _compiled_calls(_poisoned_inputs())
         compiled = compiled_fn(_poisoned_inputs())
-        assert fastinit.backend_info()["last_run"]["cpu"] == ("cpu" if backend == "auto" else backend)
+        assert fastinit.backend_info()["last_run"]["cpu"] == runs_on
         for name in COMPILED_CALLS:
             assert not compiled[name].isnan().any(), (backend, name)
             assert torch.equal(eager[name], compiled[name]), (backend, name)
@@ -193,14 +193,15 @@ def test_compiled_call_without_seed_breaks_the_graph_and_draws_as_eager(name):
     assert torch.equal(after_compiled, torch.get_rng_state())
 
 
-def test_compile_fullgraph_without_seed_raises_unsupported():
+def test_compiled_call_with_an_argument_no_op_takes_breaks_the_graph():
     torch._dynamo.reset()
-    with pytest.raises(torch._dynamo.exc.Unsupported):
-        torch.compile(lambda w: fastinit.normal_(w), fullgraph=True, backend="eager")(torch.empty(3))
-    torch._dynamo.reset()
-    with pytest.raises(torch._dynamo.exc.Unsupported):  # a callable is no op argument
+    with pytest.raises(torch._dynamo.exc.Unsupported):  # a callable nonlinearity
         torch.compile(lambda w: fastinit.kaiming_normal_(w, nonlinearity=torch.relu, seed=1),
                       fullgraph=True, backend="eager")(torch.empty(3, 4))
+    big = 2**60 + 1  # an int64 fill value a float would round
+    compiled = torch.zeros(3, dtype=torch.int64)
+    ops = _compile_and_run(lambda w: fastinit.constant_(w, big).mul(1), compiled, fullgraph=False)
+    assert ops == ["mul"] and compiled.tolist() == [big] * 3
 
 
 @pytest.mark.parametrize("name", list(ALL_CALLS))
@@ -224,6 +225,40 @@ def test_custom_op_on_fake_tensor_writes_nothing(name):
         cpu.run, reference.run = runs
     assert fake.shape == shape and real.isnan().all()
     assert ran == [] and torch.equal(torch.get_rng_state(), state)
+
+
+# (call on a view, base shape, base dtype): a negative or conjugate view reads the values a plain
+# tensor gets, compiled as in eager (the ops' Negative and Conjugate kernels)
+MATH_BIT_VIEW_CALLS = [
+    (lambda w: fastinit.uniform_(w._neg_view(), 2.0, 3.0, seed=2), (6, 5), torch.float32),
+    (lambda w: fastinit.uniform_(w._neg_view(), 2.0, 3.0, seed=2), (6, 5), torch.bfloat16),
+    (lambda w: fastinit.orthogonal_(w._neg_view(), seed=3), (6, 5), torch.float32),
+    (lambda w: fastinit.constant_(w._neg_view(), 0.5), (6, 5), torch.float32),
+    (lambda z: fastinit.normal_(z.conj(), 1.0, 2.0, seed=4), (6, 5), torch.complex64),
+    (lambda z: fastinit.uniform_(z.conj().imag, 2.0, 3.0, seed=5), (6, 5), torch.complex64),
+]
+
+
+@pytest.mark.parametrize("call, shape, dtype", MATH_BIT_VIEW_CALLS)
+def test_compiled_negative_and_conjugate_views_equal_eager(call, shape, dtype):
+    eager_base = torch.full(shape, float("nan"), dtype=dtype)
+    call(eager_base)
+    torch._dynamo.reset()
+    compiled_base = torch.full(shape, float("nan"), dtype=dtype)
+    view = torch.compile(call, fullgraph=True, backend="aot_eager")(compiled_base)
+    assert not view.resolve_neg().resolve_conj().isnan().any()
+    torch.testing.assert_close(compiled_base, eager_base, rtol=0, atol=0, equal_nan=True)
+
+
+def test_custom_op_fills_negative_and_conjugate_views_as_the_function_does():
+    neg = torch.full((6, 5), float("nan"))._neg_view()
+    torch.ops.fastinit.trunc_normal(neg, 0.0, 1.0, -1.0, 1.5, seed=6)
+    assert neg.is_neg() and torch.equal(neg, fastinit.trunc_normal_(
+        torch.empty(6, 5), 0.0, 1.0, -1.0, 1.5, seed=6))
+    conj = torch.full((6, 5), float("nan"), dtype=torch.complex128).conj()
+    torch.ops.fastinit.uniform(conj, -1.0, 1.0, seed=7)
+    assert conj.is_conj() and torch.equal(conj, fastinit.uniform_(
+        torch.empty(6, 5, dtype=torch.complex128), -1.0, 1.0, seed=7))
 
 
 # (call, shape, the error an eager call raises): under compile the same error, nothing written

@@ -137,11 +137,31 @@ def _write_nothing(tensor, *args, **seed) -> None:
     validates the arguments when it runs, so a compiled call raises an eager call's errors.)"""
 
 
+# The ops' kernels for negative and conjugate views (kept alive: a registration lasts as long as
+# its library).
+_MATH_BIT_KERNELS = torch.library.Library("fastinit", "IMPL")
+
+
+def _through_plain_tensor(op: Callable) -> Callable:
+    """`op`'s kernel for a negative or conjugate view (the Negative and Conjugate dispatch keys):
+    the op fills a plain tensor, which torch copies into the view, so the view reads the values
+    a plain tensor gets. (torch's fallback for those keys needs an op that returns its tensor.)"""
+
+    def kernel(tensor, *args, **kwargs):
+        plain = torch.empty(tensor.shape, dtype=tensor.dtype, device=tensor.device)
+        op(plain, *args, **kwargs)
+        with torch.no_grad():
+            tensor.copy_(plain)
+
+    return kernel
+
+
 def _register_traced_op(fn: Callable) -> None:
     """fastinit::<name>: a custom op that mutates its tensor and runs `fn` (validation, plan,
-    backend); its fake implementation writes nothing. The op takes `fn`'s arguments, with its
-    defaults, positionally as arg0, arg1, ... (torch reserves some names, such as `mode`), and a
-    random function's seed as the keyword `seed`."""
+    backend); its fake implementation writes nothing, and a negative or conjugate view is filled
+    through a plain tensor. The op takes `fn`'s arguments, with its defaults, positionally as
+    arg0, arg1, ... (torch reserves some names, such as `mode`), and a random function's seed as
+    the keyword `seed`."""
     name = fn.__name__
     arguments = _op_arguments(fn)
     random = "seed" in inspect.signature(fn).parameters
@@ -154,9 +174,12 @@ def _register_traced_op(fn: Callable) -> None:
             seed["seed"] &= U64_MASK
         fn(tensor, *args, **seed)
 
-    op = torch.library.custom_op(f"fastinit::{name.rstrip('_')}", run, mutates_args=("tensor",),
+    op_name = name.rstrip("_")
+    op = torch.library.custom_op(f"fastinit::{op_name}", run, mutates_args=("tensor",),
                                  schema=schema)
     op.register_fake(_write_nothing)
+    for math_bit in ("Negative", "Conjugate"):
+        _MATH_BIT_KERNELS.impl(op_name, _through_plain_tensor(op), math_bit)
     _TRACED_OPS[name] = _TracedOp(op, arguments, random)
 
 
