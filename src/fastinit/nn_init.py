@@ -172,7 +172,7 @@ def _register_traced_op(fn: Callable) -> None:
     def run(tensor, *args, **seed):
         if random:  # the op's int is signed 64-bit; the seed is unsigned 64-bit
             seed["seed"] &= U64_MASK
-        fn(tensor, *args, **seed)
+        _eager_call(fn, tensor, args, seed)
 
     op_name = name.rstrip("_")
     op = torch.library.custom_op(f"fastinit::{op_name}", run, mutates_args=("tensor",),
@@ -196,7 +196,7 @@ def _traced_call(fn: Callable, tensor: Tensor, args: tuple, kwargs: dict) -> Ten
     if not traceable or (traced.random and seed is None):
         # (torch.compiler.disable here, not as a decorator: it imports torch._dynamo, which
         # is loaded anyway while compiling but would cost `import fastinit` a second)
-        return torch.compiler.disable(fn)(tensor, *args, **kwargs)
+        return torch.compiler.disable(_eager_call)(fn, tensor, args, kwargs)
     seed_kwargs = {}
     if traced.random:
         seed = check_seed(seed)
@@ -205,24 +205,29 @@ def _traced_call(fn: Callable, tensor: Tensor, args: tuple, kwargs: dict) -> Ten
     return tensor
 
 
+def _eager_call(fn: Callable, tensor: Tensor, args: tuple, kwargs: dict) -> Tensor:
+    """A drop-in call run eagerly: refuses a non-tensor as torch does, hands the layouts it does
+    not fill to torch.nn.init, refuses a freed or shrunk storage, then runs `fn`."""
+    if not isinstance(tensor, Tensor):
+        raise NotATensorError(
+            f"{fn.__name__}: expected a torch.Tensor, got {type(tensor).__module__}."
+            f"{type(tensor).__qualname__} (not a tensor)")
+    if _torch_fills_layout(tensor):
+        return _delegate_to_torch(fn.__name__, tensor, args, kwargs)
+    if has_real_storage(tensor):
+        check_storage(tensor)  # a freed (FSDP) or shrunk storage: torch's error, no write
+    return fn(tensor, *args, **kwargs)
+
+
 def _drop_in(fn: Callable) -> Callable:
-    """The public form of a drop-in function: refuses a non-tensor as torch does, hands the
-    layouts it does not fill to torch.nn.init, and under torch.compile traces the call as one
-    custom op (see _traced_call)."""
+    """The public form of a drop-in function: eager (see _eager_call), and under torch.compile
+    one custom op (see _traced_call)."""
 
     @functools.wraps(fn)
     def drop_in(tensor, *args, **kwargs):
         if torch.compiler.is_compiling():
             return _traced_call(fn, tensor, args, kwargs)
-        if not isinstance(tensor, Tensor):
-            raise NotATensorError(
-                f"{fn.__name__}: expected a torch.Tensor, got {type(tensor).__module__}."
-                f"{type(tensor).__qualname__} (not a tensor)")
-        if _torch_fills_layout(tensor):
-            return _delegate_to_torch(fn.__name__, tensor, args, kwargs)
-        if has_real_storage(tensor):
-            check_storage(tensor)  # a freed (FSDP) or shrunk storage: torch's error, no write
-        return fn(tensor, *args, **kwargs)
+        return _eager_call(fn, tensor, args, kwargs)
 
     _register_traced_op(fn)
     return drop_in
