@@ -205,6 +205,18 @@ def test_compiled_call_with_an_argument_no_op_takes_breaks_the_graph():
 
 
 @pytest.mark.parametrize("name", list(ALL_CALLS))
+def test_custom_op_passes_torch_opcheck(name):
+    """torch's own checks of an op: the mutation its schema declares, its fake implementation,
+    and AOT dispatch (dynamic shapes)."""
+    shape, args = ALL_CALLS[name]
+    op = getattr(torch.ops.fastinit, name.rstrip("_")).default
+    results = torch.library.opcheck(
+        op, (torch.full(shape, float("nan")), *args), {"seed": 3} if name in SEEDED else {},
+        test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))
+    assert set(results.values()) == {"SUCCESS"}, results
+
+
+@pytest.mark.parametrize("name", list(ALL_CALLS))
 def test_custom_op_on_fake_tensor_writes_nothing(name):
     from torch._subclasses.fake_tensor import FakeTensorMode
     from fastinit.backends import cpu, reference

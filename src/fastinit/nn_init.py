@@ -157,9 +157,9 @@ def _through_plain_tensor(op: Callable) -> Callable:
 
 
 def _register_traced_op(fn: Callable) -> None:
-    """fastinit::<name>: a custom op that mutates its tensor and runs `fn` (validation, plan,
-    backend); its fake implementation writes nothing, and a negative or conjugate view is filled
-    through a plain tensor. The op takes `fn`'s arguments, with its defaults, positionally as
+    """fastinit::<name>: a custom op that mutates its tensor and runs the call eagerly (see
+    _eager_call); its fake implementation writes nothing, and a negative or conjugate view is
+    filled through a plain tensor. The op takes `fn`'s arguments, with its defaults, positionally as
     arg0, arg1, ... (torch reserves some names, such as `mode`), and a random function's seed as
     the keyword `seed`."""
     name = fn.__name__
