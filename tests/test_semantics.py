@@ -124,8 +124,9 @@ COMPILED_CALLS = {
 }
 
 
-def _poisoned_inputs():
-    return {name: torch.full(shape, float("nan")) for name, (shape, _) in COMPILED_CALLS.items()}
+def _poisoned_inputs(device="cpu"):
+    return {name: torch.full(shape, float("nan"), device=device)
+            for name, (shape, _) in COMPILED_CALLS.items()}
 
 
 def _compiled_calls(ws):
@@ -732,6 +733,25 @@ def test_missing_private_dtensor_helper_raises_a_clear_error():
 # ----------------------------------------------------------------------------------------------
 # The same on the GPU backends
 # ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (no GPU here)")
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_gpu_compile_fullgraph_equals_eager_and_cpu_bitwise(backend):
+    try:
+        fastinit.set_backend(backend)
+    except fastinit.BackendUnavailableError as exc:
+        pytest.skip(str(exc))
+    torch._dynamo.reset()
+    compiled = torch.compile(_compiled_calls, fullgraph=True)(_poisoned_inputs("cuda"))
+    eager = _compiled_calls(_poisoned_inputs("cuda"))
+    fastinit.set_backend("auto")
+    on_cpu = _compiled_calls(_poisoned_inputs())
+    for name in COMPILED_CALLS:
+        assert not compiled[name].isnan().any(), name
+        assert torch.equal(compiled[name], eager[name]), name
+        if name != "orthogonal_":  # a QR on the device: close to the CPU's, not bitwise
+            assert torch.equal(compiled[name].cpu(), on_cpu[name]), name
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (no GPU here)")
