@@ -205,6 +205,24 @@ def test_compiled_call_with_an_argument_no_op_takes_breaks_the_graph():
     assert ops == ["mul"] and compiled.tolist() == [big] * 3
 
 
+@pytest.mark.parametrize("call", [
+    lambda w: fastinit.normal_(w, stdd=2.0, seed=1),
+    lambda w: fastinit.normal_(w, 0.0, 1.0, None, 5, seed=1),
+    lambda w: fastinit.uniform_(w, 0.0, a=1.0, seed=1),
+    lambda w: fastinit.ones_(w, 2.0),
+], ids=["unknown keyword", "too many positional", "twice", "ones_ with a value"])
+def test_compiled_call_that_does_not_bind_raises_the_eager_type_error(call):
+    eager_target = torch.full((3, 4), float("nan"))
+    with pytest.raises(TypeError) as eager:
+        call(eager_target)
+    torch._dynamo.reset()
+    compiled_target = torch.full((3, 4), float("nan"))
+    with pytest.raises(TypeError) as compiled:  # a graph break: the call runs eagerly
+        torch.compile(call, backend="eager")(compiled_target)
+    assert str(compiled.value) == str(eager.value)
+    assert eager_target.isnan().all() and compiled_target.isnan().all()
+
+
 @pytest.mark.parametrize("name", list(ALL_CALLS))
 def test_custom_op_passes_torch_opcheck(name):
     """torch's own checks of an op: the mutation its schema declares, its fake implementation,

@@ -89,20 +89,22 @@ def _delegate_to_torch(fn_name: str, tensor: Tensor, args: tuple, kwargs: dict) 
 class _TracedOp(NamedTuple):
     """The custom op a drop-in function is traced as under torch.compile."""
     op: Callable
-    arguments: tuple  # (name, schema type, default) of the arguments after the tensor
+    arguments: tuple  # (name, schema type, default) of the op's arguments after the tensor
     random: bool  # it takes a `seed` (the op's keyword) or draws one from a generator
+    parameters: tuple  # the names of the function's parameters after the tensor
+    positional: int  # how many of them can be passed positionally
 
 
 _TRACED_OPS: dict = {}  # the drop-in function's name -> its _TracedOp
 _SCHEMA_TYPES = {float: "float", int: "int", str: "str"}
 
 
-def _op_arguments(fn: Callable) -> tuple:
-    """(name, schema type, default) of `fn`'s arguments after the tensor, less `generator` and
-    `seed`, the types read from the annotations (a Literal is its values' type)."""
+def _op_arguments(fn: Callable, parameters: list) -> tuple:
+    """(name, schema type, default) of `fn`'s `parameters` less `generator` and `seed`, the
+    types read from the annotations (a Literal is its values' type)."""
     hints = get_type_hints(fn)
     arguments = []
-    for param in list(inspect.signature(fn).parameters.values())[1:]:
+    for param in parameters:
         if param.name in ("generator", "seed"):
             continue
         hint = hints[param.name]
@@ -159,12 +161,15 @@ def _through_plain_tensor(op: Callable) -> Callable:
 def _register_traced_op(fn: Callable) -> None:
     """fastinit::<name>: a custom op that mutates its tensor and runs the call eagerly (see
     _eager_call); its fake implementation writes nothing, and a negative or conjugate view is
-    filled through a plain tensor. The op takes `fn`'s arguments, with its defaults, positionally as
-    arg0, arg1, ... (torch reserves some names, such as `mode`), and a random function's seed as
-    the keyword `seed`."""
+    filled through a plain tensor. The op takes `fn`'s leading arguments (all but `generator`
+    and `seed`), with their defaults, positionally as arg0, arg1, ... (torch reserves some names,
+    such as `mode`), and a random function's seed as the keyword `seed`."""
     name = fn.__name__
-    arguments = _op_arguments(fn)
-    random = "seed" in inspect.signature(fn).parameters
+    parameters = list(inspect.signature(fn).parameters.values())[1:]  # after the tensor
+    names = tuple(p.name for p in parameters)
+    arguments = _op_arguments(fn, parameters)
+    assert names[:len(arguments)] == tuple(a for a, _, _ in arguments), names  # see _traced_call
+    random = "seed" in names
     schema = "".join(f", {kind} arg{i}{_schema_default(kind, default)}"
                      for i, (_, kind, default) in enumerate(arguments))
     schema = f"(Tensor(a!) tensor{schema}{', *, int seed' if random else ''}) -> ()"
@@ -180,19 +185,23 @@ def _register_traced_op(fn: Callable) -> None:
     op.register_fake(_write_nothing)
     for math_bit in ("Negative", "Conjugate"):
         _MATH_BIT_KERNELS.impl(op_name, _through_plain_tensor(op), math_bit)
-    _TRACED_OPS[name] = _TracedOp(op, arguments, random)
+    positional = sum(p.kind == inspect.Parameter.POSITIONAL_OR_KEYWORD for p in parameters)
+    _TRACED_OPS[name] = _TracedOp(op, arguments, random, names, positional)
 
 
 def _traced_call(fn: Callable, tensor: Tensor, args: tuple, kwargs: dict) -> Tensor:
-    """A drop-in call met by torch.compile: its custom op when the call's arguments are plain
-    numbers / strings and, for a random function, it has a `seed=`; otherwise eager, outside
-    the graph (a graph break), so that a draw from the generator happens exactly as it would
-    without compile."""
+    """A drop-in call met by torch.compile: its custom op when the call's arguments bind to the
+    function's parameters, are plain numbers / strings and, for a random function, include a
+    `seed=`; otherwise eager, outside the graph (a graph break), so that a draw from the
+    generator, or an error, happens exactly as it would without compile."""
     traced = _TRACED_OPS[fn.__name__]
     values = [args[i] if i < len(args) else kwargs.get(arg, default)
               for i, (arg, _, default) in enumerate(traced.arguments)]
     seed = kwargs.get("seed")
-    traceable = all(_fits_schema(v, kind) for v, (_, kind, _) in zip(values, traced.arguments))
+    binds = len(args) <= traced.positional and all(  # else eager raises Python's TypeError
+        k in traced.parameters and k not in traced.parameters[:len(args)] for k in kwargs)
+    traceable = binds and all(_fits_schema(v, kind)
+                              for v, (_, kind, _) in zip(values, traced.arguments))
     if not traceable or (traced.random and seed is None):
         # (torch.compiler.disable here, not as a decorator: it imports torch._dynamo, which
         # is loaded anyway while compiling but would cost `import fastinit` a second)
