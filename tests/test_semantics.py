@@ -97,50 +97,238 @@ def test_functional_tensor_is_a_no_op_and_its_base_untouched():
 
 UNUSED_GENERATOR = torch.Generator()  # opaque objects must exist before compile
 
+# Every public drop-in function as a compiled program calls it, keywords mixed with positional
+# arguments: name -> (shape, call). Each call is traced as its custom op.
+COMPILED_CALLS = {
+    "uniform_": ((5, 7), lambda w: fastinit.uniform_(w, -1.0, 2.0, seed=2**64 - 1)),
+    "normal_": ((5, 7), lambda w: fastinit.normal_(w, 0.5, 2.0, seed=3)),
+    "trunc_normal_": ((5, 7), lambda w: fastinit.trunc_normal_(w, std=0.5, a=-0.75, seed=4)),
+    "trunc_normal_tf_": ((5, 7), lambda w: fastinit.trunc_normal_tf_(w, 0.1, 0.02, b=1.5, seed=9)),
+    "constant_": ((5, 7), lambda w: fastinit.constant_(w, 0.25)),
+    "ones_": ((5, 7), fastinit.ones_),
+    "zeros_": ((5, 7), fastinit.zeros_),
+    "eye_": ((5, 7), fastinit.eye_),
+    "dirac_": ((6, 3, 3, 3), lambda w: fastinit.dirac_(w, groups=2)),
+    "xavier_uniform_": ((5, 7), lambda w: fastinit.xavier_uniform_(
+        w, seed=7, generator=UNUSED_GENERATOR)),  # seed= wins
+    "xavier_normal_": ((5, 7), lambda w: fastinit.xavier_normal_(w, 2.0, seed=8)),
+    "kaiming_uniform_": ((5, 7), lambda w: fastinit.kaiming_uniform_(w, a=5**0.5, seed=5)),
+    "kaiming_normal_": ((5, 7, 2), lambda w: fastinit.kaiming_normal_(
+        w, mode="fan_out", nonlinearity="relu", seed=6)),
+    "orthogonal_": ((5, 7), lambda w: fastinit.orthogonal_(w, gain=2.0, seed=10)),
+    "sparse_": ((7, 5), lambda w: fastinit.sparse_(w, 0.5, std=0.1, seed=11)),
+    "lecun_uniform_": ((5, 7), lambda w: fastinit.lecun_uniform_(w, seed=12)),
+    "lecun_normal_": ((5, 7), lambda w: fastinit.lecun_normal_(w, UNUSED_GENERATOR, seed=13)),
+    "variance_scaling_": ((5, 7), lambda w: fastinit.variance_scaling_(
+        w, 2.0, mode="fan_avg", distribution="uniform", seed=14)),
+}
+
+
+def _poisoned_inputs(device="cpu"):
+    return {name: torch.full(shape, float("nan"), device=device)
+            for name, (shape, _) in COMPILED_CALLS.items()}
+
 
 def _compiled_calls(ws):
-    fastinit.uniform_(ws[0], -1.0, 2.0, seed=2**64 - 1)
-    fastinit.normal_(ws[1], 0.5, 2.0, seed=3)
-    fastinit.trunc_normal_(ws[2], std=0.5, a=-0.75, seed=4)
-    fastinit.constant_(ws[3], 0.25)
-    fastinit.kaiming_uniform_(ws[4], a=5**0.5, seed=5)
-    fastinit.kaiming_normal_(ws[5], mode="fan_out", nonlinearity="relu", seed=6)
-    fastinit.xavier_uniform_(ws[6], seed=7, generator=UNUSED_GENERATOR)  # seed= wins
-    fastinit.xavier_normal_(ws[7], 2.0, seed=8)
-    fastinit.zeros_(ws[8])
-    fastinit.ones_(ws[9])
+    for name, (_, call) in COMPILED_CALLS.items():
+        call(ws[name])
     return ws
 
 
-def test_compile_fullgraph_equals_eager_bitwise():
-    eager = _compiled_calls([torch.full((5, 7), float("nan")) for _ in range(10)])
+def test_compiled_calls_cover_every_public_function():
+    assert set(COMPILED_CALLS) == set(ALL_CALLS)
+
+
+def test_compile_fullgraph_equals_eager_bitwise_on_cpu_and_reference():
     torch._dynamo.reset()
     compiled_fn = torch.compile(_compiled_calls, fullgraph=True)  # inductor, CPU
-    compiled = compiled_fn([torch.full((5, 7), float("nan")) for _ in range(10)])
-    for i, (a, b) in enumerate(zip(eager, compiled)):
-        assert not b.isnan().any(), i
-        assert torch.equal(a, b), i
+    for backend, runs_on in (("auto", "cpu"), ("reference", "reference")):
+        fastinit.set_backend(backend)  # the op runs the backend selected when it runs
+        eager = _compiled_calls(_poisoned_inputs())
+        compiled = compiled_fn(_poisoned_inputs())
+        assert fastinit.backend_info()["last_run"]["cpu"] == runs_on
+        for name in COMPILED_CALLS:
+            assert not compiled[name].isnan().any(), (backend, name)
+            assert torch.equal(eager[name], compiled[name]), (backend, name)
 
 
-def test_compile_without_seed_breaks_the_graph_and_draws_as_eager():
+def _compile_and_run(call, tensor: torch.Tensor, fullgraph: bool) -> list:
+    """Run `call(tensor)` compiled by a backend that records its graphs; return the graphs'
+    operators."""
+    graphs = []
+
+    def recording_backend(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
     torch._dynamo.reset()
-    with pytest.raises(torch._dynamo.exc.Unsupported):
-        torch.compile(lambda w: fastinit.normal_(w), fullgraph=True, backend="eager")(torch.empty(3))
+    torch.compile(call, fullgraph=fullgraph, backend=recording_backend)(tensor)
+    return [node.target for graph in graphs for node in graph.graph.nodes
+            if node.op in ("call_function", "call_method")]
+
+
+@pytest.mark.parametrize("name", list(COMPILED_CALLS))
+def test_compiled_call_is_one_custom_op_without_graph_break(name):
+    shape, call = COMPILED_CALLS[name]
+    tensor = torch.full(shape, float("nan"))
+    ops = _compile_and_run(call, tensor, fullgraph=True)  # a graph break would raise
+    assert ops == [getattr(torch.ops.fastinit, name.rstrip("_")).default]
+    assert not tensor.isnan().any()
+
+
+@pytest.mark.parametrize("name", SEEDED)
+def test_compiled_call_without_seed_breaks_the_graph_and_draws_as_eager(name):
+    shape, args = ALL_CALLS[name]
+    fn = getattr(fastinit, name)
     torch._dynamo.reset()
-    compiled = torch.compile(lambda w: fastinit.normal_(w, 0.0, 2.0) * 1, backend="eager")
+    with pytest.raises(torch._dynamo.exc.Unsupported, match="torch.compiler.disable"):
+        torch.compile(lambda w: fn(w, *args), fullgraph=True, backend="eager")(torch.empty(shape))
     torch.manual_seed(11)
-    a = compiled(torch.empty(8))
+    compiled = torch.full(shape, float("nan"))
+    ops = _compile_and_run(lambda w: fn(w, *args).mul(1), compiled, fullgraph=False)
     after_compiled = torch.get_rng_state()
+    assert ops == ["mul"]  # the fill runs outside the graph
     torch.manual_seed(11)
-    b = fastinit.normal_(torch.empty(8), 0.0, 2.0)
-    assert torch.equal(a, b)
+    eager = fn(torch.full(shape, float("nan")), *args)
+    assert not compiled.isnan().any() and torch.equal(compiled, eager)
     assert torch.equal(after_compiled, torch.get_rng_state())
 
 
-def test_custom_ops_are_registered_as_mutating():
-    schema = torch.ops.fastinit.normal.default._schema
-    assert schema.arguments[0].alias_info.is_write
-    assert [a.name for a in schema.arguments][-1] == "seed"
+def test_compiled_call_with_an_argument_no_op_takes_breaks_the_graph():
+    torch._dynamo.reset()
+    with pytest.raises(torch._dynamo.exc.Unsupported):  # a callable nonlinearity
+        torch.compile(lambda w: fastinit.kaiming_normal_(w, nonlinearity=torch.relu, seed=1),
+                      fullgraph=True, backend="eager")(torch.empty(3, 4))
+    big = 2**60 + 1  # an int64 fill value a float would round
+    compiled = torch.zeros(3, dtype=torch.int64)
+    ops = _compile_and_run(lambda w: fastinit.constant_(w, big).mul(1), compiled, fullgraph=False)
+    assert ops == ["mul"] and compiled.tolist() == [big] * 3
+
+
+@pytest.mark.parametrize("call", [
+    lambda w: fastinit.normal_(w, stdd=2.0, seed=1),
+    lambda w: fastinit.normal_(w, 0.0, 1.0, None, 5, seed=1),
+    lambda w: fastinit.uniform_(w, 0.0, a=1.0, seed=1),
+    lambda w: fastinit.ones_(w, 2.0),
+], ids=["unknown keyword", "too many positional", "twice", "ones_ with a value"])
+def test_compiled_call_that_does_not_bind_raises_the_eager_type_error(call):
+    eager_target = torch.full((3, 4), float("nan"))
+    with pytest.raises(TypeError) as eager:
+        call(eager_target)
+    torch._dynamo.reset()
+    compiled_target = torch.full((3, 4), float("nan"))
+    with pytest.raises(TypeError) as compiled:  # a graph break: the call runs eagerly
+        torch.compile(call, backend="eager")(compiled_target)
+    assert str(compiled.value) == str(eager.value)
+    assert eager_target.isnan().all() and compiled_target.isnan().all()
+
+
+@pytest.mark.parametrize("name", list(ALL_CALLS))
+def test_custom_op_passes_torch_opcheck(name):
+    """torch's own checks of an op: the mutation its schema declares, its fake implementation,
+    and AOT dispatch (dynamic shapes)."""
+    shape, args = ALL_CALLS[name]
+    op = getattr(torch.ops.fastinit, name.rstrip("_")).default
+    results = torch.library.opcheck(
+        op, (torch.full(shape, float("nan")), *args), {"seed": 3} if name in SEEDED else {},
+        test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))
+    assert set(results.values()) == {"SUCCESS"}, results
+
+
+@pytest.mark.parametrize("name", list(ALL_CALLS))
+def test_custom_op_on_fake_tensor_writes_nothing(name):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from fastinit.backends import cpu, reference
+
+    shape, args = ALL_CALLS[name]
+    op = getattr(torch.ops.fastinit, name.rstrip("_"))
+    schema = op.default._schema
+    assert schema.arguments[0].alias_info.is_write and schema.returns == []
+    real = torch.full(shape, float("nan"))
+    ran, state = [], torch.get_rng_state()
+    runs = cpu.run, reference.run
+    cpu.run = reference.run = lambda fills, *a: ran.append(len(fills))
+    try:
+        with FakeTensorMode() as mode:
+            fake = mode.from_tensor(real)
+            assert op(fake, *args, **({"seed": 3} if name in SEEDED else {})) is None
+    finally:
+        cpu.run, reference.run = runs
+    assert fake.shape == shape and real.isnan().all()
+    assert ran == [] and torch.equal(torch.get_rng_state(), state)
+
+
+# (call on a view, base shape, base dtype): a negative or conjugate view reads the values a plain
+# tensor gets, compiled as in eager (the ops' Negative and Conjugate kernels)
+MATH_BIT_VIEW_CALLS = [
+    (lambda w: fastinit.uniform_(w._neg_view(), 2.0, 3.0, seed=2), (6, 5), torch.float32),
+    (lambda w: fastinit.uniform_(w._neg_view(), 2.0, 3.0, seed=2), (6, 5), torch.bfloat16),
+    (lambda w: fastinit.orthogonal_(w._neg_view(), seed=3), (6, 5), torch.float32),
+    (lambda w: fastinit.constant_(w._neg_view(), 0.5), (6, 5), torch.float32),
+    (lambda z: fastinit.normal_(z.conj(), 1.0, 2.0, seed=4), (6, 5), torch.complex64),
+    (lambda z: fastinit.uniform_(z.conj().imag, 2.0, 3.0, seed=5), (6, 5), torch.complex64),
+]
+
+
+@pytest.mark.parametrize("call, shape, dtype", MATH_BIT_VIEW_CALLS)
+def test_compiled_negative_and_conjugate_views_equal_eager(call, shape, dtype):
+    eager_base = torch.full(shape, float("nan"), dtype=dtype)
+    call(eager_base)
+    torch._dynamo.reset()
+    compiled_base = torch.full(shape, float("nan"), dtype=dtype)
+    view = torch.compile(call, fullgraph=True, backend="aot_eager")(compiled_base)
+    assert not view.resolve_neg().resolve_conj().isnan().any()
+    torch.testing.assert_close(compiled_base, eager_base, rtol=0, atol=0, equal_nan=True)
+
+
+def test_custom_op_fills_negative_and_conjugate_views_as_the_function_does():
+    neg = torch.full((6, 5), float("nan"))._neg_view()
+    torch.ops.fastinit.trunc_normal(neg, 0.0, 1.0, -1.0, 1.5, seed=6)
+    assert neg.is_neg() and torch.equal(neg, fastinit.trunc_normal_(
+        torch.empty(6, 5), 0.0, 1.0, -1.0, 1.5, seed=6))
+    conj = torch.full((6, 5), float("nan"), dtype=torch.complex128).conj()
+    torch.ops.fastinit.uniform(conj, -1.0, 1.0, seed=7)
+    assert conj.is_conj() and torch.equal(conj, fastinit.uniform_(
+        torch.empty(6, 5, dtype=torch.complex128), -1.0, 1.0, seed=7))
+
+
+# (call, shape, the error an eager call raises): under compile the same error, nothing written
+COMPILED_ARGUMENT_ERRORS = [
+    (lambda w: fastinit.orthogonal_(w, seed=1), (5,), ValueError),
+    (lambda w: fastinit.dirac_(w, groups=4), (6, 3, 3, 3), ValueError),
+    (lambda w: fastinit.variance_scaling_(w, 1.0, "fan_bad", seed=2), (6, 5), ValueError),
+    (lambda w: fastinit.sparse_(w, 1.5, seed=2), (6, 5), fastinit.InitValueError),
+    (lambda w: fastinit.trunc_normal_tf_(w, std=0.0, seed=2), (6, 5), fastinit.ZeroStdError),
+    (lambda w: fastinit.eye_(w), (2, 3, 4), ValueError),
+    (lambda w: fastinit.normal_(w.to(torch.int32), seed=2), (6, 5), fastinit.UnsupportedDtypeError),
+]
+
+
+@pytest.mark.parametrize("call, shape, error", COMPILED_ARGUMENT_ERRORS)
+def test_compiled_argument_error_is_the_eager_error_and_writes_nothing(call, shape, error):
+    eager_target = torch.full(shape, float("nan"))
+    with pytest.raises(error) as eager:
+        call(eager_target)
+    torch._dynamo.reset()
+    compiled_target = torch.full(shape, float("nan"))
+    with pytest.raises(error) as compiled:
+        torch.compile(call, fullgraph=True, backend="aot_eager")(compiled_target)
+    assert type(compiled.value) is type(eager.value)
+    assert str(compiled.value) == str(eager.value)
+    assert eager_target.isnan().all() and compiled_target.isnan().all()
+
+
+def test_compiled_bad_seed_names_the_eager_error():
+    call = lambda w: fastinit.normal_(w, seed=-1)  # noqa: E731
+    with pytest.raises(ValueError, match=r"seed must be in \[0, 2\*\*64\), got -1") as eager:
+        call(torch.empty(3))
+    torch._dynamo.reset()
+    with pytest.raises(ValueError, match=r"seed must be in") as compiled:  # a graph break
+        torch.compile(call, backend="eager")(torch.empty(3))
+    assert str(compiled.value) == str(eager.value)
+    torch._dynamo.reset()
+    with pytest.raises(torch._dynamo.exc.Unsupported, match=r"seed must be in \[0, 2\*\*64\)"):
+        torch.compile(call, fullgraph=True, backend="eager")(torch.empty(3))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -563,6 +751,25 @@ def test_missing_private_dtensor_helper_raises_a_clear_error():
 # ----------------------------------------------------------------------------------------------
 # The same on the GPU backends
 # ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (no GPU here)")
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_gpu_compile_fullgraph_equals_eager_and_cpu_bitwise(backend):
+    try:
+        fastinit.set_backend(backend)
+    except fastinit.BackendUnavailableError as exc:
+        pytest.skip(str(exc))
+    torch._dynamo.reset()
+    compiled = torch.compile(_compiled_calls, fullgraph=True)(_poisoned_inputs("cuda"))
+    eager = _compiled_calls(_poisoned_inputs("cuda"))
+    fastinit.set_backend("auto")
+    on_cpu = _compiled_calls(_poisoned_inputs())
+    for name in COMPILED_CALLS:
+        assert not compiled[name].isnan().any(), name
+        assert torch.equal(compiled[name], eager[name]), name
+        if name != "orthogonal_":  # a QR on the device: close to the CPU's, not bitwise
+            assert torch.equal(compiled[name].cpu(), on_cpu[name]), name
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (no GPU here)")

@@ -12,7 +12,8 @@ import inspect
 import math
 import sys
 import warnings
-from typing import Callable, Literal, Optional, TypeVar
+from typing import (Callable, Literal, NamedTuple, Optional, TypeVar, get_args, get_origin,
+                    get_type_hints)
 
 import torch
 from torch import Tensor
@@ -85,90 +86,159 @@ def _delegate_to_torch(fn_name: str, tensor: Tensor, args: tuple, kwargs: dict) 
     return torch_fn(*bound.args, **bound.kwargs)
 
 
-# The drop-in functions torch.compile traces as one custom op each: (name, type, default) of
-# the function's own arguments after the tensor, less `generator` and `seed` (the op's random
-# functions take the seed as a keyword).
-_KAIMING_ARGUMENTS = (("a", "float", 0.0), ("mode", "str", "fan_in"),
-                      ("nonlinearity", "str", "leaky_relu"))
-_TRACED_ARGUMENTS = {
-    "uniform_": (("a", "float", 0.0), ("b", "float", 1.0)),
-    "normal_": (("mean", "float", 0.0), ("std", "float", 1.0)),
-    "trunc_normal_": (("mean", "float", 0.0), ("std", "float", 1.0), ("a", "float", -2.0),
-                      ("b", "float", 2.0)),
-    "constant_": (("val", "float", None),),
-    "xavier_uniform_": (("gain", "float", 1.0),),
-    "xavier_normal_": (("gain", "float", 1.0),),
-    "kaiming_uniform_": _KAIMING_ARGUMENTS,
-    "kaiming_normal_": _KAIMING_ARGUMENTS,
-}
-_TRACED_OPS: dict = {}
+class _TracedOp(NamedTuple):
+    """The custom op a drop-in function is traced as under torch.compile."""
+    op: Callable
+    arguments: tuple  # (name, schema type, default) of the op's arguments after the tensor
+    random: bool  # it takes a `seed` (the op's keyword) or draws one from a generator
+    parameters: tuple  # the names of the function's parameters after the tensor
+    positional: int  # how many of them can be passed positionally
+
+
+_TRACED_OPS: dict = {}  # the drop-in function's name -> its _TracedOp
+_SCHEMA_TYPES = {float: "float", int: "int", str: "str"}
+
+
+def _op_arguments(fn: Callable, parameters: list) -> tuple:
+    """(name, schema type, default) of `fn`'s `parameters` less `generator` and `seed`, the
+    types read from the annotations (a Literal is its values' type)."""
+    hints = get_type_hints(fn)
+    arguments = []
+    for param in parameters:
+        if param.name in ("generator", "seed"):
+            continue
+        hint = hints[param.name]
+        if get_origin(hint) is Literal:
+            hint = type(get_args(hint)[0])
+        arguments.append((param.name, _SCHEMA_TYPES[hint], param.default))
+    return tuple(arguments)
+
+
+def _schema_default(kind: str, default) -> str:
+    if default is inspect.Parameter.empty:
+        return ""
+    if kind == "str":
+        return f'="{default}"'
+    return f"={float(default)!r}" if kind == "float" else f"={default}"
+
+
+def _fits_schema(value, kind: str) -> bool:
+    """`value` passes as the op's `kind` argument unchanged: no bool, no int past 64 bits, and
+    as a float only an int the float holds exactly."""
+    if isinstance(value, bool):
+        return False
+    if kind == "str":
+        return isinstance(value, str)
+    if isinstance(value, int):
+        return -(1 << 63) <= value < (1 << 63) and (kind == "int" or float(value) == value)
+    return kind == "float" and isinstance(value, float)
+
+
+def _write_nothing(tensor, *args, **seed) -> None:
+    """The ops' fake implementation: a fake tensor has no memory to write. (The real call
+    validates the arguments when it runs, so a compiled call raises an eager call's errors.)"""
+
+
+# The ops' kernels for negative and conjugate views (kept alive: a registration lasts as long as
+# its library).
+_MATH_BIT_KERNELS = torch.library.Library("fastinit", "IMPL")
+
+
+def _through_plain_tensor(op: Callable) -> Callable:
+    """`op`'s kernel for a negative or conjugate view (the Negative and Conjugate dispatch keys):
+    the op fills a plain tensor, which torch copies into the view, so the view reads the values
+    a plain tensor gets. (torch's fallback for those keys needs an op that returns its tensor.)"""
+
+    def kernel(tensor, *args, **kwargs):
+        plain = torch.empty(tensor.shape, dtype=tensor.dtype, device=tensor.device)
+        op(plain, *args, **kwargs)
+        with torch.no_grad():
+            tensor.copy_(plain)
+
+    return kernel
 
 
 def _register_traced_op(fn: Callable) -> None:
-    """fastinit::<name>: a custom op that mutates its tensor and runs `fn` (validation, plan,
-    backend); its fake implementation is `fn` itself, which validates and writes nothing to a
-    fake tensor. The op's arguments are positional, named arg0, arg1, ... (torch reserves some
-    names, such as `mode`)."""
+    """fastinit::<name>: a custom op that mutates its tensor and runs the call eagerly (see
+    _eager_call); its fake implementation writes nothing, and a negative or conjugate view is
+    filled through a plain tensor. The op takes `fn`'s leading arguments (all but `generator`
+    and `seed`), with their defaults, positionally as arg0, arg1, ... (torch reserves some names,
+    such as `mode`), and a random function's seed as the keyword `seed`."""
     name = fn.__name__
-    seeded = name != "constant_"
-    arguments = [f"{kind} arg{i}" for i, (_, kind, _) in enumerate(_TRACED_ARGUMENTS[name])]
-    schema = f"(Tensor(a!) tensor, {', '.join(arguments)}{', *, int seed' if seeded else ''}) -> ()"
+    parameters = list(inspect.signature(fn).parameters.values())[1:]  # after the tensor
+    names = tuple(p.name for p in parameters)
+    arguments = _op_arguments(fn, parameters)
+    assert names[:len(arguments)] == tuple(a for a, _, _ in arguments), names  # see _traced_call
+    random = "seed" in names
+    schema = "".join(f", {kind} arg{i}{_schema_default(kind, default)}"
+                     for i, (_, kind, default) in enumerate(arguments))
+    schema = f"(Tensor(a!) tensor{schema}{', *, int seed' if random else ''}) -> ()"
 
     def run(tensor, *args, **seed):
-        if seeded:  # the op's int is signed 64-bit; the seed is unsigned 64-bit
+        if random:  # the op's int is signed 64-bit; the seed is unsigned 64-bit
             seed["seed"] &= U64_MASK
-        fn(tensor, *args, **seed)
+        _eager_call(fn, tensor, args, seed)
 
-    op = torch.library.custom_op(f"fastinit::{name.rstrip('_')}", run, mutates_args=("tensor",),
+    op_name = name.rstrip("_")
+    op = torch.library.custom_op(f"fastinit::{op_name}", run, mutates_args=("tensor",),
                                  schema=schema)
-    op.register_fake(run)
-    _TRACED_OPS[name] = op
+    op.register_fake(_write_nothing)
+    for math_bit in ("Negative", "Conjugate"):
+        _MATH_BIT_KERNELS.impl(op_name, _through_plain_tensor(op), math_bit)
+    positional = sum(p.kind == inspect.Parameter.POSITIONAL_OR_KEYWORD for p in parameters)
+    _TRACED_OPS[name] = _TracedOp(op, arguments, random, names, positional)
 
 
 def _traced_call(fn: Callable, tensor: Tensor, args: tuple, kwargs: dict) -> Tensor:
-    """A drop-in call met by torch.compile: the custom op when the call has a `seed=` and plain
-    number / string arguments; otherwise eager, outside the graph (a graph break), so that a
-    draw from the generator happens exactly as it would without compile."""
-    name = fn.__name__
-    spec = _TRACED_ARGUMENTS[name]
+    """A drop-in call met by torch.compile: its custom op when the call's arguments bind to the
+    function's parameters, are plain numbers / strings and, for a random function, include a
+    `seed=`; otherwise eager, outside the graph (a graph break), so that a draw from the
+    generator, or an error, happens exactly as it would without compile."""
+    traced = _TRACED_OPS[fn.__name__]
     values = [args[i] if i < len(args) else kwargs.get(arg, default)
-              for i, (arg, _, default) in enumerate(spec)]
+              for i, (arg, _, default) in enumerate(traced.arguments)]
     seed = kwargs.get("seed")
-    traceable = all(isinstance(v, (int, float, str)) for v in values)
-    if not traceable or (name != "constant_" and seed is None):
+    binds = len(args) <= traced.positional and all(  # else eager raises Python's TypeError
+        k in traced.parameters and k not in traced.parameters[:len(args)] for k in kwargs)
+    traceable = binds and all(_fits_schema(v, kind)
+                              for v, (_, kind, _) in zip(values, traced.arguments))
+    if not traceable or (traced.random and seed is None):
         # (torch.compiler.disable here, not as a decorator: it imports torch._dynamo, which
         # is loaded anyway while compiling but would cost `import fastinit` a second)
-        return torch.compiler.disable(fn)(tensor, *args, **kwargs)
+        return torch.compiler.disable(_eager_call)(fn, tensor, args, kwargs)
     seed_kwargs = {}
-    if name != "constant_":
+    if traced.random:
         seed = check_seed(seed)
         seed_kwargs["seed"] = seed - (1 << 64) if seed >= (1 << 63) else seed
-    _TRACED_OPS[name](tensor, *values, **seed_kwargs)
+    traced.op(tensor, *values, **seed_kwargs)
     return tensor
 
 
+def _eager_call(fn: Callable, tensor: Tensor, args: tuple, kwargs: dict) -> Tensor:
+    """A drop-in call run eagerly: refuses a non-tensor as torch does, hands the layouts it does
+    not fill to torch.nn.init, refuses a freed or shrunk storage, then runs `fn`."""
+    if not isinstance(tensor, Tensor):
+        raise NotATensorError(
+            f"{fn.__name__}: expected a torch.Tensor, got {type(tensor).__module__}."
+            f"{type(tensor).__qualname__} (not a tensor)")
+    if _torch_fills_layout(tensor):
+        return _delegate_to_torch(fn.__name__, tensor, args, kwargs)
+    if has_real_storage(tensor):
+        check_storage(tensor)  # a freed (FSDP) or shrunk storage: torch's error, no write
+    return fn(tensor, *args, **kwargs)
+
+
 def _drop_in(fn: Callable) -> Callable:
-    """The public form of a drop-in function: refuses a non-tensor as torch does, hands the
-    layouts it does not fill to torch.nn.init, and under torch.compile traces the call as one
-    custom op (see _traced_call)."""
-    traced = fn.__name__ in _TRACED_ARGUMENTS
+    """The public form of a drop-in function: eager (see _eager_call), and under torch.compile
+    one custom op (see _traced_call)."""
 
     @functools.wraps(fn)
     def drop_in(tensor, *args, **kwargs):
         if torch.compiler.is_compiling():
-            return _traced_call(fn, tensor, args, kwargs) if traced else fn(tensor, *args, **kwargs)
-        if not isinstance(tensor, Tensor):
-            raise NotATensorError(
-                f"{fn.__name__}: expected a torch.Tensor, got {type(tensor).__module__}."
-                f"{type(tensor).__qualname__} (not a tensor)")
-        if _torch_fills_layout(tensor):
-            return _delegate_to_torch(fn.__name__, tensor, args, kwargs)
-        if has_real_storage(tensor):
-            check_storage(tensor)  # a freed (FSDP) or shrunk storage: torch's error, no write
-        return fn(tensor, *args, **kwargs)
+            return _traced_call(fn, tensor, args, kwargs)
+        return _eager_call(fn, tensor, args, kwargs)
 
-    if traced:
-        _register_traced_op(fn)
+    _register_traced_op(fn)
     return drop_in
 
 
