@@ -7,6 +7,7 @@ Launch configurations with small chunks and tiles put the chunk and tile edges a
 """
 import os
 
+import numpy as np
 import torch
 
 if not torch.cuda.is_available():
@@ -245,9 +246,19 @@ def test_tables_and_chunks():
     tensors = [torch.empty(n, dtype=torch.float32) for n in (0, 256, 257, 1)]
     tensors.append(torch.empty(20, 26).t())
     fills = [make_fill(t, Distribution.UNIFORM, [1.0, 0.0], 2**64 - 1, 2**63 + 1, 3) for t in tensors]
-    desc, block_map = kernels.build_tables(fills, 256)
-    assert desc.tobytes() == pack_descriptors(fills)
+    desc, block_map = kernels.descriptor_rows(fills), kernels.build_block_map(fills, 256)
     word = DESCRIPTOR_WORDS
+    packed = np.frombuffer(pack_descriptors(fills), dtype=np.int64).reshape(desc.shape)
+    others = [w for w in range(desc.shape[1]) if w != word["data"]]
+    assert np.array_equal(desc[:, others], packed[:, others])
+    # the data word: each descriptor's element offset from its tensor's first element (no
+    # address); 0 for a whole plain tensor, the layout's offset for the parts of a tensor of
+    # more dims than a descriptor holds
+    assert desc[:, word["data"]].tolist() == [0] * 5
+    parts = plan.descriptor_fills([make_fill(torch.empty([2] * 10).permute(*range(9, -1, -1)),
+                                             Distribution.UNIFORM, [1.0, 0.0], 1)])
+    offsets = kernels.descriptor_rows(parts)[:, word["data"]].tolist()
+    assert offsets == [p.layout.offset for p in parts] and len(set(offsets)) == len(parts) > 1
     assert int(desc[0, word["seed"]]) % 2**64 == 2**64 - 1
     assert int(desc[0, word["stream"]]) % 2**64 == 2**63 + 1
     assert desc[4, word["size"]: word["size"] + 2].tolist() == [26, 20]
