@@ -691,8 +691,9 @@ def check_table(targets: Sequence[torch.Tensor], table: np.ndarray) -> None:
     bounds that an element offset allows checking: row i, over targets[i], has a known
     distribution code and the dtype code of the targets' one dtype, numel >= 0, first_index >= 0,
     ndim in [1, MAX_DIMS], sizes and strides >= 0 with numel their sizes' product; for numel > 0
-    its tensor has allocated storage at an address aligned for its dtype, and every element the
-    row reaches lies inside that storage. Every block map row names a descriptor row and a
+    its tensor has allocated storage at an address aligned for its dtype and holding the
+    tensor's span (its first to its last element), and every element the row reaches lies
+    inside that span. Every block map row names a descriptor row and a
     chunk >= 0.
 
     Args:
@@ -749,14 +750,19 @@ def check_table(targets: Sequence[torch.Tensor], table: np.ndarray) -> None:
         if address % t.element_size():
             raise ValueError(f"{where}data: address {address} is not aligned to the "
                              f"{t.element_size()}-byte elements of its dtype")
+        span = 1 + sum((size - 1) * stride for size, stride in zip(t.shape, t.stride())) \
+            if t.numel() else 0  # elements from the tensor's first to its last, inclusive
+        capacity = storage.nbytes() // t.element_size()
+        if t.storage_offset() + span > capacity:
+            raise ValueError(
+                f"{where}data: a tensor spanning {span} elements from storage offset "
+                f"{t.storage_offset()} does not fit its storage of {capacity} elements")
         offset = int(desc[i, DESC_BASE_OFFSET.value])
         last = offset + sum((size - 1) * stride for size, stride in zip(sizes, strides))
-        lowest = -t.storage_offset()
-        highest = storage.nbytes() // t.element_size() - t.storage_offset() - 1
-        if offset < lowest or last > highest:
+        if offset < 0 or last >= span:
             raise ValueError(
                 f"{where}data: elements [{offset}, {last}] from the tensor's first element lie "
-                f"outside its storage, elements [{lowest}, {highest}]")
+                f"outside the tensor, elements [0, {span - 1}]")
     block_map = table[n * words:].reshape(-1, 2)
     bad = (block_map[:, 0] < 0) | (block_map[:, 0] >= n) | (block_map[:, 1] < 0)
     if bad.any():
