@@ -667,7 +667,9 @@ def descriptor_rows(fills: Sequence) -> np.ndarray:
     built for tensors that have none yet (a compiler's); ``triton_fill`` rebases them on the
     launch's first tensor."""
     desc = np.frombuffer(pack_descriptors(fills), dtype=np.int64).reshape(len(fills), -1).copy()
-    desc[:, DESC_BASE_OFFSET.value] = [f.resolved_layout().offset for f in fills]
+    addresses = desc[:, DESC_BASE_OFFSET.value]  # packed: data_ptr + offset * element size
+    desc[:, DESC_BASE_OFFSET.value] = [(int(a) - f.tensor.data_ptr()) // f.tensor.element_size()
+                                       for a, f in zip(addresses, fills)]
     return desc
 
 
@@ -681,7 +683,58 @@ def build_block_map(fills: Sequence, chunk: int) -> np.ndarray:
     return block_map
 
 
-_DIST_CODES = frozenset(int(d) for d in Distribution)
+_DIST_CODES = range(int(min(Distribution)), int(max(Distribution)) + 1)  # as the C++ check
+
+
+def _check_row(i: int, row: list, t: torch.Tensor, device, dtype, dtype_code: int,
+               esize: int) -> None:
+    """check_table on descriptor row i (Python ints) over tensor t."""
+    size_at, stride_at = DESC_SIZE.value, DESC_STRIDE.value
+    global_at = DESC_GLOBAL_STRIDE.value
+    where = f"descriptor {i}: "
+    dist_word, ndim = row[DESC_DIST.value], row[DESC_NDIM.value] & 0xFFFFFFFF
+    dist, code = dist_word & 0xFFFFFFFF, (dist_word >> 32) & 0xFFFFFFFF  # int32 pairs:
+    dist, code, ndim = (x - (x >> 31 << 32) for x in (dist, code, ndim))  # low half first
+    if dist not in _DIST_CODES:
+        raise ValueError(f"{where}dist: unknown distribution code {dist}")
+    if t.device != device or t.dtype != dtype or code != dtype_code:
+        raise ValueError(f"{where}dtype: code {code} for a {t.dtype} tensor on {t.device}; "
+                         f"one launch writes {dtype} (code {dtype_code}) on {device}")
+    numel, first = row[DESC_NUMEL.value], row[DESC_FIRST_INDEX.value]
+    if numel < 0 or first < 0:
+        raise ValueError(f"{where}numel {numel} and first_index {first} must be >= 0")
+    if not 1 <= ndim <= MAX_DIMS.value:
+        raise ValueError(f"{where}ndim: {ndim} is outside [1, {MAX_DIMS.value}]")
+    sizes = row[size_at:size_at + ndim]
+    strides = row[stride_at:stride_at + ndim]
+    global_strides = row[global_at:global_at + ndim]
+    if min(sizes + strides + global_strides) < 0:
+        raise ValueError(f"{where}sizes {sizes}, strides {strides} and global strides "
+                         f"{global_strides} must be >= 0")
+    if math.prod(sizes) != numel:
+        raise ValueError(f"{where}numel: {numel} differs from the product of its sizes, "
+                         f"{math.prod(sizes)}")
+    if not numel:
+        return
+    storage = t.untyped_storage()
+    address = t.data_ptr()
+    if address == 0 or storage.data_ptr() == 0:
+        raise ValueError(f"{where}data: null address for {numel} elements "
+                         f"(a tensor without storage)")
+    if address % esize:
+        raise ValueError(f"{where}data: address {address} is not aligned to the "
+                         f"{esize}-byte elements of its dtype")
+    span = 1 + sum((k - 1) * st for k, st in zip(t.shape, t.stride())) if t.numel() else 0
+    room = storage.nbytes() // esize - t.storage_offset()
+    if span > room:
+        raise ValueError(f"{where}data: a tensor spanning {span} elements does not fit the "
+                         f"{room} elements of its storage from its storage offset")
+    offset = row[DESC_BASE_OFFSET.value]
+    last = offset + sum((k - 1) * st for k, st in zip(sizes, strides))
+    if offset < 0 or last >= span:
+        raise ValueError(
+            f"{where}data: elements [{offset}, {last}] from the tensor's first element lie "
+            f"outside the tensor, elements [0, {span - 1}]")
 
 
 def check_table(targets: Sequence[torch.Tensor], table: np.ndarray) -> None:
@@ -693,8 +746,7 @@ def check_table(targets: Sequence[torch.Tensor], table: np.ndarray) -> None:
     ndim in [1, MAX_DIMS], sizes and strides >= 0 with numel their sizes' product; for numel > 0
     its tensor has allocated storage at an address aligned for its dtype and holding the
     tensor's span (its first to its last element), and every element the row reaches lies
-    inside that span. Every block map row names a descriptor row and a
-    chunk >= 0.
+    inside that span. Every block map row names a descriptor row and a chunk >= 0.
 
     Args:
         targets: the tensors of the launch, one per descriptor row, on one device, one dtype.
@@ -710,59 +762,13 @@ def check_table(targets: Sequence[torch.Tensor], table: np.ndarray) -> None:
     if table.ndim != 1 or table.size < n * words or (table.size - n * words) % 2:
         raise ValueError(f"table of {table.size} int64 words is not {n} descriptor rows of "
                          f"{words} words and a block map of (descriptor, chunk) pairs")
-    desc = table[:n * words].reshape(n, words)
-    halves = desc.view(np.int32)  # little-endian: an int32 pair's first member is the low half
     device, dtype = targets[0].device, targets[0].dtype
     dtype_code = int(DTYPE_CODES[dtype])
-    for i, t in enumerate(targets):
-        where = f"descriptor {i}: "
-        dist = int(halves[i, 2 * DESC_DIST.value])
-        if dist not in _DIST_CODES:
-            raise ValueError(f"{where}dist: unknown distribution code {dist}")
-        code = int(halves[i, 2 * DESC_DTYPE.value + 1])
-        if t.device != device or t.dtype != dtype or code != dtype_code:
-            raise ValueError(f"{where}dtype: code {code} for a {t.dtype} tensor on {t.device}; "
-                             f"one launch writes {dtype} (code {dtype_code}) on {device}")
-        numel = int(desc[i, DESC_NUMEL.value])
-        first = int(desc[i, DESC_FIRST_INDEX.value])
-        ndim = int(halves[i, 2 * DESC_NDIM.value])
-        if numel < 0 or first < 0:
-            raise ValueError(f"{where}numel {numel} and first_index {first} must be >= 0")
-        if not 1 <= ndim <= MAX_DIMS.value:
-            raise ValueError(f"{where}ndim: {ndim} is outside [1, {MAX_DIMS.value}]")
-        sizes = [int(x) for x in desc[i, DESC_SIZE.value:DESC_SIZE.value + ndim]]
-        strides = [int(x) for x in desc[i, DESC_STRIDE.value:DESC_STRIDE.value + ndim]]
-        global_strides = desc[i, DESC_GLOBAL_STRIDE.value:DESC_GLOBAL_STRIDE.value + ndim]
-        if min(sizes + strides) < 0 or (global_strides < 0).any():
-            raise ValueError(f"{where}sizes {sizes}, strides {strides} and global strides "
-                             f"{global_strides.tolist()} must be >= 0")
-        if math.prod(sizes) != numel:
-            raise ValueError(f"{where}numel: {numel} differs from the product of its sizes, "
-                             f"{math.prod(sizes)}")
-        if not numel:
-            continue
-        with torch._C.DisableTorchFunction():  # a look at the storage, not at the memory
-            storage = t.untyped_storage()
-        address = t.data_ptr()
-        if address == 0 or storage.data_ptr() == 0:
-            raise ValueError(f"{where}data: null address for {numel} elements "
-                             f"(a tensor without storage)")
-        if address % t.element_size():
-            raise ValueError(f"{where}data: address {address} is not aligned to the "
-                             f"{t.element_size()}-byte elements of its dtype")
-        span = 1 + sum((size - 1) * stride for size, stride in zip(t.shape, t.stride())) \
-            if t.numel() else 0  # elements from the tensor's first to its last, inclusive
-        capacity = storage.nbytes() // t.element_size()
-        if t.storage_offset() + span > capacity:
-            raise ValueError(
-                f"{where}data: a tensor spanning {span} elements from storage offset "
-                f"{t.storage_offset()} does not fit its storage of {capacity} elements")
-        offset = int(desc[i, DESC_BASE_OFFSET.value])
-        last = offset + sum((size - 1) * stride for size, stride in zip(sizes, strides))
-        if offset < 0 or last >= span:
-            raise ValueError(
-                f"{where}data: elements [{offset}, {last}] from the tensor's first element lie "
-                f"outside the tensor, elements [0, {span - 1}]")
+    esize = targets[0].element_size()
+    rows = table[:n * words].reshape(n, words).tolist()
+    with torch._C.DisableTorchFunction():  # looks at tensors' storage, not at their memory
+        for i, (row, t) in enumerate(zip(rows, targets)):
+            _check_row(i, row, t, device, dtype, dtype_code, esize)
     block_map = table[n * words:].reshape(-1, 2)
     bad = (block_map[:, 0] < 0) | (block_map[:, 0] >= n) | (block_map[:, 1] < 0)
     if bad.any():
@@ -849,30 +855,37 @@ def triton_fill(targets: list[torch.Tensor], table: torch.Tensor, chunk: int, ti
 
 
 def check_fills(fills: Sequence) -> np.ndarray:
-    """Refuse, before anything is written, fills one launch cannot take; return their
+    """Refuse fills one launch cannot take, before anything is written; return their
     descriptor rows.
 
     Args:
         fills: the non-empty fills of one launch (fastinit.plan.Fill), in order.
 
     Returns:
-        ``descriptor_rows(fills)``, which ``check_table`` accepts for their tensors.
+        ``descriptor_rows(fills)``.
 
     Raises:
         TypeError: a dtype the kernel does not write.
-        ValueError: a bad descriptor (``check_table``), naming its index and field.
+        ValueError: a bad descriptor (``check_table``), naming its index and field, or a
+          tensor without memory (fake, functional, meta).
     """
     dtype = fills[0].tensor.dtype
     if dtype not in OUT_DTYPES:
         raise TypeError(f"the Triton fill writes {list(OUT_DTYPES)}, got {dtype}")
     desc = descriptor_rows(fills)
-    check_table([f.tensor for f in fills], desc.reshape(-1))
+    targets = [f.tensor for f in fills]
+    without_memory = [i for i, t in enumerate(targets) if not has_real_storage(t)]
+    if without_memory:  # they must not reach the op, whose dispatch would take them for tracing
+        check_table(targets, desc.reshape(-1))
+        raise ValueError(f"descriptor {without_memory[0]}: data: a tensor without memory "
+                         f"(fake, functional or meta)")
     return desc
 
 
 def fill(fills: Sequence, config: LaunchConfig = DEFAULT_CONFIG) -> int:
-    """Fill every tensor of `fills` (one device, one dtype) through ``triton_fill``: one launch
-    for the list, more only when the block map exceeds config.max_programs.
+    """Fill every tensor of `fills` (one device, one dtype) through ``triton_fill``, which
+    validates every descriptor first: one launch for the list, more only when the block map
+    exceeds config.max_programs.
 
     Args:
         fills: fastinit.plan.Fill objects (empty tensors are skipped).
@@ -882,15 +895,15 @@ def fill(fills: Sequence, config: LaunchConfig = DEFAULT_CONFIG) -> int:
         The number of kernel launches.
 
     Raises:
-        TypeError, ValueError: as ``check_fills``, before anything is written (so a tensor
-          without memory never reaches the op).
+        TypeError, ValueError: as ``check_fills`` and ``check_table``, before anything is
+          written.
     """
     fills = [f for f in fills if f.tensor.numel()]
     if not fills:
         return 0
     desc = check_fills(fills)
     device = fills[0].tensor.device
-    chunk = chunk_for(sum(f.resolved_layout().numel for f in fills), device, config)
+    chunk = chunk_for(int(desc[:, DESC_NUMEL.value].sum()), device, config)
     block_map = build_block_map(fills, chunk)
     table = torch.from_numpy(np.concatenate([desc.reshape(-1), block_map.reshape(-1)]))
     torch.ops.fastinit.triton_fill([f.tensor for f in fills], table, chunk, config.tile_blocks,

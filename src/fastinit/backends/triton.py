@@ -45,15 +45,16 @@ def run(fills: Sequence[Fill], config=None) -> None:
     fills = [f for f in fills if f.tensor.numel()]
     if not fills:
         return
-    _fill.check_fills(fills)  # every descriptor against its tensor, before any copy or launch
     if fills[0].tensor.device.type == "cuda":
         check_not_capturing(
             "the triton backend stages its descriptor table in host memory (the cuda backend "
             "passes a call's table as the kernel's argument, which graph capture keeps)")
     config = _fill.DEFAULT_CONFIG if config is None else config
     if interpreting() and fills[0].tensor.device.type != "cpu":
-        # The interpreter dereferences the table's raw addresses on the host: fill a host copy
-        # of each tensor's storage, with the same strides, and copy the written elements back.
+        # The interpreter dereferences the kernel's pointers on the host: fill a host copy of
+        # each tensor's storage, with the same strides, and copy the written elements back.
+        # The op validates the copies; the targets themselves are checked here, first.
+        _fill.check_table([f.tensor for f in fills], _fill.check_fills(fills).reshape(-1))
         hosts, pairs = [], []
         for f in fills:
             storage = torch.empty(f.tensor.untyped_storage().nbytes() // f.tensor.element_size(),
