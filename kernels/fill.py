@@ -777,24 +777,20 @@ def check_table(targets: Sequence[torch.Tensor], table: np.ndarray) -> None:
                          f"(descriptor in [0, {n}), chunk >= 0) pair")
 
 
-def _traced_launch_allowed(targets: Sequence[torch.Tensor]) -> bool:
-    """Under tracing (fake or functional tensors): whether to trace the launch, False for the
-    interpreter's fake-tensor pass, which writes nothing. Raises where no launch can be traced
-    that writes what the op says it writes."""
+def _check_decomposable(targets: Sequence[torch.Tensor]) -> None:
+    """Raise unless a compiler's decomposition of ``triton_fill`` (functional tensors) can trace
+    a launch that writes what the op says it writes."""
     if len(targets) != 1:
         raise ValueError(
             f"fastinit::triton_fill traced with {len(targets)} tensors: a compiler sees only "
             "the kernel's tensor argument (the first), and the other tensors' offsets from it "
             "are addresses known only at run time; trace one call per tensor")
-    if not interpreting():
-        return True
-    if isinstance(targets[0], FunctionalTensor):
+    if interpreting():
         raise RuntimeError(
             "fastinit::triton_fill cannot be decomposed under TRITON_INTERPRET=1: "
             "torch.library.wrap_triton hands back the interpreted kernel, which cannot run on "
             "the compiler's tensors. Compile with a backend that keeps custom ops whole "
             "(backend='eager'), or run compiled Triton on a GPU")
-    return False
 
 
 @torch.library.triton_op("fastinit::triton_fill", mutates_args=("targets",))
@@ -806,8 +802,10 @@ def triton_fill(targets: list[torch.Tensor], table: torch.Tensor, chunk: int, ti
     tensor it writes. The kernel's base pointer is targets[0]; before the launch each row's
     element offset from its own tensor becomes one from targets[0] (the tensors' address
     difference), so a launch over many tensors stays one pass, and a launch over one tensor
-    writes only through its tensor argument. Under tracing the table is not read on the host
-    (no validation, no rebasing), so a traced call takes exactly one tensor.
+    writes only through its tensor argument. On fake or meta tensors (the op's fake
+    implementation) it writes nothing. Decomposed by a compiler (functional tensors) the table
+    is not read on the host (no validation, no rebasing), so such a call takes exactly one
+    tensor, and it needs compiled Triton (a GPU).
 
     Args:
         targets: the tensors written, one per descriptor row (repeats allowed), on one device
@@ -822,13 +820,24 @@ def triton_fill(targets: list[torch.Tensor], table: torch.Tensor, chunk: int, ti
         exact_fma: the fp64 round-to-odd fma (``interpreter_fma_is_fused``).
 
     Raises:
-        ValueError: a bad table row or block map row (``check_table``) or chunk, or a traced
-          call with more than one tensor.
+        ValueError: a bad table (not contiguous 1-d int64 on the CPU), table row or block map
+          row (``check_table``), chunk or max_programs; a decomposed call over more than one
+          tensor.
         RuntimeError: decomposed by a compiler under TRITON_INTERPRET=1.
     """
     words = DESC_WORDS.value
     base = targets[0]
-    if has_real_storage(base):
+    if table.dtype != torch.int64 or table.device.type != "cpu" or table.dim() != 1 \
+            or not table.is_contiguous():
+        raise ValueError(f"table must be a contiguous 1-d int64 CPU tensor, got {table.dtype} "
+                         f"of shape {tuple(table.shape)} on {table.device}")
+    if max_programs < 1:
+        raise ValueError(f"max_programs must be >= 1, got {max_programs}")
+    if isinstance(base, FunctionalTensor):  # a compiler decomposes the op: trace the launch
+        _check_decomposable(targets)
+    elif not has_real_storage(base):  # the fake implementation (fake or meta tensors)
+        return
+    else:
         check_chunk(chunk, tile_blocks)
         host = table.numpy()
         check_table(targets, host)
@@ -840,8 +849,6 @@ def triton_fill(targets: list[torch.Tensor], table: torch.Tensor, chunk: int, ti
             table = torch.from_numpy(host)
         if base.device.type == "cuda":  # pinned, so the copy does not wait for the host
             table = table.pin_memory().to(base.device, non_blocking=True)
-    elif not _traced_launch_allowed(targets):
-        return
     table = table.to(base.device)
     map_all = table[len(targets) * words:]
     programs = map_all.numel() // 2

@@ -259,17 +259,52 @@ def test_dynamo_traces_the_op(dtype):
     assert calls and set(calls) == {torch.ops.fastinit.triton_fill}  # one graph: the op
 
 
-def test_a_traced_call_takes_one_tensor():
-    """Traced, the op refuses a table over two tensors: the compiler would see only the first,
-    and the second's offset from it is an address known only at run time."""
+@pytest.mark.parametrize("backend", ["eager", "aot_eager"])
+def test_a_decomposed_call_takes_one_tensor(backend):
+    """Decomposed by a compiler (AOTAutograd), the op refuses a table over two tensors: the
+    compiler would see only the first, and the second's offset from it is an address known
+    only at run time. Kept whole (Dynamo alone) it runs as in eager."""
     torch._dynamo.reset()
-    a, b = guarded((100,), torch.float32)[0], guarded((100,), torch.float32)[0]
+    (a, _), (b, _) = guarded((100,), torch.float32), guarded((100,), torch.float32)
     dist, params = distributions(torch.float32)["uniform"]
-    table = table_of([make_fill(a, dist, params, 1), make_fill(b, dist, params, 1)])
-    compiled = torch.compile(lambda x, y, t: launch([x, y], t), backend="eager", fullgraph=True)
+    table = table_of([make_fill(a, dist, params, 1), make_fill(b, dist, params, 2)])
+    compiled = torch.compile(lambda x, y, t: launch([x, y], t), backend=backend, fullgraph=True)
+    if backend == "eager":
+        compiled(a, b, table)
+        (ea, _), (eb, _) = guarded((100,), torch.float32), guarded((100,), torch.float32)
+        launch([ea, eb], table_of([make_fill(ea, dist, params, 1), make_fill(eb, dist, params, 2)]))
+        assert torch.equal(a, ea) and torch.equal(b, eb) and not torch.isnan(a).any()
+        return
     with pytest.raises(Exception, match="traced with 2 tensors"):
         compiled(a, b, table)
     assert torch.isnan(a).all() and torch.isnan(b).all()
+
+
+def test_fake_and_meta_tensors_write_nothing():
+    """The op's fake implementation: on fake or meta tensors it returns, launching nothing."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    target, _ = guarded((100,), torch.float32)
+    dist, params = distributions(torch.float32)["uniform"]
+    table = table_of([make_fill(target, dist, params, 1)])
+    meta = torch.empty(100, device="meta")
+    launch([meta], table)
+    with FakeTensorMode() as mode:
+        fake = mode.from_tensor(target)
+        launch([fake], mode.from_tensor(table))
+    assert torch.isnan(target).all()
+
+
+def test_a_bad_table_tensor_raises():
+    target, _ = guarded((100,), torch.float32)
+    dist, params = distributions(torch.float32)["uniform"]
+    table = table_of([make_fill(target, dist, params, 1)])
+    for bad in (table.to(torch.int32), table.reshape(1, -1), torch.cat([table, table])[::2]):
+        with pytest.raises(ValueError, match="contiguous 1-d int64 CPU tensor"):
+            launch([target], bad)
+    with pytest.raises(ValueError, match="max_programs must be >= 1"):
+        launch([target], table, kernels.LaunchConfig(chunk=256, tile_blocks=32, max_programs=0))
+    assert torch.isnan(target).all()
 
 
 @pytest.mark.skipif(not INTERPRETED, reason="the interpreter's limit")
