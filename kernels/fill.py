@@ -41,6 +41,16 @@ fp32 square roots are ``sqrt_rn`` (Triton's ``sqrt`` is approximate on the GPU);
 add-and-subtract of 1.5 * 2^23, exact round-to-nearest-even for |x| < 2^22. fp32 -> bf16 is
 rounded in integer ops (the interpreter's cast does not round to nearest even).
 
+Memory. The kernel writes only through its tensor argument ``base_ptr``, the launch's first
+tensor, typed by the output dtype: each descriptor row holds, in place of the C++ struct's data
+address, the element offset of its local element 0 from that pointer (int64, negative for a
+tensor below it in memory). A launch over one tensor so writes only inside the tensor it is
+given, which is what a compiler sees; a launch over many keeps one pass. All launches go
+through the op ``torch.ops.fastinit.triton_fill`` (``triton_fill`` below, a
+torch.library.triton_op, so torch.compile can trace the kernel through wrap_triton), which
+checks every row against its own tensor (``check_table``) and rebases the rows on the first
+tensor before it launches.
+
 Work layout (apex multi_tensor_apply style). The host packs, per tensor, its FillDescriptor
 (the C++ struct, read here as DESC_WORDS int64 words) and, per program, one row (tensor, chunk)
 of the block map; both go to the device as one int64 tensor (one copy). Chunk c of a contiguous
