@@ -862,6 +862,9 @@ def triton_fill(targets: list[torch.Tensor], table: torch.Tensor, chunk: int, ti
     table = table.to(base.device)
     map_all = table[len(targets) * words:]
     programs = map_all.numel() // 2
+    # enable_fp_fusion=False reaches the kernel in eager; Inductor compiles a decomposed op's
+    # kernel with options of its own, without it in torch 2.13 (codegen/wrapper.py), which
+    # tests/test_triton_op.py::test_inductor_compiles_the_kernel_bitwise checks on a GPU.
     kernel = torch.library.wrap_triton(_fill_kernel)
     with torch.cuda.device(base.device) if base.device.type == "cuda" else contextlib.nullcontext():
         for start in range(0, programs, max_programs):

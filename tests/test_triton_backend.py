@@ -15,44 +15,27 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 
-pytest.importorskip("triton", reason="the triton backend needs the triton package")
+from conftest import poisoned, triton_kernels_or_skip  # noqa: E402
+
+kernels, DEVICE = triton_kernels_or_skip()
+INTERPRETED = DEVICE == "cpu"
+
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
 
 import fastinit  # noqa: E402
+from fastinit import plan  # noqa: E402
 from fastinit.backends import cpu, reference  # noqa: E402
 from fastinit.backends import triton as triton_backend  # noqa: E402
-from fastinit.contract import (  # noqa: E402
-    Distribution,
-)
+from fastinit.contract import Distribution  # noqa: E402
 from fastinit.contract_numbers import DESCRIPTOR_WORDS  # noqa: E402
-from fastinit import plan  # noqa: E402
 from fastinit.plan import make_fill, pack_descriptors  # noqa: E402
 
-from conftest import poisoned  # noqa: E402
 from contract_cases import (  # noqa: E402
     Z_TOLERANCE,
     assert_matches_reference,
     distributions,
 )
-
-if triton_backend.IMPORT_ERROR is not None:
-    pytest.skip(f"triton backend unavailable: {triton_backend.IMPORT_ERROR}", allow_module_level=True)
-
-import triton  # noqa: E402
-import triton.language as tl  # noqa: E402
-from fastinit.kernels import fill as kernels  # noqa: E402
-
-INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
-DEVICE = "cpu" if INTERPRETED else "cuda"
-if DEVICE == "cuda" and not torch.cuda.is_available():
-    pytest.skip("no CUDA device and TRITON_INTERPRET is not 1", allow_module_level=True)
-if INTERPRETED and not isinstance(
-    kernels._fill_kernel, triton.runtime.interpreter.InterpretedFunction
-):
-    pytest.skip(
-        "fastinit.kernels was imported before TRITON_INTERPRET=1 was set, so its kernels are "
-        "compiled for a GPU; run with TRITON_INTERPRET=1 in the environment",
-        allow_module_level=True,
-    )
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 SEED = 0xFEDCBA9876543210  # above 2^63: the halves are split on the host

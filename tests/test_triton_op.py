@@ -7,39 +7,21 @@ Without a GPU the kernel runs under Triton's interpreter (TRITON_INTERPRET=1, se
 values, guards, offsets, validation and Dynamo's tracing of the op are checked here; Inductor's
 compiled kernel only with a CUDA device (test_inductor_compiles_the_kernel_bitwise).
 """
-import os
-
 import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("triton", reason="the triton backend needs the triton package")
+from conftest import poisoned, triton_kernels_or_skip
+
+kernels, DEVICE = triton_kernels_or_skip()
+INTERPRETED = DEVICE == "cpu"
 
 from fastinit import plan  # noqa: E402
 from fastinit.backends import cpu, reference  # noqa: E402
-from fastinit.backends import triton as triton_backend  # noqa: E402
-from fastinit.contract import Distribution  # noqa: E402
 from fastinit.contract_numbers import DESCRIPTOR_WORDS  # noqa: E402
 from fastinit.plan import make_fill  # noqa: E402
 
-from conftest import poisoned  # noqa: E402
 from contract_cases import assert_matches_reference, distributions  # noqa: E402
-
-if triton_backend.IMPORT_ERROR is not None:
-    pytest.skip(f"triton backend unavailable: {triton_backend.IMPORT_ERROR}", allow_module_level=True)
-
-import triton  # noqa: E402
-from fastinit.kernels import fill as kernels  # noqa: E402
-
-INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
-DEVICE = "cpu" if INTERPRETED else "cuda"
-if DEVICE == "cuda" and not torch.cuda.is_available():
-    pytest.skip("no CUDA device and TRITON_INTERPRET is not 1", allow_module_level=True)
-if INTERPRETED and not isinstance(
-    kernels._fill_kernel, triton.runtime.interpreter.InterpretedFunction
-):
-    pytest.skip("fastinit.kernels was compiled for a GPU before TRITON_INTERPRET=1 was set",
-                allow_module_level=True)
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 SEED = 0xFEDCBA9876543210
