@@ -25,6 +25,10 @@ DESC_SIZE = tl.constexpr(7)
 DESC_STRIDE = tl.constexpr(15)
 DESC_GLOBAL_STRIDE = tl.constexpr(23)
 DESC_PARAM = tl.constexpr(31)
+# The Triton kernel's table keeps this layout, but its data word holds the element
+# offset of local element 0 from the kernel's base pointer (int64, may be negative),
+# not an address: the kernel writes only through the tensors it is given.
+DESC_BASE_OFFSET = tl.constexpr(0)
 DESC_WORDS = tl.constexpr(39)
 MAX_DIMS = tl.constexpr(8)
 MAX_CHUNK_ELEMENTS = 65536

@@ -42,6 +42,16 @@ fp32 square roots and divisions are ``sqrt_rn`` and ``div_rn`` (Triton's ``sqrt`
 are approximate on the GPU). fp32 -> bf16 is rounded in integer ops (the interpreter's cast does
 not round to nearest even).
 
+Memory. The kernel writes only through its tensor argument ``base_ptr``, the launch's first
+tensor, typed by the output dtype: each descriptor row holds, in place of the C++ struct's data
+address, the element offset of its local element 0 from that pointer (int64, negative for a
+tensor below it in memory). A launch over one tensor so writes only inside the tensor it is
+given, which is what a compiler sees; a launch over many keeps one pass. All launches go
+through the op ``torch.ops.fastinit.triton_fill`` (``triton_fill`` below, a
+torch.library.triton_op, so torch.compile can trace the kernel through wrap_triton), which
+checks every row against its own tensor (``check_table``) and rebases the rows on the first
+tensor before it launches.
+
 Work layout (apex multi_tensor_apply style). The host packs, per tensor, its FillDescriptor
 (the C++ struct, read here as DESC_WORDS int64 words) and, per program, one row (tensor, chunk)
 of the block map; both go to the device as one int64 tensor (one copy). Chunk c of a contiguous
@@ -60,6 +70,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 from dataclasses import dataclass
 from typing import Sequence
@@ -69,8 +80,10 @@ import torch
 import triton
 import triton.language as tl
 
-from fastinit.contract import elements_per_block
-from fastinit.plan import pack_descriptors
+from torch._subclasses.functional_tensor import FunctionalTensor
+
+from fastinit.contract import DTYPE_CODES, Distribution, elements_per_block
+from fastinit.plan import has_real_storage, pack_descriptors
 
 from .contract_numbers import *  # noqa: F403  (generated from fastinit.contract_numbers)
 
@@ -130,13 +143,18 @@ def chunk_for(total_elements: int, device: torch.device, config: LaunchConfig) -
         target = max(1, total_elements // (config.programs_per_sm * _sm_count(device)))
         chunk = 1 << max(0, (target - 1).bit_length())
         chunk = min(max(chunk, config.min_chunk), config.max_chunk)
-    tile = 4 * config.tile_blocks
-    if chunk <= 0 or chunk % tile or chunk & (chunk - 1):
+    check_chunk(chunk, config.tile_blocks)
+    return chunk
+
+
+def check_chunk(chunk: int, tile_blocks: int) -> None:
+    """Raise ValueError unless `chunk` is a power of two and a multiple of 4 * tile_blocks."""
+    tile = 4 * tile_blocks
+    if tile_blocks <= 0 or chunk <= 0 or chunk % tile or chunk & (chunk - 1):
         raise ValueError(
             f"chunk must be a power of two and a multiple of 4 * tile_blocks = {tile}, "
             f"got {chunk}"
         )
-    return chunk
 
 
 # ---------------------------------------------------------------------------------------------
@@ -594,16 +612,18 @@ def _fill_chunk_f64_math(out_ptr, aligned16, numel, first, chunk, k0, k1, s0, s1
 
 
 @triton.jit
-def _fill_kernel(table_ptr, map_ptr, CHUNK, OUT_DTYPE: tl.constexpr, TILE: tl.constexpr,
+def _fill_kernel(base_ptr, table_ptr, map_ptr, CHUNK, TILE: tl.constexpr,
                  EXACT_FMA: tl.constexpr):
-    """Program pid fills chunk map[pid, 1] of tensor map[pid, 0] (descriptor rows of table)."""
+    """Program pid fills chunk map[pid, 1] of descriptor row map[pid, 0] of table; each row's
+    elements lie at its element offset from base_ptr (the launch's first tensor), whose dtype
+    is the output dtype."""
+    OUT_DTYPE: tl.constexpr = base_ptr.dtype.element_ty
     pid = tl.program_id(0).to(tl.int64)
     tensor = tl.load(map_ptr + 2 * pid)
     chunk = tl.load(map_ptr + 2 * pid + 1)
     row = table_ptr + tensor * DESC_WORDS
-    addr = tl.load(row + DESC_DATA)
-    out_ptr = addr.to(tl.pointer_type(OUT_DTYPE))
-    aligned16 = (addr % 16) == 0
+    out_ptr = base_ptr + tl.load(row + DESC_BASE_OFFSET)
+    aligned16 = (out_ptr.to(tl.int64) % 16) == 0
     numel = tl.load(row + DESC_NUMEL)
     first = tl.load(row + DESC_FIRST_INDEX)
     seed = tl.load(row + DESC_SEED)
@@ -695,63 +715,263 @@ def _chunks(fill, chunk: int) -> int:
     return -(-(fill.first_index % per_block + numel) // chunk)
 
 
-def build_tables(fills: Sequence, chunk: int) -> tuple[np.ndarray, np.ndarray]:
-    """Host descriptor rows (n, DESC_WORDS) (the packed descriptors) and block map
-    (programs, 2), both int64."""
-    desc = np.frombuffer(pack_descriptors(fills), dtype=np.int64).reshape(len(fills), -1)
+def descriptor_rows(fills: Sequence) -> np.ndarray:
+    """The int64 descriptor rows (n, DESC_WORDS) of `fills`: each fill's packed descriptor with
+    its data word replaced by the element offset of the fill's local element 0 from its own
+    tensor's first element (the layout's offset). The rows hold no address, so they can be
+    built for tensors that have none yet (a compiler's); ``triton_fill`` rebases them on the
+    launch's first tensor."""
+    desc = np.frombuffer(pack_descriptors(fills), dtype=np.int64).reshape(len(fills), -1).copy()
+    addresses = desc[:, DESC_BASE_OFFSET.value]  # packed: data_ptr + offset * element size
+    desc[:, DESC_BASE_OFFSET.value] = [(int(a) - f.tensor.data_ptr()) // f.tensor.element_size()
+                                       for a, f in zip(addresses, fills)]
+    return desc
+
+
+def build_block_map(fills: Sequence, chunk: int) -> np.ndarray:
+    """The block map (programs, 2), int64: one (descriptor row, chunk) pair per program."""
     counts = np.array([_chunks(f, chunk) for f in fills], dtype=np.int64)
     block_map = np.empty((int(counts.sum()), 2), dtype=np.int64)
     block_map[:, 0] = np.repeat(np.arange(len(fills), dtype=np.int64), counts)
     starts = np.cumsum(counts) - counts
     block_map[:, 1] = np.arange(len(block_map), dtype=np.int64) - np.repeat(starts, counts)
-    return desc, block_map
+    return block_map
 
 
-def _check_fills(fills: Sequence) -> tuple[torch.device, torch.dtype]:
-    device, dtype = fills[0].tensor.device, fills[0].tensor.dtype
+_DIST_CODES = range(int(min(Distribution)), int(max(Distribution)) + 1)  # as the C++ check
+
+
+def _check_row(i: int, row: list, t: torch.Tensor, device, dtype, dtype_code: int,
+               esize: int) -> None:
+    """check_table on descriptor row i (Python ints) over tensor t."""
+    size_at, stride_at = DESC_SIZE.value, DESC_STRIDE.value
+    global_at = DESC_GLOBAL_STRIDE.value
+    where = f"descriptor {i}: "
+    dist_word, ndim = row[DESC_DIST.value], row[DESC_NDIM.value] & 0xFFFFFFFF
+    dist, code = dist_word & 0xFFFFFFFF, (dist_word >> 32) & 0xFFFFFFFF  # int32 pairs:
+    dist, code, ndim = (x - (x >> 31 << 32) for x in (dist, code, ndim))  # low half first
+    if dist not in _DIST_CODES:
+        raise ValueError(f"{where}dist: unknown distribution code {dist}")
+    if t.device != device or t.dtype != dtype or code != dtype_code:
+        raise ValueError(f"{where}dtype: code {code} for a {t.dtype} tensor on {t.device}; "
+                         f"one launch writes {dtype} (code {dtype_code}) on {device}")
+    numel, first = row[DESC_NUMEL.value], row[DESC_FIRST_INDEX.value]
+    if numel < 0 or first < 0:
+        raise ValueError(f"{where}numel {numel} and first_index {first} must be >= 0")
+    if not 1 <= ndim <= MAX_DIMS.value:
+        raise ValueError(f"{where}ndim: {ndim} is outside [1, {MAX_DIMS.value}]")
+    sizes = row[size_at:size_at + ndim]
+    strides = row[stride_at:stride_at + ndim]
+    global_strides = row[global_at:global_at + ndim]
+    if min(sizes + strides + global_strides) < 0:
+        raise ValueError(f"{where}sizes {sizes}, strides {strides} and global strides "
+                         f"{global_strides} must be >= 0")
+    if math.prod(sizes) != numel:
+        raise ValueError(f"{where}numel: {numel} differs from the product of its sizes, "
+                         f"{math.prod(sizes)}")
+    if not numel:
+        return
+    storage = t.untyped_storage()
+    address = t.data_ptr()
+    if address == 0 or storage.data_ptr() == 0:
+        raise ValueError(f"{where}data: null address for {numel} elements "
+                         f"(a tensor without storage)")
+    if address % esize:
+        raise ValueError(f"{where}data: address {address} is not aligned to the "
+                         f"{esize}-byte elements of its dtype")
+    span = 1 + sum((k - 1) * st for k, st in zip(t.shape, t.stride())) if t.numel() else 0
+    room = storage.nbytes() // esize - t.storage_offset()
+    if span > room:
+        raise ValueError(f"{where}data: a tensor spanning {span} elements does not fit the "
+                         f"{room} elements of its storage from its storage offset")
+    offset = row[DESC_BASE_OFFSET.value]
+    last = offset + sum((k - 1) * st for k, st in zip(sizes, strides))
+    if offset < 0 or last >= span:
+        raise ValueError(
+            f"{where}data: elements [{offset}, {last}] from the tensor's first element lie "
+            f"outside the tensor, elements [0, {span - 1}]")
+
+
+def check_table(targets: Sequence[torch.Tensor], table: np.ndarray) -> None:
+    """Refuse, before any launch, a table that would make the kernel write outside its tensors.
+
+    The checks of the C++ modules (csrc/descriptor_check.h) on each descriptor row, plus the
+    bounds that an element offset allows checking: row i, over targets[i], has a known
+    distribution code and the dtype code of the targets' one dtype, numel >= 0, first_index >= 0,
+    ndim in [1, MAX_DIMS], sizes and strides >= 0 with numel their sizes' product; for numel > 0
+    its tensor has allocated storage at an address aligned for its dtype and holding the
+    tensor's span (its first to its last element), and every element the row reaches lies
+    inside that span. Every block map row names a descriptor row and a chunk >= 0.
+
+    Args:
+        targets: the tensors of the launch, one per descriptor row, on one device, one dtype.
+        table: the int64 table of ``triton_fill``: the descriptor rows, then the block map.
+
+    Raises:
+        ValueError: naming the first bad row and its bad field.
+    """
+    n = len(targets)
+    if not n:
+        raise ValueError("a Triton launch needs at least one tensor")
+    words = DESC_WORDS.value
+    if table.ndim != 1 or table.size < n * words or (table.size - n * words) % 2:
+        raise ValueError(f"table of {table.size} int64 words is not {n} descriptor rows of "
+                         f"{words} words and a block map of (descriptor, chunk) pairs")
+    device, dtype = targets[0].device, targets[0].dtype
+    dtype_code = int(DTYPE_CODES[dtype])
+    esize = targets[0].element_size()
+    rows = table[:n * words].reshape(n, words).tolist()
+    with torch._C.DisableTorchFunction():  # looks at tensors' storage, not at their memory
+        for i, (row, t) in enumerate(zip(rows, targets)):
+            _check_row(i, row, t, device, dtype, dtype_code, esize)
+    block_map = table[n * words:].reshape(-1, 2)
+    bad = (block_map[:, 0] < 0) | (block_map[:, 0] >= n) | (block_map[:, 1] < 0)
+    if bad.any():
+        program = int(np.argmax(bad))
+        raise ValueError(f"block map row {program}: {block_map[program].tolist()} is not a "
+                         f"(descriptor in [0, {n}), chunk >= 0) pair")
+
+
+def _check_decomposable(targets: Sequence[torch.Tensor]) -> None:
+    """Raise unless a compiler's decomposition of ``triton_fill`` (functional tensors) can trace
+    a launch that writes what the op says it writes."""
+    if len(targets) != 1:
+        raise ValueError(
+            f"fastinit::triton_fill traced with {len(targets)} tensors: a compiler sees only "
+            "the kernel's tensor argument (the first), and the other tensors' offsets from it "
+            "are addresses known only at run time; trace one call per tensor")
+    if interpreting():
+        raise RuntimeError(
+            "fastinit::triton_fill cannot be decomposed under TRITON_INTERPRET=1: "
+            "torch.library.wrap_triton hands back the interpreted kernel, which cannot run on "
+            "the compiler's tensors. Compile with a backend that keeps custom ops whole "
+            "(backend='eager'), or run compiled Triton on a GPU")
+
+
+@torch.library.triton_op("fastinit::triton_fill", mutates_args=("targets",))
+def triton_fill(targets: list[torch.Tensor], table: torch.Tensor, chunk: int, tile_blocks: int,
+                num_warps: int, max_programs: int, exact_fma: bool) -> None:
+    """Fill targets[i] as descriptor row i of `table` says: the one launch path of the kernel.
+
+    A torch.library.triton_op, so torch.compile sees the kernel (through wrap_triton) and the
+    tensor it writes. The kernel's base pointer is targets[0]; before the launch each row's
+    element offset from its own tensor becomes one from targets[0] (the tensors' address
+    difference), so a launch over many tensors stays one pass, and a launch over one tensor
+    writes only through its tensor argument. On fake or meta tensors (the op's fake
+    implementation) it writes nothing. Decomposed by a compiler (functional tensors) the table
+    is not read on the host (no validation, no rebasing), so such a call takes exactly one
+    tensor, and it needs compiled Triton (a GPU).
+
+    Args:
+        targets: the tensors written, one per descriptor row (repeats allowed), on one device
+          and of one dtype (the output dtype).
+        table: int64, on the CPU: len(targets) descriptor rows of DESC_WORDS words (the layout
+          of contract_numbers.py, the data word an element offset from that row's tensor),
+          then the block map, one (row, chunk) pair per program.
+        chunk: elements per program (``chunk_for``).
+        tile_blocks: Philox blocks per loop iteration of a program.
+        num_warps: warps per program.
+        max_programs: programs per launch; more launches above it.
+        exact_fma: the fp64 round-to-odd fma (``interpreter_fma_is_fused``).
+
+    Raises:
+        ValueError: a bad table (not contiguous 1-d int64 on the CPU), table row or block map
+          row (``check_table``), chunk or max_programs; a decomposed call over more than one
+          tensor.
+        RuntimeError: decomposed by a compiler under TRITON_INTERPRET=1.
+    """
+    words = DESC_WORDS.value
+    base = targets[0]
+    if table.dtype != torch.int64 or table.device.type != "cpu" or table.dim() != 1 \
+            or not table.is_contiguous():
+        raise ValueError(f"table must be a contiguous 1-d int64 CPU tensor, got {table.dtype} "
+                         f"of shape {tuple(table.shape)} on {table.device}")
+    if max_programs < 1:
+        raise ValueError(f"max_programs must be >= 1, got {max_programs}")
+    if isinstance(base, FunctionalTensor):  # a compiler decomposes the op: trace the launch
+        _check_decomposable(targets)
+    elif not has_real_storage(base):  # the fake implementation (fake or meta tensors)
+        return
+    else:
+        check_chunk(chunk, tile_blocks)
+        host = table.numpy()
+        check_table(targets, host)
+        if len(targets) > 1:  # offsets from each row's tensor -> offsets from targets[0]
+            deltas = [(t.data_ptr() - base.data_ptr()) // base.element_size() for t in targets]
+            host = host.copy()
+            host[:len(targets) * words].reshape(len(targets), words)[:, DESC_BASE_OFFSET.value] \
+                += deltas
+            table = torch.from_numpy(host)
+        if base.device.type == "cuda":  # pinned, so the copy does not wait for the host
+            table = table.pin_memory().to(base.device, non_blocking=True)
+    table = table.to(base.device)
+    map_all = table[len(targets) * words:]
+    programs = map_all.numel() // 2
+    # enable_fp_fusion=False reaches the kernel in eager; Inductor compiles a decomposed op's
+    # kernel with options of its own, without it in torch 2.13 (codegen/wrapper.py), which
+    # tests/test_triton_op.py::test_inductor_compiles_the_kernel_bitwise checks on a GPU.
+    kernel = torch.library.wrap_triton(_fill_kernel)
+    with torch.cuda.device(base.device) if base.device.type == "cuda" else contextlib.nullcontext():
+        for start in range(0, programs, max_programs):
+            kernel[(min(max_programs, programs - start),)](
+                base, table, map_all[2 * start:], chunk, TILE=tile_blocks, EXACT_FMA=exact_fma,
+                num_warps=num_warps, enable_fp_fusion=False,
+            )
+
+
+def check_fills(fills: Sequence) -> np.ndarray:
+    """Refuse fills one launch cannot take, before anything is written; return their
+    descriptor rows.
+
+    Args:
+        fills: the non-empty fills of one launch (fastinit.plan.Fill), in order.
+
+    Returns:
+        ``descriptor_rows(fills)``.
+
+    Raises:
+        TypeError: a dtype the kernel does not write.
+        ValueError: a bad descriptor (``check_table``), naming its index and field, or a
+          tensor without memory (fake, functional, meta).
+    """
+    dtype = fills[0].tensor.dtype
     if dtype not in OUT_DTYPES:
         raise TypeError(f"the Triton fill writes {list(OUT_DTYPES)}, got {dtype}")
-    for f in fills:
-        t = f.tensor
-        if t.device != device or t.dtype != dtype:
-            raise ValueError(
-                f"one Triton launch fills one (device, dtype); got {t.device}/{t.dtype} after "
-                f"{device}/{dtype}"
-            )
-        if f.first_index < 0:
-            raise ValueError(f"first_index must be >= 0, got {f.first_index}")
-    return device, dtype
+    desc = descriptor_rows(fills)
+    targets = [f.tensor for f in fills]
+    without_memory = [i for i, t in enumerate(targets) if not has_real_storage(t)]
+    if without_memory:  # they must not reach the op, whose dispatch would take them for tracing
+        check_table(targets, desc.reshape(-1))
+        raise ValueError(f"descriptor {without_memory[0]}: data: a tensor without memory "
+                         f"(fake, functional or meta)")
+    return desc
 
 
 def fill(fills: Sequence, config: LaunchConfig = DEFAULT_CONFIG) -> int:
-    """Fill every tensor of `fills` (one device, one dtype) in one launch; returns launches.
+    """Fill every tensor of `fills` (one device, one dtype) through ``triton_fill``, which
+    validates every descriptor first: one launch for the list, more only when the block map
+    exceeds config.max_programs.
 
-    More than one launch only when the block map exceeds config.max_programs.
+    Args:
+        fills: fastinit.plan.Fill objects (empty tensors are skipped).
+        config: how the work is cut into programs.
+
+    Returns:
+        The number of kernel launches.
+
+    Raises:
+        TypeError, ValueError: as ``check_fills`` and ``check_table``, before anything is
+          written.
     """
     fills = [f for f in fills if f.tensor.numel()]
     if not fills:
         return 0
-    device, dtype = _check_fills(fills)
-    total = sum(f.resolved_layout().numel for f in fills)
-    chunk = chunk_for(total, device, config)
-    desc, block_map = build_tables(fills, chunk)
-    host = np.concatenate([desc.reshape(-1), block_map.reshape(-1)])
-    table = torch.from_numpy(host)
-    if device.type == "cuda":  # pinned, so the copy does not wait for the host
-        table = table.pin_memory().to(device, non_blocking=True)
-    else:
-        table = table.to(device)
-    map_all = table[desc.size:]
-    exact_fma = _exact_fma_path(device)
-    launches = 0
-    programs = len(block_map)
-    with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
-        for start in range(0, programs, config.max_programs):
-            n = min(config.max_programs, programs - start)
-            _fill_kernel[(n,)](
-                table, map_all[2 * start:], chunk, OUT_DTYPE=OUT_DTYPES[dtype],
-                TILE=config.tile_blocks, EXACT_FMA=exact_fma,
-                num_warps=config.num_warps, enable_fp_fusion=False,
-            )
-            launches += 1
-    return launches
+    desc = check_fills(fills)
+    device = fills[0].tensor.device
+    chunk = chunk_for(int(desc[:, DESC_NUMEL.value].sum()), device, config)
+    block_map = build_block_map(fills, chunk)
+    table = torch.from_numpy(np.concatenate([desc.reshape(-1), block_map.reshape(-1)]))
+    torch.ops.fastinit.triton_fill([f.tensor for f in fills], table, chunk, config.tile_blocks,
+                                   config.num_warps, config.max_programs,
+                                   _exact_fma_path(device))
+    return -(-len(block_map) // config.max_programs)

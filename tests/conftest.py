@@ -21,6 +21,31 @@ def _reset_backend_and_seed():
     fastinit.set_backend("auto")
 
 
+def triton_kernels_or_skip():
+    """(fastinit.kernels.fill, device) for a module of Triton tests: the kernels run compiled
+    on "cuda", or under TRITON_INTERPRET=1 on "cpu". Skips the module where they cannot run."""
+    pytest.importorskip("triton", reason="the triton backend needs the triton package")
+    from fastinit.backends import triton as triton_backend
+
+    if triton_backend.IMPORT_ERROR is not None:
+        pytest.skip(f"triton backend unavailable: {triton_backend.IMPORT_ERROR}",
+                    allow_module_level=True)
+    import triton
+    from fastinit.kernels import fill as kernels
+
+    interpreted = os.environ.get("TRITON_INTERPRET") == "1"
+    if not interpreted and not torch.cuda.is_available():
+        pytest.skip("no CUDA device and TRITON_INTERPRET is not 1", allow_module_level=True)
+    if interpreted and not isinstance(kernels._fill_kernel,
+                                      triton.runtime.interpreter.InterpretedFunction):
+        pytest.skip(
+            "fastinit.kernels was imported before TRITON_INTERPRET=1 was set, so its kernels "
+            "are compiled for a GPU; run with TRITON_INTERPRET=1 in the environment",
+            allow_module_level=True,
+        )
+    return kernels, "cpu" if interpreted else "cuda"
+
+
 def poisoned(shape, dtype, device="cpu"):
     """A tensor full of NaN, so an element a kernel failed to write shows up."""
     return torch.full(shape, float("nan"), dtype=dtype, device=device)

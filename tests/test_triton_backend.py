@@ -7,6 +7,7 @@ Launch configurations with small chunks and tiles put the chunk and tile edges a
 """
 import os
 
+import numpy as np
 import torch
 
 if not torch.cuda.is_available():
@@ -14,45 +15,28 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 
-pytest.importorskip("triton", reason="the triton backend needs the triton package")
+from conftest import poisoned, triton_kernels_or_skip  # noqa: E402
+
+kernels, DEVICE = triton_kernels_or_skip()
+INTERPRETED = DEVICE == "cpu"
+
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
 
 import fastinit  # noqa: E402
+from fastinit import plan  # noqa: E402
 from fastinit.backends import cpu, reference  # noqa: E402
 from fastinit.backends import triton as triton_backend  # noqa: E402
-from fastinit.contract import (  # noqa: E402
-    Distribution,
-)
+from fastinit.contract import Distribution  # noqa: E402
 from fastinit.contract_numbers import DESCRIPTOR_WORDS  # noqa: E402
-from fastinit import plan  # noqa: E402
 from fastinit.plan import make_fill, pack_descriptors  # noqa: E402
 
-from conftest import poisoned  # noqa: E402
 from contract_cases import (  # noqa: E402
     Z_TOLERANCE,
     assert_matches_reference,
     distributions,
     second_draw_indices,
 )
-
-if triton_backend.IMPORT_ERROR is not None:
-    pytest.skip(f"triton backend unavailable: {triton_backend.IMPORT_ERROR}", allow_module_level=True)
-
-import triton  # noqa: E402
-import triton.language as tl  # noqa: E402
-from fastinit.kernels import fill as kernels  # noqa: E402
-
-INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
-DEVICE = "cpu" if INTERPRETED else "cuda"
-if DEVICE == "cuda" and not torch.cuda.is_available():
-    pytest.skip("no CUDA device and TRITON_INTERPRET is not 1", allow_module_level=True)
-if INTERPRETED and not isinstance(
-    kernels._fill_kernel, triton.runtime.interpreter.InterpretedFunction
-):
-    pytest.skip(
-        "fastinit.kernels was imported before TRITON_INTERPRET=1 was set, so its kernels are "
-        "compiled for a GPU; run with TRITON_INTERPRET=1 in the environment",
-        allow_module_level=True,
-    )
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 SEED = 0xFEDCBA9876543210  # above 2^63: the halves are split on the host
@@ -263,9 +247,19 @@ def test_tables_and_chunks():
     tensors = [torch.empty(n, dtype=torch.float32) for n in (0, 256, 257, 1)]
     tensors.append(torch.empty(20, 26).t())
     fills = [make_fill(t, Distribution.UNIFORM, [1.0, 0.0], 2**64 - 1, 2**63 + 1, 3) for t in tensors]
-    desc, block_map = kernels.build_tables(fills, 256)
-    assert desc.tobytes() == pack_descriptors(fills)
+    desc, block_map = kernels.descriptor_rows(fills), kernels.build_block_map(fills, 256)
     word = DESCRIPTOR_WORDS
+    packed = np.frombuffer(pack_descriptors(fills), dtype=np.int64).reshape(desc.shape)
+    others = [w for w in range(desc.shape[1]) if w != word["data"]]
+    assert np.array_equal(desc[:, others], packed[:, others])
+    # the data word: each descriptor's element offset from its tensor's first element (no
+    # address); 0 for a whole plain tensor, the layout's offset for the parts of a tensor of
+    # more dims than a descriptor holds
+    assert desc[:, word["data"]].tolist() == [0] * 5
+    parts = plan.descriptor_fills([make_fill(torch.empty([2] * 10).permute(*range(9, -1, -1)),
+                                             Distribution.UNIFORM, [1.0, 0.0], 1)])
+    offsets = kernels.descriptor_rows(parts)[:, word["data"]].tolist()
+    assert offsets == [p.layout.offset for p in parts] and len(set(offsets)) == len(parts) > 1
     assert int(desc[0, word["seed"]]) % 2**64 == 2**64 - 1
     assert int(desc[0, word["stream"]]) % 2**64 == 2**63 + 1
     assert desc[4, word["size"]: word["size"] + 2].tolist() == [26, 20]

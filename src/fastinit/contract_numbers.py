@@ -225,6 +225,10 @@ def render_triton_module() -> str:
     out += [f"{name} = tl.constexpr({code})" for name, code in DISTRIBUTIONS.items()]
     out += [f"DESC_{name.upper()} = tl.constexpr({word})"
             for name, word in DESCRIPTOR_WORDS.items()]
+    out.append("# The Triton kernel's table keeps this layout, but its data word holds the element")
+    out.append("# offset of local element 0 from the kernel's base pointer (int64, may be negative),")
+    out.append("# not an address: the kernel writes only through the tensors it is given.")
+    out.append(f"DESC_BASE_OFFSET = tl.constexpr({DESCRIPTOR_WORDS['data']})")
     out.append(f"DESC_WORDS = tl.constexpr({DESCRIPTOR_SIZE // 8})")
     out.append(f"MAX_DIMS = tl.constexpr({MAX_DIMS})")
     out.append(f"MAX_CHUNK_ELEMENTS = {MAX_CHUNK_ELEMENTS}")

@@ -11,7 +11,6 @@ from typing import Sequence
 
 import torch
 
-from ..contract import DTYPE_CODES, Distribution
 from ..plan import Fill
 from . import check_not_capturing
 
@@ -40,51 +39,22 @@ def supports(device) -> bool:
     return device.type == "cpu" and interpreting()
 
 
-def check_fills(fills: Sequence[Fill]) -> None:
-    """Refuse, before any launch, a fill the kernel would write through a bad address.
-
-    The same checks as the C++ modules' descriptor validation (csrc/descriptor_check.h): a
-    known distribution and dtype, and for a non-empty tensor a non-null data address aligned
-    for its dtype.
-
-    Args:
-        fills: the fills of one launch, in order.
-
-    Raises:
-        ValueError: naming the index of the first bad fill and the bad field.
-    """
-    for index, f in enumerate(fills):
-        where = f"descriptor {index}: "
-        if f.dist not in set(Distribution):
-            raise ValueError(f"{where}dist: unknown distribution code {f.dist!r}")
-        t = f.tensor
-        if t.dtype not in DTYPE_CODES:
-            raise ValueError(f"{where}dtype: {t.dtype} is not one of {list(DTYPE_CODES)}")
-        if not t.numel():
-            continue
-        address = t.data_ptr()
-        if address == 0:
-            raise ValueError(f"{where}data: null address for {t.numel()} elements "
-                             f"(a tensor without storage)")
-        if address % t.element_size():
-            raise ValueError(f"{where}data: address {address} is not aligned to the "
-                             f"{t.element_size()}-byte elements of its dtype")
-
-
 def run(fills: Sequence[Fill], config=None) -> None:
-    """Fill `fills` (one device, one dtype, any layouts): one launch for the list."""
+    """Fill `fills` (one device, one dtype, any layouts): one launch for the list, through
+    the op ``torch.ops.fastinit.triton_fill`` (kernels/fill.py)."""
     fills = [f for f in fills if f.tensor.numel()]
     if not fills:
         return
-    check_fills(fills)
     if fills[0].tensor.device.type == "cuda":
         check_not_capturing(
             "the triton backend stages its descriptor table in host memory (the cuda backend "
             "passes a call's table as the kernel's argument, which graph capture keeps)")
     config = _fill.DEFAULT_CONFIG if config is None else config
     if interpreting() and fills[0].tensor.device.type != "cpu":
-        # The interpreter dereferences the table's raw addresses on the host: fill a host copy
-        # of each tensor's storage, with the same strides, and copy the written elements back.
+        # The interpreter dereferences the kernel's pointers on the host: fill a host copy of
+        # each tensor's storage, with the same strides, and copy the written elements back.
+        # The op validates the copies; the targets themselves are checked here, first.
+        _fill.check_table([f.tensor for f in fills], _fill.check_fills(fills).reshape(-1))
         hosts, pairs = [], []
         for f in fills:
             storage = torch.empty(f.tensor.untyped_storage().nbytes() // f.tensor.element_size(),
