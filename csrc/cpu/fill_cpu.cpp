@@ -30,7 +30,7 @@ namespace fastinit {
 namespace {
 
 constexpr int64_t kChunkElements = kMaxChunkElements;
-constexpr int kBatchBlocks = 64;  // Philox blocks per vectorised batch
+constexpr int kBatchBlocks = 128;  // Philox blocks per vectorised batch
 constexpr int kQuantileGroup = 16;  // trunc_normal lanes that take Giles' tail or not together
 
 
