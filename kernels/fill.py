@@ -452,6 +452,13 @@ def _trunc_normal_wide_f32(z, q0, q1, q4, q5, q6, q7, EXACT_FMA: tl.constexpr):
 
 
 @triton.jit
+def _params_f32(p0, p1, p2, p3, p4, p5, p6, p7):
+    """The descriptor's fp64 parameters rounded to fp32 (params_f32 of fill.h)."""
+    return (p0.to(tl.float32), p1.to(tl.float32), p2.to(tl.float32), p3.to(tl.float32),
+            p4.to(tl.float32), p5.to(tl.float32), p6.to(tl.float32), p7.to(tl.float32))
+
+
+@triton.jit
 def _fill_chunk_f32_math(out_ptr, aligned16, numel, first, chunk, k0, k1, s0, s1, dist,
                          p0, p1, p2, p3, p4, p5, p6, p7,
                          OUT_DTYPE: tl.constexpr, CHUNK, TILE: tl.constexpr,
@@ -461,14 +468,7 @@ def _fill_chunk_f32_math(out_ptr, aligned16, numel, first, chunk, k0, k1, s0, s1
     base_local = chunk * CHUNK - first % 4  # local index of word 0 of base_block
     aligned = aligned16 & (first % 4 == 0)
     n_tiles = tl.cdiv(tl.minimum(numel - base_local, CHUNK), 4 * TILE)
-    q0 = p0.to(tl.float32)
-    q1 = p1.to(tl.float32)
-    q2 = p2.to(tl.float32)
-    q3 = p3.to(tl.float32)
-    q4 = p4.to(tl.float32)
-    q5 = p5.to(tl.float32)
-    q6 = p6.to(tl.float32)
-    q7 = p7.to(tl.float32)
+    q0, q1, q2, q3, q4, q5, q6, q7 = _params_f32(p0, p1, p2, p3, p4, p5, p6, p7)
     for i in range(n_tiles):
         if dist == CONSTANT:
             vals = tl.full([4 * TILE], 0.0, tl.float32) + q0
@@ -542,22 +542,15 @@ def _fill_chunk_strided(row, out_ptr, numel, first, chunk, k0, k1, s0, s1, dist,
             w0, w1, w2, w3 = _philox4x32_10(c0, c1, tl.zeros([N], tl.uint32) + s0,
                                             tl.zeros([N], tl.uint32) + s1, k0, k1)
             t = index % 4
+            q0, q1, q2, q3, q4, q5, q6, q7 = _params_f32(p0, p1, p2, p3, p4, p5, p6, p7)
             if dist == CONSTANT:
-                vals = tl.full([N], 0.0, tl.float32) + p0.to(tl.float32)
+                vals = tl.full([N], 0.0, tl.float32) + q0
             elif dist == NORMAL:
                 xc, xs = _box_muller_f32(tl.where(t < 2, w0, w2), tl.where(t < 2, w1, w3),
-                                         p0.to(tl.float32), p1.to(tl.float32), EXACT_FMA)
+                                         q0, q1, EXACT_FMA)
                 vals = tl.where((t % 2) == 0, xc, xs)
             else:
                 w = tl.where(t == 0, w0, tl.where(t == 1, w1, tl.where(t == 2, w2, w3)))
-                q0 = p0.to(tl.float32)
-                q1 = p1.to(tl.float32)
-                q2 = p2.to(tl.float32)
-                q3 = p3.to(tl.float32)
-                q4 = p4.to(tl.float32)
-                q5 = p5.to(tl.float32)
-                q6 = p6.to(tl.float32)
-                q7 = p7.to(tl.float32)
                 if dist == UNIFORM:
                     vals = _uniform_f32(w, q0, q1, q2, EXACT_FMA)
                 elif _trunc_normal_is_wide(q4, q5):

@@ -753,13 +753,20 @@ def test_missing_private_dtensor_helper_raises_a_clear_error():
 # ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (no GPU here)")
-@pytest.mark.parametrize("backend", ["cuda", "triton"])
-def test_gpu_compile_fullgraph_equals_eager_and_cpu_bitwise(backend):
+@pytest.fixture(params=["cuda", "triton"])
+def gpu_backend(request):
+    """Each GPU backend selected in turn (skips without a GPU or the backend)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device (no GPU here)")
     try:
-        fastinit.set_backend(backend)
+        fastinit.set_backend(request.param)
     except fastinit.BackendUnavailableError as exc:
         pytest.skip(str(exc))
+    yield request.param
+    fastinit.set_backend("auto")
+
+
+def test_gpu_compile_fullgraph_equals_eager_and_cpu_bitwise(gpu_backend):
     torch._dynamo.reset()
     compiled = torch.compile(_compiled_calls, fullgraph=True)(_poisoned_inputs("cuda"))
     eager = _compiled_calls(_poisoned_inputs("cuda"))
@@ -772,13 +779,7 @@ def test_gpu_compile_fullgraph_equals_eager_and_cpu_bitwise(backend):
             assert torch.equal(compiled[name].cpu(), on_cpu[name]), name
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (no GPU here)")
-@pytest.mark.parametrize("backend", ["cuda", "triton"])
-def test_gpu_views_complex_and_compile_match_cpu(backend):
-    try:
-        fastinit.set_backend(backend)
-    except fastinit.BackendUnavailableError as exc:
-        pytest.skip(str(exc))
+def test_gpu_views_complex_and_compile_match_cpu(gpu_backend):
     cpu_plain = fastinit.uniform_(torch.empty(40, 25), 2.0, 3.0, seed=9)
     neg = torch.full((40, 25), float("nan"), device="cuda")._neg_view()
     fastinit.uniform_(neg, 2.0, 3.0, seed=9)
