@@ -459,12 +459,12 @@ def test_explain_hf_llama():
     for name, r in by_name.items():
         if name.endswith(("proj.weight", "lm_head.weight", "embed_tokens.weight")):
             assert r.distribution == "normal" and r.source == "model init", r
-            assert r.bound_or_std.startswith("mean=0, std=0.02"), r
+            assert r.parameters.startswith("mean=0, std=0.02"), r
         elif name.endswith("norm.weight"):
-            assert (r.distribution, r.bound_or_std) == ("constant", "1"), r
+            assert (r.distribution, r.parameters) == ("constant", "1"), r
         else:
             assert name.endswith("inv_freq") and r.distribution == "copy_", r
-    assert "then constant(0) on part" in by_name["model.embed_tokens.weight"].bound_or_std
+    assert "then constant(0) on part" in by_name["model.embed_tokens.weight"].parameters
     table = str(rows)
     assert table.splitlines()[0].split()[:4] == ["name", "shape", "dtype", "distribution"]
     assert "model.layers.1.mlp.down_proj.weight" in table and repr(rows) == table
@@ -500,4 +500,4 @@ def test_explain_hf_vit_trunc_normal_on_meta():
     rows = {r.name: r for r in fastinit.explain(model)}
     for name in ("embeddings.cls_token", "embeddings.position_embeddings"):
         assert (rows[name].distribution, rows[name].source) == ("trunc_normal", "model init"), rows[name]
-        assert rows[name].bound_or_std == "mean=0, std=0.02, a=-2, b=2", rows[name]
+        assert rows[name].parameters == "mean=0, std=0.02, a=-2, b=2", rows[name]

@@ -806,7 +806,7 @@ def test_init_module_inside_fused_block_equals_outside():
 
 
 def _bounds(detail: str) -> tuple[float, float]:
-    lo, hi = detail[2:-1].split(",")
+    lo, hi = detail.split(",")  # a uniform's "lo, hi"
     return float(lo), float(hi)
 
 
@@ -828,13 +828,13 @@ def test_explain_tiny_llama_rows():
         r = rows[name]
         assert (r.fan_in, r.fan_out) == (fan_in, fan_out), name
         assert r.gain == pytest.approx(math.sqrt(1 / 3)), name  # leaky_relu, a = sqrt(5)
-        lo, hi = _bounds(r.bound_or_std)
+        lo, hi = _bounds(r.parameters)
         assert lo == pytest.approx(-bound, rel=1e-5) and hi == pytest.approx(bound, rel=1e-5), name
         assert r.distribution == "uniform (kaiming_uniform)"
         assert r.shape == tuple(dict(model.named_parameters())[name].shape)
     emb = rows["embed_tokens.weight"]
-    assert emb.distribution == "normal" and emb.bound_or_std == "mean=0 std=1"
-    assert rows["norm.weight"].distribution == "constant" and rows["norm.weight"].bound_or_std == "1"
+    assert emb.distribution == "normal" and emb.parameters == "mean=0, std=1"
+    assert rows["norm.weight"].distribution == "constant" and rows["norm.weight"].parameters == "1"
     assert rows["rotary.cos"].distribution == "module's own init"
     assert rows["rotary.cos"].source == "RotaryEmbedding.reset_parameters()"
     assert rows["norm.weight"].source == "default"
@@ -849,11 +849,11 @@ def test_explain_tiny_llama_rows():
 
 def test_explain_with_rules():
     rows = {r.name: r for r in fastinit.explain(_meta(tiny_llama), rules=LLAMA_RULES)}
-    assert rows["layers.0.mlp.down_proj.weight"].bound_or_std == "mean=0 std=0.02"
+    assert rows["layers.0.mlp.down_proj.weight"].parameters == "mean=0, std=0.02"
     lm = rows["lm_head.weight"]
     assert lm.distribution == "uniform (xavier_uniform)" and lm.gain == 1.0
     bound = math.sqrt(6 / (64 + 256))
-    assert _bounds(lm.bound_or_std) == pytest.approx((-bound, bound), rel=1e-5)
+    assert _bounds(lm.parameters) == pytest.approx((-bound, bound), rel=1e-5)
     assert rows["embed_tokens.weight"].distribution.startswith("trunc_normal")
     assert rows["rotary.sin"].distribution == "module's own init"
     assert rows["lm_head.weight"].source == "rule"
@@ -873,14 +873,14 @@ def test_cli_explain_prints_rows():
     assert set(lines) == set(tensors(_meta(tiny_llama)))
     for name, (fan_in, fan_out, bound) in TINY_LLAMA_EXPECTED.items():
         cells = lines[name]
-        # name shape dtype uniform (kaiming_uniform) fan_in fan_out gain U(lo, hi)
+        # name shape dtype uniform (kaiming_uniform) fan_in fan_out gain lo, hi source
         assert cells[2] == "float32" and cells[3] == "uniform", cells
         assert (int(cells[5]), int(cells[6])) == (fan_in, fan_out), cells
         assert float(cells[7]) == pytest.approx(math.sqrt(1 / 3), rel=1e-5)
-        m = re.search(r"U\(([-0-9.e]+), ([-0-9.e]+)\)", " ".join(cells))
+        m = re.match(r"([-0-9.e]+), ([-0-9.e]+) ", " ".join(cells[8:]))
         assert float(m.group(1)) == pytest.approx(-bound, rel=1e-5), cells
         assert float(m.group(2)) == pytest.approx(bound, rel=1e-5), cells
-    assert "mean=0 std=1" in " ".join(lines["embed_tokens.weight"])
+    assert "mean=0, std=1" in " ".join(lines["embed_tokens.weight"])
 
 
 def test_cli_explain_rejects_bad_target():
@@ -958,7 +958,7 @@ def test_materialize_runs_the_models_own_init(method):
     assert rows["freqs"].source == "model init" and rows["freqs"].distribution == "copy_"
     assert (rows["proj.weight"].distribution, rows["proj.weight"].source) == \
         ("trunc_normal", "model init")
-    assert rows["proj.weight"].bound_or_std == "mean=0, std=0.02, a=-0.04, b=0.04"
+    assert rows["proj.weight"].parameters == "mean=0, std=0.02, a=-0.04, b=0.04"
     assert (rows["norm.weight"].distribution, rows["norm.weight"].source) == ("constant", "model init")
     rows = {r.name: r for r in fastinit.explain(_meta(lambda: TitanStyle(method)),
                                                  init="reset_parameters")}

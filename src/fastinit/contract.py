@@ -10,7 +10,7 @@ import math
 import threading
 import weakref
 from enum import IntEnum
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -242,6 +242,26 @@ def _trunc_normal_params(mean, std, alpha, beta, lo, hi, dtype) -> tuple[int, li
 def constant_params(value: float, dtype: torch.dtype) -> list[float]:
     # Rounded once, here, exactly as torch's fill_ rounds it, so no backend rounds twice.
     return [round_to_dtype(value, dtype)]
+
+
+def describe_parameters(dist: int, params: Sequence[float]) -> str:
+    """A fill's parameters in words: "-0.1, 0.1" (uniform's bounds), "mean=0, std=0.02",
+    "mean=0, std=0.02, a=-2, b=2" (trunc_normal), "0.25" (constant)."""
+    if dist == Distribution.UNIFORM:
+        return f"{params[1]:.6g}, {params[1] + params[0]:.6g}"
+    if dist == Distribution.NORMAL:
+        return f"mean={params[0]:.6g}, std={params[1]:.6g}"
+    if dist == Distribution.CONSTANT:
+        return f"{params[0]:.6g}"
+    mean, std, lo, hi = params[0], abs(params[1]), params[6], params[7]
+    return f"mean={mean:.6g}, std={std:.6g}, a={lo:.6g}, b={hi:.6g}"
+
+
+def describe_fill(dist: int, params: Sequence[float]) -> str:
+    """A fill's distribution in words, e.g. "normal(mean=0, std=0.02)" (the form of
+    `fused()`'s ``Recorder.describe`` and of `explain()`)."""
+    name = "trunc_normal" if dist == Distribution.TRUNC_NORMAL_FP64 else Distribution(dist).name.lower()
+    return f"{name}({describe_parameters(dist, params)})"
 
 
 def negated_params(dist: Distribution, params: list[float]) -> list[float]:

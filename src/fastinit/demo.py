@@ -53,11 +53,11 @@ def _torch_way(model: Llama, device: torch.device, out=sys.stderr) -> None:
 
 def expected_std(row) -> float | None:
     """The std a parameter's init implies, from its explain() row."""
-    detail = row.bound_or_std
-    if detail.startswith("U("):
-        lo, hi = (float(v) for v in detail[2:-1].split(","))
+    detail = row.parameters  # describe_parameters: "lo, hi" or "mean=m, std=s"
+    if row.distribution.startswith("uniform"):
+        lo, hi = (float(v) for v in detail.split(","))
         return (hi - lo) / math.sqrt(12.0)
-    if detail.startswith("mean="):
+    if row.distribution.startswith("normal"):
         return float(detail.split("std=")[1])
     return None
 

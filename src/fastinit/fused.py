@@ -42,7 +42,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from . import backends
-from .contract import DTYPE_CODES, Distribution
+from .contract import DTYPE_CODES, Distribution, describe_fill
 from .plan import Fill
 from .sharding import is_dtensor, local_tensor
 
@@ -112,18 +112,6 @@ class _Pending:
     fill: Fill
     footprint: _Footprint
     phase: int
-
-
-def describe_fill(dist: int, params: Sequence[float]) -> str:
-    """A fill's distribution in words, e.g. "normal(mean=0, std=0.02)"."""
-    if dist == Distribution.UNIFORM:
-        return f"uniform({params[1]:.6g}, {params[1] + params[0]:.6g})"
-    if dist == Distribution.NORMAL:
-        return f"normal(mean={params[0]:.6g}, std={params[1]:.6g})"
-    if dist == Distribution.CONSTANT:
-        return f"constant({params[0]:.6g})"
-    mean, std, lo, hi = params[0], abs(params[1]), params[6], params[7]
-    return f"trunc_normal(mean={mean:.6g}, std={std:.6g}, a={lo:.6g}, b={hi:.6g})"
 
 
 class Recorder:

@@ -20,7 +20,8 @@ from torch import nn
 
 from . import nn_init, spec
 from .fused import fused, submit
-from .contract import Distribution, check_seed, draw_seed, seeds_from, stream_for_name
+from .contract import (Distribution, check_seed, describe_fill, draw_seed, seeds_from,
+                       stream_for_name)
 from .errors import InitValueError
 from .gains import _calculate_fan_in_and_fan_out
 from .plan import DTYPE_CODES, make_fill
@@ -588,7 +589,7 @@ class ExplainRow:
     fan_in: Optional[int]
     fan_out: Optional[int]
     gain: Optional[float]
-    bound_or_std: str
+    parameters: str  # describe_parameters: "lo, hi", "mean=0, std=0.02", ...; or "-"
     source: str = ""  # "rule", "default", "model init", "<Module>.reset_parameters()", "kept"
 
 
@@ -605,22 +606,16 @@ NOT_INITIALISED = "NOT INITIALISED"
 
 
 def _describe(plan, sp: spec.Spec) -> tuple[str, str]:
+    """(distribution, parameters) of a spec's plan, in the words of `describe_fill`."""
     if plan is None:
         return sp.kind, f"gain={sp.kwargs.get('gain', 1.0):g}" if sp.kind == "orthogonal" else "-"
-    dist, params = plan
-    if dist == Distribution.UNIFORM:
-        lo, hi = params[1], params[1] + params[0]
-        return "uniform", f"U({lo:.6g}, {hi:.6g})"
-    if dist == Distribution.NORMAL:
-        return "normal", f"mean={params[0]:g} std={params[1]:.6g}"
-    if dist == Distribution.CONSTANT:
-        return "constant", f"{params[0]:g}"
-    return "trunc_normal", f"std={abs(params[1]):.6g} in [{params[6]:.6g}, {params[7]:.6g}]"
+    return _recorded_write(describe_fill(*plan))
 
 
 def _recorded_write(description: str) -> tuple[str, str]:
-    """("normal", "mean=0, std=0.02") from a dry run's "normal(mean=0, std=0.02)";
-    later partial writes follow the detail ("...; then constant(0) on part")."""
+    """("normal", "mean=0, std=0.02") from a `describe_fill` text "normal(mean=0, std=0.02)" (a
+    dry run's record); later partial writes follow the detail ("...; then constant(0) on
+    part")."""
     last_full, then, partial = description.partition("; then ")
     kind, _, args = last_full.partition("(")
     detail = args[:-1] if args.endswith(")") else "-"
@@ -697,12 +692,12 @@ def explain(module: nn.Module, rules: Optional[Rules] = None, prefix: str = "", 
 
 def format_explain(rows: list[ExplainRow]) -> str:
     """The rows of `explain()` as an aligned text table."""
-    header = ["name", "shape", "dtype", "distribution", "fan_in", "fan_out", "gain", "bound or std",
+    header = ["name", "shape", "dtype", "distribution", "fan_in", "fan_out", "gain", "parameters",
               "source"]
     table = [header] + [[r.name, "x".join(map(str, r.shape)) or "scalar", r.dtype, r.distribution,
                          "" if r.fan_in is None else str(r.fan_in),
                          "" if r.fan_out is None else str(r.fan_out),
-                         "" if r.gain is None else f"{r.gain:.6g}", r.bound_or_std, r.source]
+                         "" if r.gain is None else f"{r.gain:.6g}", r.parameters, r.source]
                         for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
