@@ -243,9 +243,7 @@ inline __attribute__((always_inline)) void batch_values_f32(const FillDescriptor
         for (int k = 0; outside > 0 && k < 4 * nblocks; ++k) {
           if (trunc_normal_accepts(z[k], q)) continue;
           const uint64_t block = block0 + static_cast<uint64_t>(k / 4);
-          const Words4 w = philox4x32_10(static_cast<uint32_t>(block),
-                                         static_cast<uint32_t>(block >> 32) | kSecondDrawBit,
-                                         s0, s1, k0, k1);
+          const Words4 w = philox_block(block | (uint64_t{kSecondDrawBit} << 32), d.stream, d.seed);
           v[k] = trunc_normal_value_f32(w.w[k % 4], q);
           --outside;
         }

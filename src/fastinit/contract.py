@@ -257,11 +257,17 @@ def describe_parameters(dist: int, params: Sequence[float]) -> str:
     return f"mean={mean:.6g}, std={std:.6g}, a={lo:.6g}, b={hi:.6g}"
 
 
+def distribution_name(dist: int) -> str:
+    """"uniform", "normal", "trunc_normal" (either math) or "constant"."""
+    if dist == Distribution.TRUNC_NORMAL_FP64:
+        return "trunc_normal"
+    return Distribution(dist).name.lower()
+
+
 def describe_fill(dist: int, params: Sequence[float]) -> str:
     """A fill's distribution in words, e.g. "normal(mean=0, std=0.02)" (the form of
-    `fused()`'s ``Recorder.describe`` and of `explain()`)."""
-    name = "trunc_normal" if dist == Distribution.TRUNC_NORMAL_FP64 else Distribution(dist).name.lower()
-    return f"{name}({describe_parameters(dist, params)})"
+    `fused()`'s ``Recorder.describe``; `explain()` shows its two parts in two columns)."""
+    return f"{distribution_name(dist)}({describe_parameters(dist, params)})"
 
 
 def negated_params(dist: Distribution, params: list[float]) -> list[float]:

@@ -20,8 +20,8 @@ from torch import nn
 
 from . import nn_init, spec
 from .fused import fused, submit
-from .contract import (Distribution, check_seed, describe_fill, draw_seed, seeds_from,
-                       stream_for_name)
+from .contract import (Distribution, check_seed, describe_parameters, distribution_name,
+                       draw_seed, seeds_from, stream_for_name)
 from .errors import InitValueError
 from .gains import _calculate_fan_in_and_fan_out
 from .plan import DTYPE_CODES, make_fill
@@ -609,13 +609,13 @@ def _describe(plan, sp: spec.Spec) -> tuple[str, str]:
     """(distribution, parameters) of a spec's plan, in the words of `describe_fill`."""
     if plan is None:
         return sp.kind, f"gain={sp.kwargs.get('gain', 1.0):g}" if sp.kind == "orthogonal" else "-"
-    return _recorded_write(describe_fill(*plan))
+    return distribution_name(plan[0]), describe_parameters(*plan)
 
 
 def _recorded_write(description: str) -> tuple[str, str]:
-    """("normal", "mean=0, std=0.02") from a `describe_fill` text "normal(mean=0, std=0.02)" (a
-    dry run's record); later partial writes follow the detail ("...; then constant(0) on
-    part")."""
+    """("normal", "mean=0, std=0.02") from a dry run's record "normal(mean=0, std=0.02)" (the
+    form of `describe_fill`, or an operation's name such as "copy_"); later partial writes
+    follow the detail ("...; then constant(0) on part")."""
     last_full, then, partial = description.partition("; then ")
     kind, _, args = last_full.partition("(")
     detail = args[:-1] if args.endswith(")") else "-"

@@ -106,12 +106,16 @@ def fma_f32(a, b, c):
     return s.astype(np.float32).astype(np.float64)
 
 
-def box_muller_angle(w):
-    """The angle of Box-Muller word w: (pi/2) k + y with quadrant k = w >> 30 and the fp32 value
-    y = fma(((w >> 8) & (2^22 - 1)), fp32((pi/2) 2^-22), -fp32(pi/4)) of the kernels."""
+def _angle_offset_f32(w):
+    """The kernels' fp32 y = fma(((w >> 8) & (2^22 - 1)), fp32((pi/2) 2^-22), -fp32(pi/4)) of
+    Box-Muller word w, in [-pi/4, pi/4]."""
     n = ((w >> np.uint64(8)) & np.uint64(0x3FFFFF)).astype(np.float64)
-    y = fma_f32(n, ANGLE_STEP_F32, -QUARTER_PI_F32)
-    return (w >> np.uint64(30)).astype(np.float64) * (np.pi / 2) + y
+    return fma_f32(n, ANGLE_STEP_F32, -QUARTER_PI_F32)
+
+
+def box_muller_angle(w):
+    """The angle of Box-Muller word w: (pi/2) k + y with quadrant k = w >> 30 (fp64)."""
+    return (w >> np.uint64(30)).astype(np.float64) * (np.pi / 2) + _angle_offset_f32(w)
 
 
 def _log_f32_bits(bits):
@@ -129,13 +133,12 @@ def _log_f32_bits(bits):
     return fma_f32(fe, LN2_F32, fma_f32(f32(s * t), q, s + s))
 
 
-def box_muller_z_f32(wa, wb):
+def _box_muller_pair_f32(wa, wb):
     """The kernels' fp32 standard-normal pair (normal_pair_f32 with mean 0, std 1) of words
-    (wa, wb), bit for bit: (cos value, sin value). The wide trunc_normal decides with these."""
+    (wa, wb), bit for bit: (cos value, sin value)."""
     n = ((wa >> np.uint64(8)) + np.uint64(1)).astype(np.float32)
     r = f32(np.sqrt(-2.0 * _log_f32_bits(n.view(np.uint32) - np.uint32(24 << 23))))
-    y = fma_f32(((wb >> np.uint64(8)) & np.uint64(0x3FFFFF)).astype(np.float64), ANGLE_STEP_F32,
-                -QUARTER_PI_F32)
+    y = _angle_offset_f32(wb)
     z = f32(y * y)
     s0, s1, s2 = _POLY["SIN"]
     c0, c1, c2 = _POLY["COS"]
@@ -147,6 +150,14 @@ def box_muller_z_f32(wa, wb):
     sin_q = np.where((wb & np.uint64(0x80000000)) != 0, -sin_q, sin_q)
     cos_q = np.where(((wb ^ (wb << np.uint64(1))) & np.uint64(0x80000000)) != 0, -cos_q, cos_q)
     return fma_f32(r, cos_q, 0.0), fma_f32(r, sin_q, 0.0)
+
+
+def box_muller_z_f32(words: np.ndarray) -> np.ndarray:
+    """The kernels' fp32 normal(0, 1) values (n, 4) of Philox blocks with words (n, 4), bit for
+    bit (element order). The wide trunc_normal decides with these."""
+    return np.stack([v for pair in (0, 1)
+                     for v in _box_muller_pair_f32(words[:, 2 * pair], words[:, 2 * pair + 1])],
+                    axis=-1)
 
 
 def trunc_normal_is_wide(params: Sequence[float]) -> bool:
@@ -181,9 +192,7 @@ def values_fp32_math(dist: int, params: Sequence[float], words: np.ndarray,
             # Box-Muller values (fp64) where the kernels' fp32 value lies in [alpha, beta],
             # the quantile of the second draw elsewhere.
             z = values_fp32_math(Distribution.NORMAL, [0.0, 1.0], words)
-            z32 = np.stack([v for pair in (0, 1)
-                            for v in box_muller_z_f32(words[:, 2 * pair], words[:, 2 * pair + 1])],
-                           axis=-1)
+            z32 = box_muller_z_f32(words)
             inside = (z32 >= q[4]) & (z32 <= q[5])
             values = np.clip(np.clip(z, q[4], q[5]) * q[1] + q[0], q[6], q[7])
             if not inside.all():
