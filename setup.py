@@ -173,7 +173,7 @@ def cpu_extension() -> Pybind11Extension:
     darwin = sys.platform == "darwin"
     return Pybind11Extension(
         "fastinit._C",
-        sources=["csrc/bindings.cpp", "csrc/cpu/fill_cpu.cpp"],
+        sources=["csrc/bindings.cpp", "csrc/cpu/fill_cpu.cpp", "csrc/cpu/fill_range.cpp"],
         include_dirs=[CSRC],
         extra_compile_args=DARWIN_CXX_FLAGS if darwin else CXX_FLAGS + OPENMP_FLAGS,
         extra_link_args=["-lomp"] if darwin else OPENMP_FLAGS,
