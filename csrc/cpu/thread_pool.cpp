@@ -17,6 +17,8 @@
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <new>
+#include <system_error>
 #include <thread>
 
 namespace fastinit {
@@ -34,9 +36,14 @@ class Pool {
     {
       std::unique_lock<std::mutex> lock(mutex_);
       while (started_ < helpers) {  // a new thread joins from the job published below on
-        std::thread(&Pool::serve, this, generation_).detach();
+        try {
+          std::thread(&Pool::serve, this, generation_).detach();
+        } catch (const std::system_error&) {
+          break;  // no more threads to be had (a limit of the process): fill with those there are
+        }
         ++started_;
       }
+      helpers = std::min(helpers, started_);
       generation = ++generation_ & (~kIndexMask >> kIndexBits);
       work_ = work;
       context_ = context;
@@ -116,16 +123,18 @@ class Pool {
   std::atomic<int64_t> done_{0};
 };
 
-// The pool of this process, made on first use. Never destroyed: its threads sleep until exit.
+// The pool of this process, made on first use (null when no memory for it). Never destroyed: its
+// threads sleep until exit.
 std::atomic<Pool*> g_pool{nullptr};
 
-Pool& pool() {
+Pool* pool() {
   Pool* p = g_pool.load(std::memory_order_acquire);
   if (p != nullptr) return *p;
-  Pool* fresh = new Pool();
-  if (g_pool.compare_exchange_strong(p, fresh, std::memory_order_acq_rel)) return *fresh;
+  Pool* fresh = new (std::nothrow) Pool();
+  if (fresh == nullptr) return nullptr;
+  if (g_pool.compare_exchange_strong(p, fresh, std::memory_order_acq_rel)) return fresh;
   delete fresh;  // another thread made one first
-  return *p;
+  return p;
 }
 
 // A forked child has only the thread that called fork: the parent's pool threads (and whatever
@@ -141,7 +150,7 @@ int parallel_for(int64_t n, int threads, void (*work)(void* context, int64_t c),
   const int helpers =
       n <= static_cast<int64_t>(kIndexMask) ? static_cast<int>(std::min<int64_t>(threads, n)) - 1
                                              : 0;
-  Pool* p = helpers > 0 ? &pool() : nullptr;
+  Pool* p = helpers > 0 ? pool() : nullptr;
   if (p == nullptr || p->busy.exchange(true, std::memory_order_acquire)) {
     for (int64_t c = 0; c < n; ++c) work(context, c);
     return 1;
