@@ -129,7 +129,7 @@ std::atomic<Pool*> g_pool{nullptr};
 
 Pool* pool() {
   Pool* p = g_pool.load(std::memory_order_acquire);
-  if (p != nullptr) return *p;
+  if (p != nullptr) return p;
   Pool* fresh = new (std::nothrow) Pool();
   if (fresh == nullptr) return nullptr;
   if (g_pool.compare_exchange_strong(p, fresh, std::memory_order_acq_rel)) return fresh;
