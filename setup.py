@@ -1,6 +1,6 @@
 """Build of fastinit's native code.
 
-Always: the pybind11 module ``fastinit._C`` (C++ CPU backend, OpenMP, -O3).
+Always: the pybind11 module ``fastinit._C`` (C++ CPU backend, its own thread pool, -O3).
 With a CUDA toolkit: the pybind11 module ``fastinit._cuda`` (the CUDA kernels of csrc/cuda,
 compiled by nvcc into an object linked into the extension, with the CUDA runtime linked
 statically so that only the driver is needed at run time). A separate module, so ``_C`` always
@@ -34,8 +34,9 @@ CSRC = os.path.join(HERE, "csrc")
 # Compile flags, all of them here. Floating-point contraction is off everywhere: every fma in
 # csrc/ is explicit, so the numbers depend neither on the instruction set nor on CPU vs GPU.
 CXX_FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math"]
-OPENMP_FLAGS = ["-fopenmp"]
-DARWIN_CXX_FLAGS = ["-O3", "-Xpreprocessor", "-fopenmp", "-ffp-contract=off", "-fno-math-errno"]
+# `#pragma omp simd` loops only: the CPU backend's threads are its own, no OpenMP runtime is linked.
+OPENMP_SIMD_FLAGS = ["-fopenmp-simd"]
+DARWIN_CXX_FLAGS = ["-O3", "-Xpreprocessor", "-fopenmp-simd", "-ffp-contract=off", "-fno-math-errno"]
 # --fmad=false: no contraction on the device; IEEE division and square root and no
 # flush-to-zero (the defaults, spelled out) keep the device's fp32 results equal to the CPU's.
 NVCC_FLAGS = [
@@ -173,10 +174,10 @@ def cpu_extension() -> Pybind11Extension:
     darwin = sys.platform == "darwin"
     return Pybind11Extension(
         "fastinit._C",
-        sources=["csrc/bindings.cpp", "csrc/cpu/fill_cpu.cpp"],
+        sources=["csrc/bindings.cpp", "csrc/cpu/fill_cpu.cpp", "csrc/cpu/fill_range.cpp",
+                 "csrc/cpu/thread_pool.cpp"],
         include_dirs=[CSRC],
-        extra_compile_args=DARWIN_CXX_FLAGS if darwin else CXX_FLAGS + OPENMP_FLAGS,
-        extra_link_args=["-lomp"] if darwin else OPENMP_FLAGS,
+        extra_compile_args=DARWIN_CXX_FLAGS if darwin else CXX_FLAGS + OPENMP_SIMD_FLAGS,
         cxx_std=17,
     )
 

@@ -4,15 +4,11 @@
 # that build. .venv keeps its own (gcc) build. Run after scripts/setup_env.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-has_clang_openmp() {
-  command -v clang++ >/dev/null &&
-    echo '#include <omp.h>' | clang++ -fopenmp -x c++ -fsyntax-only - 2>/dev/null
-}
-if ! has_clang_openmp; then
+if ! command -v clang++ >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang libomp-dev >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang >/dev/null
   else
-    echo "clang++ with OpenMP (Debian: apt-get install clang libomp-dev) is needed" >&2
+    echo "clang++ (Debian: apt-get install clang) is needed" >&2
     exit 1
   fi
 fi

@@ -1,5 +1,6 @@
-"""The native entry points never crash, the C++ fill is fork-safe, and it runs on as many threads
-as torch.get_num_threads() gives the calling thread.
+"""The native entry points never crash, the C++ fill is fork-safe, it runs on as many threads as
+torch.get_num_threads() gives the calling thread (a small fill on the calling thread alone), and
+its values depend neither on the thread count nor on other fills running at the same time.
 
 Each probe runs in a subprocess: a crash (segfault, abort) or a hang shows as a failed test with
 the subprocess's exit status and output, never as a dead or stuck test run.
@@ -197,7 +198,8 @@ def test_triton_launcher_rejects_misaligned_data_and_unknown_dist():
 
 
 # ---------------------------------------------------------------------------------------------
-# Fork: a child forked after the parent's fill ran on an OpenMP team.
+# Fork: a child forked after the parent's fill ran on its thread pool, or after torch's OpenMP
+# team ran, or while another thread of the parent was filling.
 
 FORK_PROBE = """
 import faulthandler, hashlib, json, multiprocessing, time, torch, fastinit
@@ -242,15 +244,15 @@ print(json.dumps([parent_team, expected == child_digest, child_team, seconds, pr
 
 @pytest.mark.parametrize("parent_fills", [True, False], ids=["after_a_fill", "after_torch_ops"])
 def test_fork_child_after_parallel_regions_completes_with_the_same_values(parent_fills):
-    """The parent ran an OpenMP team (torch's ops, and fastinit's fill or not; the fork handler
-    is in place from `import fastinit`): the child's fills finish, on fresh threads of its own,
-    with the parent's values."""
+    """The parent ran torch's OpenMP team, and fastinit's pool or not (the fork handler is in
+    place from `import fastinit`): the child's fills finish, on a pool of its own, with the
+    parent's values."""
     script = FORK_PROBE if parent_fills else FORK_PROBE.replace(
         "parent_team = threads_of_a_fill()", "parent_team = 2")
     parent_team, same, child_team, seconds, exitcode = last_json(run_script(script, 120))
-    assert parent_team == 2, "the parent's fill did not start an OpenMP team: nothing tested"
+    assert parent_team == 2, "the parent's fill did not start its pool: nothing tested"
     assert same, "the forked child's values differ from the parent's"
-    assert child_team == 2, "the forked child should fill on two fresh threads"
+    assert child_team == 2, "the forked child should fill on two threads of its own"
     assert exitcode == 0
     assert seconds < 30
 
@@ -276,6 +278,48 @@ def test_fork_child_before_any_parallel_region_keeps_its_threads():
     process.join(60)
     """
     assert last_json(run_script(script, 180)) == [2]
+
+
+def test_fork_while_another_thread_fills_completes_in_the_child():
+    """Forks taken while a parent thread keeps the pool busy (its lock and its threads may be
+    held at the fork): every child fills, on threads of its own, with the parent's values."""
+    script = """
+    import faulthandler, hashlib, json, multiprocessing, os, threading, torch
+    from fastinit import _C
+    from fastinit.contract import Distribution, normal_params
+    from fastinit.plan import make_fill, pack_descriptors
+
+    def filled(numel, threads):
+        t = torch.empty(numel)
+        team = _C.fill(pack_descriptors([make_fill(t, Distribution.NORMAL,
+                                                   normal_params(0, 1), 9)]), threads)
+        return hashlib.sha256(t.numpy().tobytes()).hexdigest(), team
+
+    def child(queue):
+        faulthandler.dump_traceback_later(60, exit=True)  # a hung child ends, showing where
+        queue.put(filled(1 << 21, 2))
+
+    expected = filled(1 << 21, 1)[0]
+    stop = threading.Event()
+    def keep_filling():
+        while not stop.is_set():
+            filled(1 << 21, 2)
+    filler = threading.Thread(target=keep_filling)
+    filler.start()
+    context = multiprocessing.get_context("fork")
+    results = []
+    for _ in range(6):
+        queue = context.Queue()
+        process = context.Process(target=child, args=(queue,))
+        process.start()
+        digest, team = queue.get(timeout=60)
+        process.join(60)
+        results.append([digest == expected, team, process.exitcode])
+    stop.set()
+    filler.join()
+    print(json.dumps(results))
+    """
+    assert last_json(run_script(script, 300)) == [[True, 2, 0]] * 6
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,6 +368,79 @@ results["main, 1"] = fill()
 results["worker, main set 1"] = in_thread()
 print(json.dumps(results))
 """
+
+
+def test_small_fill_runs_on_the_calling_thread_and_large_one_on_the_pool():
+    """A fill below the size where threads pay runs on its caller even when threads are offered;
+    a large one is offered to as many threads as asked, never more than it has chunks."""
+    script = """
+    import json, torch
+    from fastinit import _C
+    from fastinit.contract import Distribution, uniform_params
+    from fastinit.plan import make_fill, pack_descriptors
+    def team(numel, threads):
+        t = torch.empty(numel)
+        return _C.fill(pack_descriptors([make_fill(t, Distribution.UNIFORM,
+                                                   uniform_params(0, 1), 3)]), threads)
+    print(json.dumps([team(1024, 2), team(1 << 16, 2), team(1 << 17, 4), team(1 << 22, 2),
+                      team(1 << 22, 3), team(1 << 22, 1), team(1 << 18, 8)]))
+    """
+    assert last_json(run_script(script)) == [1, 1, 1, 2, 3, 1, 4]
+
+
+def test_values_do_not_depend_on_thread_count_or_on_fills_running_alongside():
+    """Mixed tensors (contiguous, channels_last, a transposed bf16, small ones) in one call give
+    the same bytes on 1, 2, 3 and 8 threads, and while two other Python threads fill at the same
+    time (one of them then runs without the pool); a uniform fill on the pool equals the
+    pure-Python reference."""
+    script = """
+    import hashlib, json, threading, torch
+    from fastinit import _C
+    from fastinit.backends import reference
+    from fastinit.contract import Distribution, normal_params, uniform_params
+    from fastinit.plan import make_fill, pack_descriptors
+
+    def tensors():
+        return [torch.empty(3_000_017), torch.empty(8, 64, 56, 56).to(
+                    memory_format=torch.channels_last),
+                torch.empty(1536, 1024, dtype=torch.bfloat16).t(), torch.empty(1000),
+                torch.empty(77)]
+    def fills(ts, seed):
+        return [make_fill(t, Distribution.NORMAL if i % 2 else Distribution.UNIFORM,
+                          normal_params(0, 1) if i % 2 else uniform_params(-1, 1, t.dtype),
+                          seed, stream=i) for i, t in enumerate(ts)]
+    def digest(ts):
+        return hashlib.sha256(b"".join(t.contiguous().view(torch.uint8).numpy().tobytes()
+                                       for t in ts)).hexdigest()
+    def filled(threads, seed=1):
+        ts = tensors()
+        _C.fill(pack_descriptors(fills(ts, seed)), threads)
+        return digest(ts)
+
+    # uniform is bitwise equal to the reference (normal within the contract's tolerance).
+    ref, ours = torch.empty(3_000_017), torch.empty(3_000_017)
+    reference.run([make_fill(ref, Distribution.UNIFORM, uniform_params(-1, 1), 1)])
+    _C.fill(pack_descriptors([make_fill(ours, Distribution.UNIFORM, uniform_params(-1, 1), 1)]),
+            2)
+    results = {"reference": torch.equal(ref, ours)}
+    results["by threads"] = [filled(t) for t in (1, 2, 3, 8)]
+    expected = {seed: filled(1, seed) for seed in (1, 2)}
+    seen = []
+    def worker(seed):
+        for _ in range(6):
+            seen.append(filled(2, seed) == expected[seed])
+    workers = [threading.Thread(target=worker, args=(seed,)) for seed in (1, 2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    results["alongside"] = seen
+    print(json.dumps(results))
+    """
+    results = last_json(run_script(script, 300))
+    assert results["reference"]
+    assert len(set(results["by threads"])) == 1, results["by threads"]
+    assert results["alongside"] == [True] * 12
 
 
 def test_fill_uses_the_calling_threads_torch_thread_count():

@@ -6,10 +6,11 @@
 
 namespace fastinit {
 
-// Fills every tensor of `descriptors` (already validated) on num_threads threads (<= 0:
-// OpenMP's default; never more than there are 65,536-element chunks): an OpenMP team, or in a
-// forked child, which must not enter OpenMP, new threads of its own. Returns the number of
-// threads that ran the fill.
+// Fills every tensor of `descriptors` (already validated) on up to num_threads threads (<= 0: one
+// per CPU this process may run on; never more than there are 65,536-element chunks): the calling
+// thread alone for a small fill, else the caller and threads of a pool that never make it wait
+// for a thread that is not running (thread_pool.h). Fork-safe: a forked child fills on a pool of
+// its own. Returns the number of threads the fill was offered to (1 for a small fill).
 int fill_cpu(const FillDescriptor* descriptors, int64_t count, int num_threads);
 
 // The instruction set the multi-versioned fill runs with on this CPU.
