@@ -6,7 +6,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional, TextIO
+from typing import Callable, Optional, Sequence, TextIO
 
 import torch
 
@@ -99,16 +99,20 @@ def shape_for(numel: int) -> tuple[int, int]:
 
 def run_bench(device: str = "cpu", dtypes=("float32", "bfloat16"), numel: int = 16 * 2**20,
               repeats: int = 5, reference_numel: int = 2**20,
-              progress: Optional[TextIO] = None) -> list[Row]:
-    """Time every distribution of every backend that runs on `device` against torch.nn.init.
+              progress: Optional[TextIO] = None,
+              backend_names: Optional[Sequence[str]] = None) -> list[Row]:
+    """Time every distribution of each backend that runs on `device` against torch.nn.init.
 
     Args:
         device: where the tensors live.
         dtypes: dtype names to run.
         numel: elements per tensor (rounded down to whole rows of shape_for).
         repeats: timed calls per measurement; the median is kept.
-        reference_numel: elements per tensor for the slow NumPy reference backend.
+        reference_numel: elements per tensor for the NumPy reference backend.
         progress: a stream for a one-line progress counter, or None.
+        backend_names: the backends to time, those of them that run here; None: every
+            available backend but ``reference`` (the contract's executable statement, slow by
+            design).
 
     Returns:
         One Row per (dtype, backend, distribution).
@@ -116,8 +120,10 @@ def run_bench(device: str = "cpu", dtypes=("float32", "bfloat16"), numel: int = 
     dev = torch.device(device)
     rows: list[Row] = []
     previous = backends.get_backend()
-    runnable = [b for b in backends.backend_info()["available"]
-                if backends._module(b).supports(dev)]
+    wanted = backend_names if backend_names is not None else [
+        b for b in backends.BACKENDS if b != "reference"]
+    runnable = [b for b in wanted if b in backends.backend_info()["available"]
+                and backends._module(b).supports(dev)]
     counter = Progress(f"bench {dev}", len(dtypes) * len(runnable) * len(DISTRIBUTIONS), progress)
     try:
         for dtype_name in dtypes:
@@ -169,11 +175,15 @@ class SweepPoint:
 
 
 def plot_sizes(max_numel: int = 256 * 2**20, min_numel: int = 1024) -> list[int]:
-    """Tensor sizes of the sweep: `min_numel` times powers of 4, up to `max_numel`."""
-    sizes = [min_numel]
-    while sizes[-1] * 4 <= max_numel:
+    """Tensor sizes of the sweep: `min_numel` times powers of 4 below `max_numel`, then
+    `max_numel` itself, each as the tensor of shape_for holds it (``--max-numel 4M`` ends at
+    3,997,696 = 976 x 4096 elements, ``4Mi`` at 4,194,304)."""
+    sizes = [min(min_numel, max_numel)]
+    while sizes[-1] * 4 < max_numel:
         sizes.append(sizes[-1] * 4)
-    return sizes
+    if sizes[-1] < max_numel:
+        sizes.append(max_numel)
+    return list(dict.fromkeys(rows * cols for rows, cols in map(shape_for, sizes)))
 
 
 def run_sweep(device, dtype_name: str, sizes: list[int], repeats: int = 5,
