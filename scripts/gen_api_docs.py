@@ -27,7 +27,8 @@ ENTRY_SECTIONS = ("Args", "Arguments", "Raises")
 TEXT_SECTIONS = ("Returns", "Yields", "Note", "Warning", "Example", "Examples")
 SECTION = re.compile(r"^(%s)::?\s*$" % "|".join(ENTRY_SECTIONS + TEXT_SECTIONS))
 ENTRY = re.compile(r"^(\*{0,2}[\w.]+)(\s*\([^)]*\))?:\s*(.*)$")
-ROLE = re.compile(r":(?:func|class|meth|mod|attr|data|exc|math|obj):`([^`]+)`")
+ROLE = re.compile(r":(?:func|class|meth|mod|attr|data|exc|math|obj):`~?([^`]+)`")
+REPLACEMENT = re.compile(r"deprecated in favou?r of :func:`(fastinit\.\w+)`")
 ADDRESS = re.compile(r"0x[0-9a-fA-F]{6,}")
 
 
@@ -48,6 +49,8 @@ def _dedent(lines: list[str]) -> list[str]:
 def _code_block(lines: list[str]) -> list[str]:
     while lines and not lines[-1].strip():
         lines = lines[:-1]
+    while lines and not lines[0].strip():
+        lines = lines[1:]
     return ["```python", *_dedent(lines), "```", ""]
 
 
@@ -75,6 +78,8 @@ def docstring_markdown(doc: str | None) -> list[str]:
             elif any(l.strip().startswith(">>>") for l in body) or name.startswith("Example"):
                 out += _code_block(body)
             else:
+                while body and not body[-1].strip():
+                    body.pop()
                 out += [inline(l) for l in _dedent(body)] + [""]
             continue
         if line.strip().startswith(">>>"):
@@ -191,7 +196,7 @@ def public_names(fastinit) -> dict[str, list[tuple[str, object]]]:
         elif inspect.isclass(obj):
             key = "Errors" if issubclass(obj, BaseException) else "Classes"
             sections[key].append((qualified, obj))
-        elif "deprecated" in (obj.__doc__ or "").split("\n\n")[0].lower():
+        elif REPLACEMENT.search(obj.__doc__ or ""):
             sections["Deprecated aliases"].append((qualified, obj))
         else:
             sections["Functions"].append((qualified, obj))
@@ -204,9 +209,9 @@ SECTION_INTROS = {
     "Functions": "The drop-in functions take torch.nn.init's arguments (plus `seed=`); the "
                  "whole-model functions, `fused()` and the backend functions follow them.",
     "Classes": "What the whole-model functions return.",
-    "Errors": "Each derives from the exception torch.nn.init raises for the same input.",
-    "fastinit.spec": "Per-tensor specs for `init_module` and `materialize` rules: a "
-                     "description, not an action.",
+    "Errors": "fastinit's exception types; those raised for bad input also derive from the "
+              "type torch.nn.init raises for the same input.",
+    "fastinit.spec": "`from fastinit import spec`: the module's own description follows.",
     "Deprecated aliases": "torch.nn.init's deprecated names; each warns (`FutureWarning`) and "
                           "calls its replacement.",
 }
@@ -247,8 +252,8 @@ def generate() -> str:
             if inspect.ismodule(obj):
                 lines += docstring_markdown(obj.__doc__)
             elif title == "Deprecated aliases":
-                summary = inline(inspect.cleandoc(obj.__doc__ or "").split("\n\n")[0])
-                lines += [f"### `{qualified}`", "", summary.replace("\n", " "), ""]
+                replacement = REPLACEMENT.search(obj.__doc__).group(1)
+                lines += [f"### `{qualified}`", "", f"Deprecated: calls `{replacement}`.", ""]
             else:
                 lines += _entry(qualified, obj)
     text = "\n".join(lines).rstrip() + "\n"

@@ -33,7 +33,7 @@ except ImportError:
     HAVE_MATPLOTLIB = False
 needs_matplotlib = pytest.mark.skipif(not HAVE_MATPLOTLIB,
                                       reason="matplotlib is not installed (pip install "
-                                             "'fastinit[plot]'; the CI set-up installs it)")
+                                             "'.[plot]'; the CI set-up installs it)")
 
 
 def run_cli(*args, cwd=REPO, timeout=300) -> subprocess.CompletedProcess:
@@ -126,15 +126,56 @@ def test_explain_finds_modules_in_the_current_folder(tmp_path):
 @pytest.mark.parametrize("text,count", [
     ("100M", 100_000_000), ("1.3B", 1_300_000_000), ("7e9", 7_000_000_000), ("350k", 350_000),
     ("1_000", 1000), ("2G", 2_000_000_000), ("1.5e3K", 1_500_000), ("20000000", 20_000_000),
+    ("4Mi", 4 * 2**20), ("1ki", 1024), ("1.5Gi", 3 * 2**29), ("256MI", 2**28), ("1Ti", 2**40),
 ])
 def test_parse_count(text, count):
     assert cli.parse_count(text) == count
 
 
-@pytest.mark.parametrize("text", ["", "M", "abc", "1.3Q", "-5", "0", "1e-9", "1.2.3", "100 MB"])
+@pytest.mark.parametrize("text", ["", "M", "abc", "1.3Q", "-5", "0", "1e-9", "1.2.3", "100 MB",
+                                  "4Bi", "4iM", "4Mib"])
 def test_parse_count_rejects(text):
     with pytest.raises(argparse.ArgumentTypeError, match="count"):
         cli.parse_count(text)
+
+
+def test_count_help_gives_both_meanings():
+    bench = cli.build_parser()._subparsers._group_actions[0].choices["bench"]
+    text = " ".join(bench.format_help().split())
+    assert "powers of 1000" in text and "powers of 1024" in text and "16Mi" in text
+
+
+def test_plot_sizes_end_at_max_numel():
+    from fastinit.bench import plot_sizes
+
+    assert plot_sizes(4 * 2**20) == [1024 * 4**k for k in range(7)]  # 4Mi: powers of 4 only
+    four_million = plot_sizes(4_000_000)
+    assert four_million[:-1] == [1024 * 4**k for k in range(6)]
+    assert four_million[-1] == 976 * 4096  # 4M in whole 4096-element rows, not 1,048,576
+    assert plot_sizes(1000) == [1000]
+
+
+def test_bench_leaves_the_reference_backend_out_unless_asked():
+    from fastinit.bench import bench_backends
+
+    cpu = torch.device("cpu")
+    default = bench_backends(cpu)
+    assert "cpu" in default and "reference" not in default
+    assert bench_backends(cpu, ["reference", "cpu"]) == ["reference", "cpu"]
+    assert bench_backends(cpu, ["cuda"]) == []  # cuda does not fill CPU tensors
+    assert cli.backend_list("cpu, reference") == ["cpu", "reference"]
+    for bad in ("numpy", "", "cpu,,gpu"):
+        with pytest.raises(argparse.ArgumentTypeError, match="backends"):
+            cli.backend_list(bad)
+
+
+def test_bench_table_explains_its_columns():
+    from fastinit.bench import Row, format_table
+
+    table = format_table([Row("cpu", "cpu", "float32", "uniform_", 1024, 1.0, 10.0, 1.25)])
+    legend = [line for line in table.splitlines() if line.startswith("of fill_:")]
+    assert len(legend) == 1 and "above 100%" in legend[0]
+    assert table.splitlines()[-1].split()[-2:] == ["10.0x", "125%"]
 
 
 def test_every_option_has_help():
@@ -269,13 +310,32 @@ def test_explain_plot_writes_png(tmp_path):
 
 
 @needs_matplotlib
+def test_explain_plot_panels_show_n_and_the_critical_value(tmp_path):
+    import matplotlib
+    from fastinit.plots import plot_density_checks
+
+    model = nn.Sequential(nn.Linear(64, 32), nn.Linear(512, 512))
+    fastinit.reset_parameters(model, seed=0)
+    checks = density_checks(model)
+    path = tmp_path / "checks.svg"
+    with matplotlib.rc_context({"svg.fonttype": "none"}):  # text as text, to read it back
+        plot_density_checks(checks, str(path), "two layers")
+    svg = path.read_text()
+    assert "ranked by D / critical value" in svg
+    for check in checks:
+        assert f"n = {check.sample.numel():,}" in svg and f"critical {check.critical:.4f}" in svg
+    line = format_verdict(checks)
+    assert "D / critical" in line and "n = " in line
+
+
+@needs_matplotlib
 def test_bench_plot_writes_png(tmp_path):
     path = tmp_path / "sweep.png"
     proc = run_cli("bench", "--plot", str(path), "--max-numel", "16384", "--dtype", "float32",
                    "--device", "cpu")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     _assert_png(path)
-    assert "3 sizes from 1,024 to 16,384 elements x 6 distributions" in proc.stdout
+    assert "backend auto: 3 sizes from 1,024 to 16,384 elements x 6 distributions" in proc.stdout
     assert "sweep cpu float32: 18/18" in proc.stderr
 
 

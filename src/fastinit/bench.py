@@ -97,6 +97,24 @@ def shape_for(numel: int) -> tuple[int, int]:
     return (max(1, numel // cols), cols)
 
 
+def runs_on(backend: str, device: torch.device) -> bool:
+    """Whether `backend` (a name, or "auto") is available here and fills `device`'s tensors."""
+    if backend == "auto":
+        return True
+    return (backend in backends.backend_info()["available"]
+            and backends._module(backend).supports(device))
+
+
+def bench_backends(device: torch.device, backend_names: Optional[Sequence[str]] = None
+                   ) -> list[str]:
+    """The backends `fastinit bench` times on `device`: those of `backend_names` that run
+    there; by default every one that does but ``reference`` (the contract's executable
+    statement in NumPy, slow by design)."""
+    if backend_names is None:
+        backend_names = [b for b in backends.BACKENDS if b != "reference"]
+    return [b for b in backend_names if runs_on(b, device)]
+
+
 def run_bench(device: str = "cpu", dtypes=("float32", "bfloat16"), numel: int = 16 * 2**20,
               repeats: int = 5, reference_numel: int = 2**20,
               progress: Optional[TextIO] = None,
@@ -120,10 +138,7 @@ def run_bench(device: str = "cpu", dtypes=("float32", "bfloat16"), numel: int = 
     dev = torch.device(device)
     rows: list[Row] = []
     previous = backends.get_backend()
-    wanted = backend_names if backend_names is not None else [
-        b for b in backends.BACKENDS if b != "reference"]
-    runnable = [b for b in wanted if b in backends.backend_info()["available"]
-                and backends._module(b).supports(dev)]
+    runnable = bench_backends(dev, backend_names)
     counter = Progress(f"bench {dev}", len(dtypes) * len(runnable) * len(DISTRIBUTIONS), progress)
     try:
         for dtype_name in dtypes:
@@ -144,16 +159,20 @@ def run_bench(device: str = "cpu", dtypes=("float32", "bfloat16"), numel: int = 
     return rows
 
 
-TABLE_LEGEND = ("G/s: 10^9 elements written per second, median of the repeats; speedup: "
-                "torch.nn.init's time over fastinit's; of fill_: fastinit's rate as a share of "
-                "fill_'s, the memory-write floor")
+TABLE_LEGEND = [
+    "G/s: 10^9 elements written per second, median of the repeats; speedup: torch.nn.init's "
+    "time over fastinit's",
+    "of fill_: fastinit's rate as a share of torch's fill_ on the same tensor (writing memory "
+    "once, the rate a fill aims at); above 100%: fastinit wrote faster than fill_ did in this "
+    "run (fill_ is torch's kernel, not a hard limit, and a busy machine makes samples vary)",
+]
 
 
 def format_table(rows: list[Row]) -> str:
-    """The rows as a text table, its one-line legend first."""
+    """The rows as a text table, its legend (a line per term) first."""
     header = (f"{'device':<7}{'backend':<11}{'dtype':<10}{'distribution':<18}{'elements':>11}"
               f"{'fastinit G/s':>14}{'torch G/s':>11}{'speedup':>9}{'of fill_':>10}")
-    lines = [TABLE_LEGEND, header, "-" * len(header)]
+    lines = [*TABLE_LEGEND, header, "-" * len(header)]
     for r in rows:
         lines.append(
             f"{r.device:<7}{r.backend:<11}{r.dtype:<10}{r.distribution:<18}{r.numel:>11}"

@@ -25,7 +25,7 @@ RUNTIME_ERROR = 1   # it names something that is not there or fails
 # Decimal suffixes (a parameter count: 1.3B) and binary ones (a tensor size: 4Mi = 4 * 2**20).
 _COUNT_SUFFIXES = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12,
                    "KI": 2**10, "MI": 2**20, "GI": 2**30, "TI": 2**40}
-COUNT_HELP = "K, M, B or G, T: powers of 1000; Ki, Mi, Gi, Ti: powers of 1024"
+COUNT_HELP = "K, M, G (or B), T: powers of 1000; Ki, Mi, Gi, Ti: powers of 1024"
 
 
 class CommandError(Exception):
@@ -232,7 +232,8 @@ def _require_plotting() -> None:
 
 
 def _bench(args) -> int:
-    from .bench import DISTRIBUTIONS, format_table, plot_sizes, run_bench, run_sweep
+    from .bench import (DISTRIBUTIONS, format_table, plot_sizes, run_bench, run_sweep,
+                        runs_on)
 
     devices = [resolve_device(d) for d in args.device] if args.device else \
         [torch.device("cuda" if torch.cuda.is_available() else "cpu")]
@@ -241,14 +242,32 @@ def _bench(args) -> int:
     print(f"fastinit bench: torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads; backends: {install_summary()}")
     if args.plot:
+        from .backends import get_backend, set_backend
+        from .errors import BackendUnavailableError
         from .plots import plot_sweep
+        if args.backends and len(args.backends) > 1:
+            raise CommandError(f"--plot times one backend; --backends names "
+                               f"{len(args.backends)}", USAGE_ERROR)
+        backend = args.backends[0] if args.backends else "auto"
         device = devices[0]
+        previous = get_backend()
+        try:
+            set_backend(backend)
+        except BackendUnavailableError as exc:
+            raise CommandError(str(exc)) from None
+        if not runs_on(backend, device):
+            set_backend(previous)
+            raise CommandError(f"backend {backend!r} does not fill {device} tensors")
         sizes = plot_sizes(args.max_numel)
-        print(f"throughput sweep on {device_label(device)}, {args.dtype[0]}: {len(sizes)} sizes "
-              f"from {sizes[0]:,} to {sizes[-1]:,} elements x {len(DISTRIBUTIONS)} distributions")
-        points = run_sweep(device, args.dtype[0], sizes, progress=sys.stderr)
-        title = (f"fastinit bench --plot, {args.dtype[0]}, {device_label(device)}, "
-                 f"{torch.get_num_threads()} threads, torch {torch.__version__}, "
+        print(f"throughput sweep on {device_label(device)}, {args.dtype[0]}, backend {backend}: "
+              f"{len(sizes)} sizes from {sizes[0]:,} to {sizes[-1]:,} elements x "
+              f"{len(DISTRIBUTIONS)} distributions")
+        try:
+            points = run_sweep(device, args.dtype[0], sizes, progress=sys.stderr)
+        finally:
+            set_backend(previous)
+        title = (f"fastinit bench --plot, {args.dtype[0]}, {device_label(device)}, backend "
+                 f"{backend}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
                  f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
         plot_sweep(points, args.plot, title)
         print(f"wrote {args.plot}")
