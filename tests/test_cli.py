@@ -79,6 +79,7 @@ def test_errors_are_one_line_without_traceback(tmp_path, args, status, words):
         assert word in lines[0], lines[0]
 
 
+@pytest.mark.slow
 def test_closed_pipe_is_quiet(tmp_path):
     """`fastinit explain ... | head -1`: the reader leaves early, no traceback (the table is
     far larger than a pipe's buffer, so the writer does see the closed pipe)."""
@@ -229,6 +230,7 @@ def test_std_verdict():
     assert line.endswith("1 of 3 outside 1%: FAILED") and "(c: 0.0204 vs expected 0.02)" in line
 
 
+@pytest.mark.slow
 def test_demo_repeats_fast_phases_and_gives_a_verdict():
     proc = run_cli("demo", "--params", "20M", "--device", "cpu", "--repeats", "3")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -298,6 +300,7 @@ def _assert_png(path):
     assert data[:8] == PNG_MAGIC and len(data) > 10_000, len(data)
 
 
+@pytest.mark.slow
 @needs_matplotlib
 def test_explain_plot_writes_png(tmp_path):
     path = tmp_path / "tiny.png"
@@ -328,6 +331,7 @@ def test_explain_plot_panels_show_n_and_the_critical_value(tmp_path):
     assert "D / critical" in line and "n = " in line
 
 
+@pytest.mark.slow
 @needs_matplotlib
 def test_bench_plot_writes_png(tmp_path):
     path = tmp_path / "sweep.png"
