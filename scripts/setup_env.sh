@@ -50,7 +50,8 @@ if ! python -c "import torch" 2>/dev/null; then
 fi
 
 # The CUDA module is of use only to a torch with CUDA: skip its nvcc compile otherwise.
-TORCH_DESCRIPTION="$(python -c "import torch; print(torch.__version__, torch.version.cuda or '')")"
+TORCH_DESCRIPTION="$(python -c "import torch; print(torch.__version__, torch.version.cuda or '')" \
+  2>/dev/null)"
 if [ -z "${FASTINIT_CUDA:-}" ] || [ "${FASTINIT_CUDA}" = auto ]; then
   if [ -n "$(echo "$TORCH_DESCRIPTION" | cut -s -d' ' -f2)" ]; then
     export FASTINIT_CUDA=auto
