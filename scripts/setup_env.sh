@@ -1,24 +1,70 @@
 #!/usr/bin/env bash
 # Creates .venv (if missing) and installs fastinit with its test extra into it, as an editable
-# install in setuptools' strict mode (see setup.cfg).
+# install in setuptools' strict mode (see setup.cfg). One line per step, with the step's usual
+# duration on a 2-core machine, and how long it took.
+#
 # torch: any release in the range of pyproject.toml works; when none is installed this takes the
 # CPU build 2.13.0 (FASTINIT_TORCH overrides the requirement, e.g. FASTINIT_TORCH="torch==2.11.0").
-# The C++ CPU module is always built; CUDA objects too when nvcc is found (FASTINIT_CUDA=0|1|auto).
+# The C++ CPU module is always built. The CUDA module is built only when the installed torch has
+# CUDA and nvcc is found; FASTINIT_CUDA=1 requires it (CI: a CUDA compile error fails the run),
+# FASTINIT_CUDA=0 skips it.
 # The install is skipped when the build inputs (csrc/, kernels/, setup.py, setup.cfg,
 # pyproject.toml, the file names under src/, the build's environment variables) hash to the
 # value stored in .venv at the last install; FASTINIT_REINSTALL=1 forces it. pip's output goes
-# to .venv/fastinit-install.log and is shown only when the install fails.
+# to .venv/fastinit-install.log and is shown only when a step fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 STAMP=.venv/fastinit-build.sha256
 LOG=.venv/fastinit-install.log
+STEP_START=0
+
+# step "what" "usual duration": starts a line; done_step ends it with the time taken.
+step() {
+  STEP_START=$SECONDS
+  printf 'setup: %s (usually %s) ... ' "$1" "$2"
+}
+done_step() {
+  echo "done in $((SECONDS - STEP_START)) s${1:+; $1}"
+}
+fail_step() {
+  echo "FAILED"
+  cat "$LOG" >&2
+  echo "scripts/setup_env.sh: $1 failed; pip's output is above and in $LOG" >&2
+  exit 1
+}
 
 if [ ! -x .venv/bin/python ]; then
+  step "creating .venv with $("$PYTHON" -V 2>&1)" "10 s"
   "$PYTHON" -m venv .venv
-  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
+  done_step
 fi
 . .venv/bin/activate
+
+if ! python -c "import torch" 2>/dev/null; then
+  step "installing ${FASTINIT_TORCH:-torch==2.13.0}" "1 min from a local wheel, 2-4 min downloaded"
+  python -m pip install --quiet "${FASTINIT_TORCH:-torch==2.13.0}" >"$LOG" 2>&1 \
+    || fail_step "installing torch"
+  done_step
+fi
+
+# The CUDA module is of use only to a torch with CUDA: skip its nvcc compile otherwise.
+TORCH_DESCRIPTION="$(python -c "import torch; print(torch.__version__, torch.version.cuda or '')" \
+  2>/dev/null)"
+if [ -z "${FASTINIT_CUDA:-}" ] || [ "${FASTINIT_CUDA}" = auto ]; then
+  if [ -n "$(echo "$TORCH_DESCRIPTION" | cut -s -d' ' -f2)" ]; then
+    export FASTINIT_CUDA=auto
+    CUDA_NOTE="C++ CPU module, and the CUDA module if nvcc is found: torch ${TORCH_DESCRIPTION% *} has CUDA"
+  else
+    export FASTINIT_CUDA=0
+    CUDA_NOTE="C++ CPU module; no CUDA module: torch ${TORCH_DESCRIPTION% *} has no CUDA"
+  fi
+elif [ "$FASTINIT_CUDA" = 0 ]; then
+  CUDA_NOTE="C++ CPU module; no CUDA module: FASTINIT_CUDA=0"
+else
+  CUDA_NOTE="C++ CPU module and the CUDA module: FASTINIT_CUDA=$FASTINIT_CUDA"
+fi
 
 build_hash() {
   {
@@ -34,20 +80,17 @@ build_hash() {
 HASH="$(build_hash)"
 if [ "${FASTINIT_REINSTALL:-0}" != 1 ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$HASH" ] \
    && python -c "import fastinit._C" 2>/dev/null; then
-  echo "fastinit build is current (inputs unchanged since the last install); skipping pip install"
+  echo "setup: fastinit build is current (inputs unchanged since the last install); skipping pip"
 else
   rm -f "$STAMP"
-  if ! python -c "import torch" 2>/dev/null; then
-    echo "installing ${FASTINIT_TORCH:-torch==2.13.0} ..."
-    python -m pip install --quiet "${FASTINIT_TORCH:-torch==2.13.0}" >"$LOG" 2>&1 \
-      || { cat "$LOG"; exit 1; }
+  if [ "$FASTINIT_CUDA" = 0 ]; then
+    usual="1-2 min; the first time also the test extras, 1-3 min"
+  else
+    usual="5-8 min with nvcc; the first time also the test extras, 1-3 min"
   fi
-  echo "building and installing fastinit (pip install -e \".[test]\"; log in $LOG) ..."
-  if ! python -m pip install --quiet -e ".[test]" >"$LOG" 2>&1; then
-    cat "$LOG"
-    echo "scripts/setup_env.sh: pip install failed; its output is above and in $LOG" >&2
-    exit 1
-  fi
+  step "building fastinit ($CUDA_NOTE) and installing it with the test extras (pip install -e \".[test]\", log: $LOG)" "$usual"
+  python -m pip install --quiet -e ".[test]" >"$LOG" 2>&1 || fail_step "pip install -e \".[test]\""
   echo "$HASH" > "$STAMP"
+  done_step
 fi
 fastinit --version

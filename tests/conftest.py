@@ -49,3 +49,11 @@ def triton_kernels_or_skip():
 def poisoned(shape, dtype, device="cpu"):
     """A tensor full of NaN, so an element a kernel failed to write shows up."""
     return torch.full(shape, float("nan"), dtype=dtype, device=device)
+
+
+def backend_params(names):
+    """pytest parameters of backend names: in Triton's interpreter a "triton" case takes
+    seconds, so there it is marked slow (the quick suite leaves it to the slow one)."""
+    interpreted = os.environ.get("TRITON_INTERPRET") == "1"
+    return [pytest.param(name, marks=pytest.mark.slow) if name == "triton" and interpreted
+            else name for name in names]

@@ -33,7 +33,7 @@ except ImportError:
     HAVE_MATPLOTLIB = False
 needs_matplotlib = pytest.mark.skipif(not HAVE_MATPLOTLIB,
                                       reason="matplotlib is not installed (pip install "
-                                             "'fastinit[plot]'; the CI set-up installs it)")
+                                             "'.[plot]'; the CI set-up installs it)")
 
 
 def run_cli(*args, cwd=REPO, timeout=300) -> subprocess.CompletedProcess:
@@ -79,6 +79,7 @@ def test_errors_are_one_line_without_traceback(tmp_path, args, status, words):
         assert word in lines[0], lines[0]
 
 
+@pytest.mark.slow
 def test_closed_pipe_is_quiet(tmp_path):
     """`fastinit explain ... | head -1`: the reader leaves early, no traceback (the table is
     far larger than a pipe's buffer, so the writer does see the closed pipe)."""
@@ -126,15 +127,56 @@ def test_explain_finds_modules_in_the_current_folder(tmp_path):
 @pytest.mark.parametrize("text,count", [
     ("100M", 100_000_000), ("1.3B", 1_300_000_000), ("7e9", 7_000_000_000), ("350k", 350_000),
     ("1_000", 1000), ("2G", 2_000_000_000), ("1.5e3K", 1_500_000), ("20000000", 20_000_000),
+    ("4Mi", 4 * 2**20), ("1ki", 1024), ("1.5Gi", 3 * 2**29), ("256MI", 2**28), ("1Ti", 2**40),
 ])
 def test_parse_count(text, count):
     assert cli.parse_count(text) == count
 
 
-@pytest.mark.parametrize("text", ["", "M", "abc", "1.3Q", "-5", "0", "1e-9", "1.2.3", "100 MB"])
+@pytest.mark.parametrize("text", ["", "M", "abc", "1.3Q", "-5", "0", "1e-9", "1.2.3", "100 MB",
+                                  "4Bi", "4iM", "4Mib"])
 def test_parse_count_rejects(text):
     with pytest.raises(argparse.ArgumentTypeError, match="count"):
         cli.parse_count(text)
+
+
+def test_count_help_gives_both_meanings():
+    bench = cli.build_parser()._subparsers._group_actions[0].choices["bench"]
+    text = " ".join(bench.format_help().split())
+    assert "powers of 1000" in text and "powers of 1024" in text and "16Mi" in text
+
+
+def test_plot_sizes_end_at_max_numel():
+    from fastinit.bench import plot_sizes
+
+    assert plot_sizes(4 * 2**20) == [1024 * 4**k for k in range(7)]  # 4Mi: powers of 4 only
+    four_million = plot_sizes(4_000_000)
+    assert four_million[:-1] == [1024 * 4**k for k in range(6)]
+    assert four_million[-1] == 976 * 4096  # 4M in whole 4096-element rows, not 1,048,576
+    assert plot_sizes(1000) == [1000]
+
+
+def test_bench_leaves_the_reference_backend_out_unless_asked():
+    from fastinit.bench import bench_backends
+
+    cpu = torch.device("cpu")
+    default = bench_backends(cpu)
+    assert "cpu" in default and "reference" not in default
+    assert bench_backends(cpu, ["reference", "cpu"]) == ["reference", "cpu"]
+    assert bench_backends(cpu, ["cuda"]) == []  # cuda does not fill CPU tensors
+    assert cli.backend_list("cpu, reference") == ["cpu", "reference"]
+    for bad in ("numpy", "", "cpu,,gpu"):
+        with pytest.raises(argparse.ArgumentTypeError, match="backends"):
+            cli.backend_list(bad)
+
+
+def test_bench_table_explains_its_columns():
+    from fastinit.bench import Row, format_table
+
+    table = format_table([Row("cpu", "cpu", "float32", "uniform_", 1024, 1.0, 10.0, 1.25)])
+    legend = [line for line in table.splitlines() if line.startswith("of fill_:")]
+    assert len(legend) == 1 and "above 100%" in legend[0]
+    assert table.splitlines()[-1].split()[-2:] == ["10.0x", "125%"]
 
 
 def test_every_option_has_help():
@@ -170,7 +212,8 @@ def test_version_line_names_the_backends():
      "no GPU driver here"),
     ("ImportError: fastinit._cuda cannot use a GPU here: cudaErrorNoDevice", "no GPU here"),
     ("ImportError: fastinit._cuda was not built (no nvcc at install time, or FASTINIT_CUDA=0)",
-     "not built (no nvcc at install time)"),
+     "not built (this torch has no CUDA)" if torch.version.cuda is None
+     else "not built (no nvcc at install time)"),
     ("ModuleNotFoundError: No module named 'triton'", "triton not installed"),
     ("OSError: libfoo.so: cannot open shared object file; more", "OSError: libfoo.so: cannot "
                                                                  "open shared object file"),
@@ -187,6 +230,7 @@ def test_std_verdict():
     assert line.endswith("1 of 3 outside 1%: FAILED") and "(c: 0.0204 vs expected 0.02)" in line
 
 
+@pytest.mark.slow
 def test_demo_repeats_fast_phases_and_gives_a_verdict():
     proc = run_cli("demo", "--params", "20M", "--device", "cpu", "--repeats", "3")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -256,16 +300,38 @@ def _assert_png(path):
     assert data[:8] == PNG_MAGIC and len(data) > 10_000, len(data)
 
 
+@pytest.mark.slow
 @needs_matplotlib
 def test_explain_plot_writes_png(tmp_path):
     path = tmp_path / "tiny.png"
     proc = run_cli("explain", "fastinit.llama:tiny_llama", "--plot", str(path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     _assert_png(path)
-    assert re.search(r"^Kolmogorov-Smirnov check of 16 random tensors: worst D = [0-9.]+ "
-                     r"\(\S+, .*\): ok$", proc.stdout, re.M), proc.stdout
+    assert re.search(r"^Kolmogorov-Smirnov check of 16 random tensors at p = 0.001: highest "
+                     r"D / critical [0-9.]+ \(\S+: D = [0-9.]+, n = [0-9,]+, critical [0-9.]+\): "
+                     r"ok$", proc.stdout, re.M), proc.stdout
 
 
+@needs_matplotlib
+def test_explain_plot_panels_show_n_and_the_critical_value(tmp_path):
+    import matplotlib
+    from fastinit.plots import plot_density_checks
+
+    model = nn.Sequential(nn.Linear(64, 32), nn.Linear(512, 512))
+    fastinit.reset_parameters(model, seed=0)
+    checks = density_checks(model)
+    path = tmp_path / "checks.svg"
+    with matplotlib.rc_context({"svg.fonttype": "none"}):  # text as text, to read it back
+        plot_density_checks(checks, str(path), "two layers")
+    svg = path.read_text()
+    assert "ranked by D / critical value" in svg
+    for check in checks:
+        assert f"n = {check.sample.numel():,}" in svg and f"critical {check.critical:.4f}" in svg
+    line = format_verdict(checks)
+    assert "D / critical" in line and "n = " in line
+
+
+@pytest.mark.slow
 @needs_matplotlib
 def test_bench_plot_writes_png(tmp_path):
     path = tmp_path / "sweep.png"
@@ -273,7 +339,7 @@ def test_bench_plot_writes_png(tmp_path):
                    "--device", "cpu")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     _assert_png(path)
-    assert "3 sizes from 1,024 to 16,384 elements x 6 distributions" in proc.stdout
+    assert "backend auto: 3 sizes from 1,024 to 16,384 elements x 6 distributions" in proc.stdout
     assert "sweep cpu float32: 18/18" in proc.stderr
 
 

@@ -97,6 +97,7 @@ def test_thread_count_does_not_change_values():
         assert torch.equal(t1, t2)
 
 
+@pytest.mark.slow
 def test_omp_num_threads_env_does_not_change_values():
     script = (
         "import torch, fastinit; t = torch.empty(300001); fastinit.trunc_normal_(t, seed=3); "
@@ -200,6 +201,7 @@ def test_stream_for_name_is_blake2b_little_endian():
     assert stream_for_name("layers.0.weight") == int.from_bytes(digest, "little")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     os.environ.get("FASTINIT_SKIP_HUGE") == "1", reason="FASTINIT_SKIP_HUGE=1 set"
 )

@@ -6,6 +6,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -82,6 +84,7 @@ def test_import_does_not_import_torch_distributed_tensor():
     assert json.loads(probe(script).stdout.splitlines()[-1]) == [False, False]
 
 
+@pytest.mark.slow
 def test_dtensor_is_recognised_once_its_module_is_imported():
     # The negative control of the test above: the lazily bound names still see DTensors.
     script = """

@@ -25,6 +25,7 @@ from fastinit.contract import Distribution, half_open_limit, uniform_params
 from fastinit.plan import Layout, collapse, index_layouts, make_fill, pack_descriptors
 
 from contract_cases import assert_matches_reference, distributions
+from conftest import backend_params
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
 NAMES = ["uniform", "normal", "trunc_normal", "trunc_fp64_path", "constant"]
@@ -107,7 +108,7 @@ def _check(base, target, backend, name, dtype, fill_params, shape, indices=None)
                              name, dtype)
 
 
-@pytest.mark.parametrize("backend", list(BACKENDS))
+@pytest.mark.parametrize("backend", backend_params(BACKENDS))
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_layouts_get_their_logical_values_in_place(layout, dtype, backend):
@@ -137,7 +138,7 @@ SHARDS = {
 }
 
 
-@pytest.mark.parametrize("backend", list(BACKENDS))
+@pytest.mark.parametrize("backend", backend_params(BACKENDS))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
 @pytest.mark.parametrize("shard", list(SHARDS))
 @pytest.mark.parametrize("memory", ["contiguous", "permuted"])
@@ -240,7 +241,7 @@ HALF_OPEN_SIZES = {"cpu": 2**24, "cuda_kernel_code": 2**24, "reference": 2**20,
                    "triton": 2**14 if os.environ.get("TRITON_INTERPRET") == "1" else 2**24}
 
 
-@pytest.mark.parametrize("backend", list(BACKENDS))
+@pytest.mark.parametrize("backend", backend_params(BACKENDS))
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("a,b", [(0.0, 1.0), (-0.1, 0.1)])
 def test_half_precision_uniform_stays_below_b(a, b, dtype, backend):

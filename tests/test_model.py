@@ -867,6 +867,7 @@ def _run_cli(*args, timeout=180) -> str:
     return proc.stdout
 
 
+@pytest.mark.slow
 def test_cli_explain_prints_rows():
     out = _run_cli("explain", "fastinit.llama:tiny_llama")
     lines = {line.split()[0]: line.split() for line in out.splitlines()[2:] if line.strip()}
@@ -890,6 +891,7 @@ def test_cli_explain_rejects_bad_target():
     assert proc.returncode != 0 and "PACKAGE.MODULE:FACTORY" in proc.stderr
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end():
     out = _run_cli("demo", "--params", "2e7", "--device", "cpu", timeout=300)
     speedup = re.search(r"^speedup: ([0-9.]+)x", out, re.M)

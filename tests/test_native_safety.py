@@ -172,6 +172,7 @@ def test_tensors_without_storage_raise_in_every_backend():
         assert untouched, f"{case}: the good tensor was written although the call raised"
 
 
+@pytest.mark.slow
 def test_triton_launcher_rejects_misaligned_data_and_unknown_dist():
     script = """
     import json, torch
@@ -242,6 +243,7 @@ print(json.dumps([parent_team, expected == child_digest, child_team, seconds, pr
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parent_fills", [True, False], ids=["after_a_fill", "after_torch_ops"])
 def test_fork_child_after_parallel_regions_completes_with_the_same_values(parent_fills):
     """The parent ran torch's OpenMP team, and fastinit's pool or not (the fork handler is in
@@ -257,6 +259,7 @@ def test_fork_child_after_parallel_regions_completes_with_the_same_values(parent
     assert seconds < 30
 
 
+@pytest.mark.slow
 def test_fork_child_before_any_parallel_region_keeps_its_threads():
     script = """
     import faulthandler, json, multiprocessing, torch

@@ -139,6 +139,7 @@ def test_compiled_calls_cover_every_public_function():
     assert set(COMPILED_CALLS) == set(ALL_CALLS)
 
 
+@pytest.mark.slow
 def test_compile_fullgraph_equals_eager_bitwise_on_cpu_and_reference():
     torch._dynamo.reset()
     compiled_fn = torch.compile(_compiled_calls, fullgraph=True)  # inductor, CPU

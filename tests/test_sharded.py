@@ -780,6 +780,7 @@ def _reference_model(factory, call) -> dict:
     return {n: t.detach().clone() for n, t in _all_tensors(model).items()}
 
 
+@pytest.mark.slow
 @per_world
 def test_guard_catches_collectives(launches, world):
     launches(world).check("guard")

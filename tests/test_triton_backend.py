@@ -116,6 +116,7 @@ def test_exact_fma_path_matches_reference(monkeypatch, dtype):
         assert_matches_reference(fill.tensor, reference_values(fill), name, dtype)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(cpu.IMPORT_ERROR is not None, reason="the C++ cpu backend is not built")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_exact_fma_path_gives_the_cpp_bits(monkeypatch, dtype):
@@ -133,6 +134,7 @@ def test_exact_fma_path_gives_the_cpp_bits(monkeypatch, dtype):
             assert torch.equal(target.cpu(), expected), f"{name} {dtype} {shape}"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(cpu.IMPORT_ERROR is not None, reason="the C++ cpu backend is not built")
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_same_numbers_as_cpp(dtype):
@@ -173,6 +175,7 @@ def _carve(buffer, offset, numel, guard):
     return buffer[start : start + numel], start + numel + guard
 
 
+@pytest.mark.slow
 def test_one_launch_many_tensors():
     """Over 200 tensors of mixed sizes, distributions and shard offsets in one launch; each a
     slice of one poisoned buffer with NaN guards around it that must stay untouched."""

@@ -83,6 +83,7 @@ def assert_guards(buffer):
         "an element outside the target was written"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("transpose", [False, True], ids=["contiguous", "transposed"])
 def test_one_tensor(dtype, transpose):
@@ -222,6 +223,7 @@ def _compiled_fill(backend):
                          fullgraph=True), graphs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_dynamo_traces_the_op(dtype):
     """fullgraph=True: Dynamo traces the op (its fake implementation writes nothing) into one

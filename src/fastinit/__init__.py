@@ -15,6 +15,7 @@ from . import spec
 from .fused import fused
 from .gains import calculate_gain
 from .model import InitResult, explain, init_module, materialize, meta_init, reset_parameters
+from .model import ExplainRow, Explanation
 from .nn_init import (
     constant,
     constant_,
@@ -88,6 +89,8 @@ __all__ = [
     "explain",
     "fused",
     "InitResult",
+    "Explanation",
+    "ExplainRow",
     "set_backend",
     "get_backend",
     "backend_info",

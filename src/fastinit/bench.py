@@ -6,7 +6,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional, TextIO
+from typing import Callable, Optional, Sequence, TextIO
 
 import torch
 
@@ -97,18 +97,40 @@ def shape_for(numel: int) -> tuple[int, int]:
     return (max(1, numel // cols), cols)
 
 
+def runs_on(backend: str, device: torch.device) -> bool:
+    """Whether `backend` (a name, or "auto") is available here and fills `device`'s tensors."""
+    if backend == "auto":
+        return True
+    return (backend in backends.backend_info()["available"]
+            and backends._module(backend).supports(device))
+
+
+def bench_backends(device: torch.device, backend_names: Optional[Sequence[str]] = None
+                   ) -> list[str]:
+    """The backends `fastinit bench` times on `device`: those of `backend_names` that run
+    there; by default every one that does but ``reference`` (the contract's executable
+    statement in NumPy, slow by design)."""
+    if backend_names is None:
+        backend_names = [b for b in backends.BACKENDS if b != "reference"]
+    return [b for b in backend_names if runs_on(b, device)]
+
+
 def run_bench(device: str = "cpu", dtypes=("float32", "bfloat16"), numel: int = 16 * 2**20,
               repeats: int = 5, reference_numel: int = 2**20,
-              progress: Optional[TextIO] = None) -> list[Row]:
-    """Time every distribution of every backend that runs on `device` against torch.nn.init.
+              progress: Optional[TextIO] = None,
+              backend_names: Optional[Sequence[str]] = None) -> list[Row]:
+    """Time every distribution of each backend that runs on `device` against torch.nn.init.
 
     Args:
         device: where the tensors live.
         dtypes: dtype names to run.
         numel: elements per tensor (rounded down to whole rows of shape_for).
         repeats: timed calls per measurement; the median is kept.
-        reference_numel: elements per tensor for the slow NumPy reference backend.
+        reference_numel: elements per tensor for the NumPy reference backend.
         progress: a stream for a one-line progress counter, or None.
+        backend_names: the backends to time, those of them that run here; None: every
+            available backend but ``reference`` (the contract's executable statement, slow by
+            design).
 
     Returns:
         One Row per (dtype, backend, distribution).
@@ -116,8 +138,7 @@ def run_bench(device: str = "cpu", dtypes=("float32", "bfloat16"), numel: int = 
     dev = torch.device(device)
     rows: list[Row] = []
     previous = backends.get_backend()
-    runnable = [b for b in backends.backend_info()["available"]
-                if backends._module(b).supports(dev)]
+    runnable = bench_backends(dev, backend_names)
     counter = Progress(f"bench {dev}", len(dtypes) * len(runnable) * len(DISTRIBUTIONS), progress)
     try:
         for dtype_name in dtypes:
@@ -138,16 +159,20 @@ def run_bench(device: str = "cpu", dtypes=("float32", "bfloat16"), numel: int = 
     return rows
 
 
-TABLE_LEGEND = ("G/s: 10^9 elements written per second, median of the repeats; speedup: "
-                "torch.nn.init's time over fastinit's; of fill_: fastinit's rate as a share of "
-                "fill_'s, the memory-write floor")
+TABLE_LEGEND = [
+    "G/s: 10^9 elements written per second, median of the repeats; speedup: torch.nn.init's "
+    "time over fastinit's",
+    "of fill_: fastinit's rate as a share of torch's fill_ on the same tensor (writing memory "
+    "once, the rate a fill aims at); above 100%: fastinit wrote faster than fill_ did in this "
+    "run (fill_ is torch's kernel, not a hard limit, and a busy machine makes samples vary)",
+]
 
 
 def format_table(rows: list[Row]) -> str:
-    """The rows as a text table, its one-line legend first."""
+    """The rows as a text table, its legend (a line per term) first."""
     header = (f"{'device':<7}{'backend':<11}{'dtype':<10}{'distribution':<18}{'elements':>11}"
               f"{'fastinit G/s':>14}{'torch G/s':>11}{'speedup':>9}{'of fill_':>10}")
-    lines = [TABLE_LEGEND, header, "-" * len(header)]
+    lines = [*TABLE_LEGEND, header, "-" * len(header)]
     for r in rows:
         lines.append(
             f"{r.device:<7}{r.backend:<11}{r.dtype:<10}{r.distribution:<18}{r.numel:>11}"
@@ -169,11 +194,15 @@ class SweepPoint:
 
 
 def plot_sizes(max_numel: int = 256 * 2**20, min_numel: int = 1024) -> list[int]:
-    """Tensor sizes of the sweep: `min_numel` times powers of 4, up to `max_numel`."""
-    sizes = [min_numel]
-    while sizes[-1] * 4 <= max_numel:
+    """Tensor sizes of the sweep: `min_numel` times powers of 4 below `max_numel`, then
+    `max_numel` itself, each as the tensor of shape_for holds it (``--max-numel 4M`` ends at
+    3,997,696 = 976 x 4096 elements, ``4Mi`` at 4,194,304)."""
+    sizes = [min(min_numel, max_numel)]
+    while sizes[-1] * 4 < max_numel:
         sizes.append(sizes[-1] * 4)
-    return sizes
+    if sizes[-1] < max_numel:
+        sizes.append(max_numel)
+    return list(dict.fromkeys(rows * cols for rows, cols in map(shape_for, sizes)))
 
 
 def run_sweep(device, dtype_name: str, sizes: list[int], repeats: int = 5,

@@ -119,10 +119,12 @@ def density_checks(module: nn.Module, max_samples: int = DEFAULT_MAX_SAMPLES) ->
 
 
 def format_verdict(checks: list[DensityCheck]) -> str:
-    """One line: the worst KS statistic, where, and whether every tensor passes."""
+    """One line: the tensor with the highest D / critical value (a tensor's critical value
+    depends on its n, so D alone does not rank tensors), its figures, and whether every tensor
+    passes."""
     worst = max(checks, key=lambda c: c.ks / c.critical)
     failed = [c for c in checks if not c.ok]
     verdict = "ok" if not failed else f"{len(failed)} FAILED"
-    return (f"Kolmogorov-Smirnov check of {len(checks)} random tensors: worst D = {worst.ks:.4f} "
-            f"({worst.name}, {worst.sample.numel():,} values, critical {worst.critical:.4f} at "
-            f"p = 0.001): {verdict}")
+    return (f"Kolmogorov-Smirnov check of {len(checks)} random tensors at p = 0.001: highest "
+            f"D / critical {worst.ks / worst.critical:.2f} ({worst.name}: D = {worst.ks:.4f}, "
+            f"n = {worst.sample.numel():,}, critical {worst.critical:.4f}): {verdict}")

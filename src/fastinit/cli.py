@@ -17,10 +17,15 @@ import time
 
 import torch
 
+from .backends import BACKENDS
+
 USAGE_ERROR = 2     # the command line itself is wrong
 RUNTIME_ERROR = 1   # it names something that is not there or fails
 
-_COUNT_SUFFIXES = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}
+# Decimal suffixes (a parameter count: 1.3B) and binary ones (a tensor size: 4Mi = 4 * 2**20).
+_COUNT_SUFFIXES = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12,
+                   "KI": 2**10, "MI": 2**20, "GI": 2**30, "TI": 2**40}
+COUNT_HELP = "K, M, G (or B), T: powers of 1000; Ki, Mi, Gi, Ti: powers of 1024"
 
 
 class CommandError(Exception):
@@ -39,11 +44,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parse_count(text: str) -> int:
-    """A count such as ``100M``, ``1.3B``, ``7e9``, ``350k`` or ``125000000`` as an int.
+    """A count such as ``100M``, ``1.3B``, ``7e9``, ``350k``, ``4Mi`` or ``125000000`` as an int.
 
     Args:
-        text: a positive number, optionally followed by K (10^3), M (10^6), B or G (10^9) or
-            T (10^12), case-insensitive; ``_`` separators are allowed.
+        text: a positive number, optionally followed by K (10^3), M (10^6), B or G (10^9),
+            T (10^12), or Ki (2^10), Mi (2^20), Gi (2^30), Ti (2^40), case-insensitive; ``_``
+            separators are allowed.
 
     Returns:
         The count, rounded to the nearest integer.
@@ -51,13 +57,13 @@ def parse_count(text: str) -> int:
     Raises:
         argparse.ArgumentTypeError: `text` is not such a number, or is not positive.
     """
-    match = re.fullmatch(r"\s*([0-9][0-9_]*(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z]?)\s*",
-                         text)
+    match = re.fullmatch(
+        r"\s*([0-9][0-9_]*(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z]{0,2})\s*", text)
     suffix = match.group(2).upper() if match else ""
     if match is None or suffix not in _COUNT_SUFFIXES:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a count: use a number with an optional K, M, B or T, e.g. 100M, "
-            f"1.3B, 7e9")
+            f"{text!r} is not a count: use a number with an optional suffix ({COUNT_HELP}), "
+            f"e.g. 100M, 1.3B, 7e9, 4Mi")
     value = round(float(match.group(1).replace("_", "")) * _COUNT_SUFFIXES[suffix])
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive count")
@@ -77,6 +83,20 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
     return value
+
+
+def backend_list(text: str) -> list[str]:
+    """Backend names, comma-separated, for argparse (``cpu,reference``).
+
+    Raises:
+        argparse.ArgumentTypeError: a name that is not a backend, or none at all.
+    """
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in BACKENDS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a list of backends: choose from {', '.join(BACKENDS)}")
+    return list(dict.fromkeys(names))
 
 
 def available_devices() -> list[str]:
@@ -165,7 +185,8 @@ def load_model(target: str) -> torch.nn.Module:
 def _short_reason(why: str) -> str:
     """A backend's unavailability reason, in a few words."""
     if "was not built" in why:
-        return "not built (no nvcc at install time)"
+        return ("not built (this torch has no CUDA)" if torch.version.cuda is None
+                else "not built (no nvcc at install time)")
     if "InsufficientDriver" in why or "no CUDA driver" in why:
         return "no GPU driver here"
     if "NoDevice" in why:
@@ -211,7 +232,8 @@ def _require_plotting() -> None:
 
 
 def _bench(args) -> int:
-    from .bench import DISTRIBUTIONS, format_table, plot_sizes, run_bench, run_sweep
+    from .bench import (DISTRIBUTIONS, format_table, plot_sizes, run_bench, run_sweep,
+                        runs_on)
 
     devices = [resolve_device(d) for d in args.device] if args.device else \
         [torch.device("cuda" if torch.cuda.is_available() else "cpu")]
@@ -220,14 +242,32 @@ def _bench(args) -> int:
     print(f"fastinit bench: torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads; backends: {install_summary()}")
     if args.plot:
+        from .backends import get_backend, set_backend
+        from .errors import BackendUnavailableError
         from .plots import plot_sweep
+        if args.backends and len(args.backends) > 1:
+            raise CommandError(f"--plot times one backend; --backends names "
+                               f"{len(args.backends)}", USAGE_ERROR)
+        backend = args.backends[0] if args.backends else "auto"
         device = devices[0]
+        previous = get_backend()
+        try:
+            set_backend(backend)
+        except BackendUnavailableError as exc:
+            raise CommandError(str(exc)) from None
+        if not runs_on(backend, device):
+            set_backend(previous)
+            raise CommandError(f"backend {backend!r} does not fill {device} tensors")
         sizes = plot_sizes(args.max_numel)
-        print(f"throughput sweep on {device_label(device)}, {args.dtype[0]}: {len(sizes)} sizes "
-              f"from {sizes[0]:,} to {sizes[-1]:,} elements x {len(DISTRIBUTIONS)} distributions")
-        points = run_sweep(device, args.dtype[0], sizes, progress=sys.stderr)
-        title = (f"fastinit bench --plot, {args.dtype[0]}, {device_label(device)}, "
-                 f"{torch.get_num_threads()} threads, torch {torch.__version__}, "
+        print(f"throughput sweep on {device_label(device)}, {args.dtype[0]}, backend {backend}: "
+              f"{len(sizes)} sizes from {sizes[0]:,} to {sizes[-1]:,} elements x "
+              f"{len(DISTRIBUTIONS)} distributions")
+        try:
+            points = run_sweep(device, args.dtype[0], sizes, progress=sys.stderr)
+        finally:
+            set_backend(previous)
+        title = (f"fastinit bench --plot, {args.dtype[0]}, {device_label(device)}, backend "
+                 f"{backend}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
                  f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
         plot_sweep(points, args.plot, title)
         print(f"wrote {args.plot}")
@@ -235,7 +275,10 @@ def _bench(args) -> int:
     for device in devices:
         print(f"device {device_label(device)}")
         rows = run_bench(str(device), args.dtype, args.numel, args.repeats, args.reference_numel,
-                         progress=sys.stderr)
+                         progress=sys.stderr, backend_names=args.backends)
+        if not rows:
+            raise CommandError(f"none of the backends {', '.join(args.backends)} runs on "
+                               f"{device}: {install_summary()}")
         print(format_table(rows))
     return 0
 
@@ -309,17 +352,23 @@ def build_parser() -> argparse.ArgumentParser:
                        choices=["float32", "bfloat16", "float16", "float64"],
                        help="dtype to run (repeatable; default: float32 and bfloat16; --plot "
                             "uses the first)")
-    bench.add_argument("--numel", type=parse_count, default=16 * 2**20,
-                       help="elements per tensor (e.g. 16M)")
-    bench.add_argument("--reference-numel", type=parse_count, default=2**20,
-                       help="elements per tensor for the slow NumPy reference backend")
+    bench.add_argument("--backends", type=backend_list, default=None, metavar="NAME[,NAME]",
+                       help="backends to time, comma-separated, from "
+                            f"{', '.join(BACKENDS)} (default: every one available here "
+                            "but reference, the NumPy statement of the contract, which is "
+                            "slow by design)")
+    bench.add_argument("--numel", type=parse_count, default="16Mi",
+                       help=f"elements per tensor ({COUNT_HELP})")
+    bench.add_argument("--reference-numel", type=parse_count, default="1Mi",
+                       help="elements per tensor for the reference backend, when --backends "
+                            "names it")
     bench.add_argument("--repeats", type=positive_int, default=5,
                        help="timed repeats (median reported)")
     bench.add_argument("--plot", metavar="FILE.png",
-                       help="instead of the table, plot throughput against tensor size (1K to "
+                       help="instead of the table, plot throughput against tensor size (1Ki to "
                             "--max-numel elements) for fastinit, torch.nn.init and fill_")
-    bench.add_argument("--max-numel", type=parse_count, default=256 * 2**20,
-                       help="largest tensor of --plot (e.g. 64M)")
+    bench.add_argument("--max-numel", type=parse_count, default="256Mi",
+                       help=f"largest tensor of --plot ({COUNT_HELP}; e.g. 64Mi)")
     bench.set_defaults(func=_bench)
 
     demo = sub.add_parser("demo", formatter_class=formatter,

@@ -1,5 +1,6 @@
 """Figures for the command line (`fastinit bench --plot`, `fastinit explain --plot`), drawn
-with matplotlib, an optional dependency: ``pip install "fastinit[plot]"``."""
+with matplotlib, an optional dependency (the ``plot`` extra: ``pip install ".[plot]"`` from a
+clone, or ``pip install matplotlib``)."""
 from __future__ import annotations
 
 import math
@@ -21,7 +22,8 @@ def require_matplotlib():
     try:
         import matplotlib
     except ImportError as exc:
-        raise ImportError(f"plots need matplotlib ({exc}): pip install 'fastinit[plot]'") from None
+        raise ImportError(f"plots need matplotlib ({exc}): pip install matplotlib, or "
+                          f"pip install '.[plot]' in a clone of fastinit") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -72,8 +74,10 @@ def plot_sweep(points: list[SweepPoint], path: str, title: str) -> None:
 def plot_density_checks(checks: list[DensityCheck], path: str, title: str) -> None:
     """Each tensor's histogram against its density, with its KS statistic, saved to `path`.
 
-    With more than 24 tensors, the 24 with the largest statistic (relative to its critical
-    value) are drawn. The worst is named in the figure's title.
+    The panels are ranked by D / critical value, largest first: a tensor's critical value
+    depends on how many of its values were checked (n), so D alone does not compare tensors.
+    Each panel shows D, n and the critical value; with more than 24 tensors the first 24 of
+    the ranking are drawn. The first in the ranking is named in the figure's title.
 
     Args:
         checks: from fastinit.check.density_checks.
@@ -90,13 +94,17 @@ def plot_density_checks(checks: list[DensityCheck], path: str, title: str) -> No
         ax.hist(values.numpy(), bins=60, density=True, color="C0", alpha=0.6)
         x = torch.linspace(lo, hi, 400, dtype=torch.float64)
         ax.plot(x.numpy(), check.pdf(x).numpy(), "C3-", lw=1.2)
-        ax.set_title(f"{check.name}\n{check.distribution.name.lower()}, D = {check.ks:.4f}",
-                     fontsize="small", color="black" if check.ok else "red")
+        ax.set_title(f"{check.name}, {check.distribution.name.lower()}\n"
+                     f"n = {check.sample.numel():,}: D = {check.ks:.4f}, critical "
+                     f"{check.critical:.4f}", fontsize="small",
+                     color="black" if check.ok else "red")
         ax.tick_params(labelsize="x-small")
     for ax in axes.flat[len(shown):]:
         ax.set_visible(False)
-    extra = "" if len(shown) == len(checks) else f" (the {len(shown)} largest D of {len(checks)})"
-    fig.suptitle(f"{title}{extra}\n{format_verdict(checks)}", fontsize="small")
+    shown_of = ("" if len(shown) == len(checks)
+                else f"; the first {len(shown)} of {len(checks)} shown")
+    fig.suptitle(f"{title}\n{format_verdict(checks)}\npanels ranked by D / critical value "
+                 f"(p = 0.001), largest first{shown_of}", fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
