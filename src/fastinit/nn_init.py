@@ -517,8 +517,10 @@ def trunc_normal_(
     Raises:
         UnsupportedDtypeError: `tensor` is not floating point (also a TypeError and a
             NotImplementedError, as torch raises).
-        InitValueError: `std < 0`, `a > b`, a nan bound, or a mean or std that is not finite, or
-            `tensor` is an expanded view whose elements share memory (also a ValueError and a
+        InitValueError: `std < 0`, `a > b`, a nan bound, or a mean or std that is not finite,
+            [a, b] holds no finite value of the dtype, a bound is outside the dtype's range
+            where [a, b] holds at most 0.3 of the mass (torch's uniform_ branch), or `tensor`
+            is an expanded view whose elements share memory (also a ValueError and a
             RuntimeError).
         TypeError: `seed` is not an int, or a value is not a real number.
         ValueError: `seed` is outside [0, 2**64).
