@@ -20,7 +20,7 @@ from torch._subclasses.fake_tensor import unset_fake_temporarily
 from .errors import InitValueError
 
 from . import contract_numbers as _numbers
-from .normal_tail import mass_fraction
+from .normal_tail import interval_exponent
 
 PHILOX_M0 = _numbers.PHILOX["M0"]
 PHILOX_M1 = _numbers.PHILOX["M1"]
@@ -306,7 +306,7 @@ def _trunc_normal_params(mean, std, alpha, beta, lo, hi, width, dtype) -> tuple[
                         or dp < p_beta * PLAN_LIMITS["FP64_PHI_MIN_RELATIVE_WIDTH"]):
         near = float(hi if sign > 0 else lo)  # the bound at beta, the density's high end
         return Distribution.TRUNC_NORMAL_TAIL, [
-            float(mean), sign * float(std), near, -beta, width, mass_fraction(-beta, width),
+            float(mean), sign * float(std), near, -beta, width, interval_exponent(-beta, width),
             a_in, b_in]
     dist = Distribution.TRUNC_NORMAL
     if (fp64_out or beta < FP32_TRUNC_NORMAL_MIN_BETA
@@ -366,8 +366,8 @@ def negated_params(dist: Distribution, params: list[float]) -> list[float]:
         return [-scale, -shift, limit]
     if dist == Distribution.NORMAL:
         return [-params[0], -params[1]]
-    if dist == Distribution.TRUNC_NORMAL_TAIL:  # [mean, +-std, near bound, L, D, r, a, b]
-        mean, signed_std, near, tail_l, tail_d, r, a_in, b_in = params
-        return [-mean, -signed_std, -near, tail_l, tail_d, r, -b_in, -a_in]
+    if dist == Distribution.TRUNC_NORMAL_TAIL:  # [mean, +-std, near bound, L, D, h(D), a, b]
+        mean, signed_std, near, tail_l, tail_d, h_d, a_in, b_in = params
+        return [-mean, -signed_std, -near, tail_l, tail_d, h_d, -b_in, -a_in]
     mean, signed_std, p_alpha, dp, alpha, beta, a_in, b_in = params
     return [-mean, -signed_std, p_alpha, dp, alpha, beta, -b_in, -a_in]

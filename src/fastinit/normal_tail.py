@@ -9,8 +9,8 @@ M(t) = Q(t) / phi(t), Mills' ratio (Q the upper-tail probability of the standard
     Q(L + d) / Q(L) = exp(-h(d)),   h(d) = integral over [L, L + d] of dt / M(t)
                                          = d L + d^2 / 2 + log M(L) - log M(L + d),
 
-so the quantile at fraction v in (0, 1] of the mass, counted from the near end, solves
-h(d) = -log(1 - v r), with r = 1 - exp(-h(D)) the interval's share of Q(L). Nothing here forms
+so the quantile at fraction u of the interval's mass, counted from its far end, solves
+h(d) = -log(1 - (1 - u) r), with r = 1 - exp(-h(D)) the interval's share of Q(L). Nothing here forms
 Phi(-L), which leaves fp64's range beyond L = 38, nor a difference of probabilities, which loses
 a narrow interval: every quantity is relative to the near end.
 """
@@ -58,22 +58,26 @@ def tail_exponent(L: float, d: np.ndarray) -> np.ndarray:
     return out
 
 
-def mass_fraction(L: float, D: float) -> float:
-    """r = 1 - Q(L + D) / Q(L), the share of the upper tail beyond L that lies in [L, L + D]."""
+def interval_exponent(L: float, D: float) -> float:
+    """h(D) = -log(Q(L + D) / Q(L)) of the whole interval (+inf for an unbounded one)."""
     if not math.isfinite(D):
-        return 1.0
-    return float(-np.expm1(-tail_exponent(L, np.array([D]))[0]))
+        return math.inf
+    return float(tail_exponent(L, np.array([D]))[0])
 
 
-def tail_offsets(L: float, D: float, r: float, v: np.ndarray) -> np.ndarray:
-    """The offsets d in [0, D] from the near end of fractions v in (0, 1] of the mass, counted
-    from the near end (v = 1: the far end): Newton's method on h(d) = -log(1 - v r) from the
-    upper estimate d0 = 2y / (L + sqrt(L^2 + 2y)) (1 / M(t) >= t)."""
-    v = np.asarray(v, dtype=np.float64).reshape(-1)
+def tail_offsets(L: float, D: float, h_d: float, u: np.ndarray) -> np.ndarray:
+    """The offsets d in [0, D] from the near end of the elements with fractions u in [0, 1) of
+    the interval's mass counted from the far end (u = 0: the far end); h_d = h(D). Newton's
+    method on h(d) = y, y = -log(1 - (1 - u) r) with r = 1 - exp(-h_d), taken as
+    -log1p(-(1 - u) r) near the near end and -log(u + (1 - u) exp(-h_d)) near the far end (no
+    cancellation at either), from the upper estimate d0 = 2y / (L + sqrt(L^2 + 2y))
+    (1 / M(t) >= t)."""
+    u = np.asarray(u, dtype=np.float64).reshape(-1)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        y = -np.log1p(-v * r)
+        share = (1.0 - u) * -math.expm1(-h_d)
+        y = np.where(share <= 0.5, -np.log1p(-share), -np.log(u + (1.0 - u) * math.exp(-h_d)))
         d = 2.0 * y / (L + np.hypot(L, np.sqrt(2.0 * y)))
-    far = ~np.isfinite(y)  # v r = 1: the far end
+    far = ~np.isfinite(y)  # u = 0 of an unbounded interval: the far end
     d[far] = D
     active = np.nonzero((d > 0.0) & ~far)[0]
     for _ in range(MAX_NEWTON_STEPS):
