@@ -352,8 +352,10 @@ def _assert_same(out, ref, dist, label):
     assert torch.equal(torch.isinf(out), torch.isinf(ref)) and torch.equal(
         out[torch.isinf(out)], ref[torch.isinf(ref)]), label
     finite = torch.isfinite(ref)
-    torch.testing.assert_close(out[finite].double(), ref[finite].double(),
-                               rtol=2 * torch.finfo(out.dtype).eps, atol=0, msg=label)
+    # fp64 outputs: AS241 against torch's ndtri in the reference, 1e-12 as between libms
+    rtol = 1e-12 if out.dtype == torch.float64 else 2 * torch.finfo(out.dtype).eps
+    torch.testing.assert_close(out[finite].double(), ref[finite].double(), rtol=rtol, atol=0,
+                               msg=label)
 
 
 def _reference(fill):
