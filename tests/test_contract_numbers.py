@@ -64,7 +64,12 @@ def test_descriptor_layout_is_one():
 
 def test_host_side_reads_the_source():
     assert contract.PHILOX_M0 == contract_numbers.PHILOX["M0"]
-    assert {d.name: int(d) for d in contract.Distribution} == contract_numbers.DISTRIBUTIONS
+    assert {d.name: int(d) for d in contract.Distribution} == {
+        **contract_numbers.DISTRIBUTIONS, **contract_numbers.HOST_DISTRIBUTIONS}
+    # host-only codes are no kernel's: the generated headers leave them out
+    assert not set(contract_numbers.DISTRIBUTIONS) & set(contract_numbers.HOST_DISTRIBUTIONS)
+    assert "kTruncNormalTail" not in contract_numbers.render_cpp_header()
+    assert "TRUNC_NORMAL_TAIL" not in contract_numbers.render_triton_module()
     assert {d.name: int(d) for d in contract.DType} == contract_numbers.DTYPES
     assert reference.ANGLE_STEP_F32 == contract_numbers.f32(contract_numbers.F32["ANGLE_STEP"])
 

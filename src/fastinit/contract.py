@@ -10,6 +10,7 @@ import math
 import threading
 import weakref
 from enum import IntEnum
+from fractions import Fraction
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -19,6 +20,7 @@ from torch._subclasses.fake_tensor import unset_fake_temporarily
 from .errors import InitValueError
 
 from . import contract_numbers as _numbers
+from .normal_tail import interval_exponent
 
 PHILOX_M0 = _numbers.PHILOX["M0"]
 PHILOX_M1 = _numbers.PHILOX["M1"]
@@ -27,10 +29,14 @@ PHILOX_W1 = _numbers.PHILOX["W1"]
 
 # Below this mirrored upper bound, Giles' fp32 erfinv is outside its fitted range (p < ~1e-8).
 FP32_TRUNC_NORMAL_MIN_BETA = float(_numbers.F64["FP32_TRUNC_NORMAL_MIN_BETA"])
+# The planner's thresholds for extreme parameters (docs/contract.md, "Extreme parameters").
+PLAN_LIMITS = {name: math.ldexp(1.0, e) for name, e in _numbers.PLAN_EXPONENTS.items()}
+FP32_MAX = float(np.finfo(np.float32).max)
 
 U64_MASK = (1 << 64) - 1
 
-Distribution = IntEnum("Distribution", _numbers.DISTRIBUTIONS, module=__name__)
+Distribution = IntEnum("Distribution", {**_numbers.DISTRIBUTIONS, **_numbers.HOST_DISTRIBUTIONS},
+                       module=__name__)
 Distribution.__doc__ = "Distribution codes of a fill descriptor."
 DType = IntEnum("DType", _numbers.DTYPES, module=__name__)
 DType.__doc__ = "dtype codes of a fill descriptor."
@@ -46,7 +52,8 @@ DTYPE_CODES = {
 
 def elements_per_block(dist: int, dtype: torch.dtype) -> int:
     """Contract elements per Philox call: 4 with fp32 math, 2 with fp64 math."""
-    if dtype == torch.float64 or dist == Distribution.TRUNC_NORMAL_FP64:
+    if dtype == torch.float64 or dist in (Distribution.TRUNC_NORMAL_FP64,
+                                          Distribution.TRUNC_NORMAL_TAIL):
         return 2
     return 4
 
@@ -207,11 +214,31 @@ def normal_params(mean: float, std: float) -> list[float]:
     return [float(mean), float(std)]
 
 
+def _fp64_math_dtype(dtype: torch.dtype) -> bool:
+    """Outputs whose values are computed in fp64 (fp64, and complex128 through its real view)."""
+    return dtype in (torch.float64, torch.complex128)
+
+
+def normal_fill_params(mean: float, std: float, dtype: torch.dtype) -> tuple[int, list[float]]:
+    """(distribution code, parameters) of a normal fill of `dtype`.
+
+    The fp32-math normal forms ``r * std`` before its fma, which overflows for std > 2^125
+    although the value ``r * std * cos + mean`` may not: such a normal (fp32, fp16, bf16
+    outputs) is the fp64-math trunc_normal on (-inf, inf), whose only rounding into the output
+    dtype is its last, so it overflows where the exact value does."""
+    if not _fp64_math_dtype(dtype) and float(std) > PLAN_LIMITS["NORMAL_FP32_MAX_STD"]:
+        inf = math.inf
+        return Distribution.TRUNC_NORMAL_FP64, [float(mean), float(std), 0.0, 1.0, -inf, inf,
+                                                -inf, inf]
+    return Distribution.NORMAL, normal_params(mean, std)
+
+
 def trunc_normal_params(
     mean: float, std: float, a: float, b: float, dtype: torch.dtype
 ) -> tuple[int, list[float]]:
     """(distribution code, parameters) of a truncated normal on [a, b] for `dtype`."""
-    return _trunc_normal_params(mean, std, (a - mean) / std, (b - mean) / std, a, b, dtype)
+    return _trunc_normal_params(mean, std, (a - mean) / std, (b - mean) / std, a, b,
+                                (b - a) / std, dtype)
 
 
 def trunc_normal_standard_params(
@@ -219,22 +246,72 @@ def trunc_normal_standard_params(
 ) -> tuple[int, list[float]]:
     """(distribution code, parameters) of `mean + std * z`, z a standard normal truncated to
     [a, b] (TF / JAX semantics)."""
-    return _trunc_normal_params(mean, std, a, b, mean + std * a, mean + std * b, dtype)
+    return _trunc_normal_params(mean, std, a, b, mean + std * a, mean + std * b, b - a, dtype)
 
 
-def _trunc_normal_params(mean, std, alpha, beta, lo, hi, dtype) -> tuple[int, list[float]]:
-    """A truncated normal with standardised bounds [alpha, beta], its values clamped to
-    [lo, hi] rounded inward to `dtype`."""
+def _flat_log_ratio(alpha: float, beta: float, width: float) -> float:
+    """log(max / min) of the standard normal density on [alpha, beta] (mirrored: alpha + beta
+    <= 0), from the width `width` = beta - alpha as the bounds give it (exact for an interval
+    narrower than the rounding of alpha and beta)."""
+    if beta <= 0.0:  # [-(L + D), -L]: (L + D)^2 / 2 - L^2 / 2, a sum of non-negative terms
+        value = width * -beta + 0.5 * width * width
+    else:  # holds 0, and |alpha| >= beta
+        value = 0.5 * alpha * alpha
+    return value if math.isfinite(value) else math.inf
+
+
+def closed_uniform_params(lo: float, hi: float, dtype: torch.dtype) -> list[float] | None:
+    """[scale, shift, limit] of the uniform formula whose values all lie in [lo, hi] (values
+    of `dtype`), with no half-open mapping (limit +inf): the scale is hi - lo, lowered by ulps
+    until the largest u (1 - 2^-24, or 1 - 2^-53 for fp64 outputs) lands at most on hi. None
+    where fp32 math cannot hold hi - lo."""
+    if _fp64_math_dtype(dtype):
+        scale = hi - lo
+        while scale > 0 and (1.0 - 2.0**-53) * scale + lo > hi:
+            scale = float(np.nextafter(scale, 0.0))
+        return [scale, lo, math.inf]
+    scale = float(np.float32(hi - lo))
+    if not math.isfinite(scale):
+        return None
+    top = Fraction(1) - Fraction(1, 2**24)
+    while scale > 0 and top * Fraction(scale) + Fraction(lo) > Fraction(hi):
+        scale = float(np.nextafter(np.float32(scale), np.float32(0.0)))
+    return [scale, lo, math.inf]
+
+
+def _trunc_normal_params(mean, std, alpha, beta, lo, hi, width, dtype) -> tuple[int, list[float]]:
+    """A truncated normal with standardised bounds [alpha, beta] (`width` = beta - alpha, taken
+    from the bounds themselves), its values clamped to [lo, hi] rounded inward to `dtype`.
+
+    The ordinary formulas where they resolve the interval, else (docs/contract.md, "Extreme
+    parameters"): a uniform where the density is flat across it to the output's precision;
+    fp64 math where fp32 cannot resolve Phi over it; tail coordinates (TRUNC_NORMAL_TAIL, on
+    the host) where fp64 cannot either."""
     sign = 1.0
     if alpha + beta > 0:
         alpha, beta, sign = -beta, -alpha, -1.0
-    p_alpha = phi(alpha)
-    dp = phi(beta) - p_alpha
     a_in, b_in = round_inward(lo, hi, dtype)
     if a_in > b_in:  # no value of `dtype` lies in [lo, hi]: the one nearest to it, everywhere
         return Distribution.CONSTANT, [nearest_to_interval(lo, hi, dtype)]
+    fp64_out = _fp64_math_dtype(dtype)
+    flat = PLAN_LIMITS["FLAT_LOG_RATIO_FP64" if fp64_out else "FLAT_LOG_RATIO_FP32"]
+    if _flat_log_ratio(alpha, beta, width) <= flat:
+        uniform = closed_uniform_params(a_in, b_in, dtype)
+        if uniform is not None:
+            return Distribution.UNIFORM, uniform
+    p_alpha = phi(alpha)
+    p_beta = phi(beta)
+    dp = p_beta - p_alpha
+    if beta <= 0.0 and (p_beta < PLAN_LIMITS["FP64_PHI_MIN"]
+                        or dp < p_beta * PLAN_LIMITS["FP64_PHI_MIN_RELATIVE_WIDTH"]):
+        near = float(hi if sign > 0 else lo)  # the bound at beta, the density's high end
+        return Distribution.TRUNC_NORMAL_TAIL, [
+            float(mean), sign * float(std), near, -beta, width, interval_exponent(-beta, width),
+            a_in, b_in]
     dist = Distribution.TRUNC_NORMAL
-    if dtype == torch.float64 or beta < FP32_TRUNC_NORMAL_MIN_BETA:
+    if (fp64_out or beta < FP32_TRUNC_NORMAL_MIN_BETA
+            or dp < p_beta * PLAN_LIMITS["FP32_PHI_MIN_RELATIVE_WIDTH"]
+            or not (abs(mean) <= FP32_MAX and abs(std) <= FP32_MAX)):
         dist = Distribution.TRUNC_NORMAL_FP64
     return dist, [float(mean), sign * float(std), p_alpha, dp, alpha, beta, a_in, b_in]
 
@@ -259,7 +336,7 @@ def describe_parameters(dist: int, params: Sequence[float]) -> str:
 
 def distribution_name(dist: int) -> str:
     """"uniform", "normal", "trunc_normal" (either math) or "constant"."""
-    if dist == Distribution.TRUNC_NORMAL_FP64:
+    if dist in (Distribution.TRUNC_NORMAL_FP64, Distribution.TRUNC_NORMAL_TAIL):
         return "trunc_normal"
     return Distribution(dist).name.lower()
 
@@ -289,5 +366,8 @@ def negated_params(dist: Distribution, params: list[float]) -> list[float]:
         return [-scale, -shift, limit]
     if dist == Distribution.NORMAL:
         return [-params[0], -params[1]]
+    if dist == Distribution.TRUNC_NORMAL_TAIL:  # [mean, +-std, near bound, L, D, h(D), a, b]
+        mean, signed_std, near, tail_l, tail_d, h_d, a_in, b_in = params
+        return [-mean, -signed_std, -near, tail_l, tail_d, h_d, -b_in, -a_in]
     mean, signed_std, p_alpha, dp, alpha, beta, a_in, b_in = params
     return [-mean, -signed_std, p_alpha, dp, alpha, beta, -b_in, -a_in]

@@ -22,6 +22,9 @@ PHILOX = {"M0": 0xD2511F53, "M1": 0xCD9E8D57, "W0": 0x9E3779B9, "W1": 0xBB67AE85
 # Distribution and dtype codes of a descriptor.
 DISTRIBUTIONS = {"CONSTANT": 0, "UNIFORM": 1, "NORMAL": 2, "TRUNC_NORMAL": 3,
                  "TRUNC_NORMAL_FP64": 4}
+# Codes computed on the host only, by one fp64 implementation (backends/reference.py), whatever
+# the backend: the dispatcher routes them there and no kernel knows them (not generated).
+HOST_DISTRIBUTIONS = {"TRUNC_NORMAL_TAIL": 5}
 DTYPES = {"FLOAT32": 0, "FLOAT64": 1, "FLOAT16": 2, "BFLOAT16": 3}
 
 # ---------------------------------------------------------------------------------------------
@@ -94,6 +97,23 @@ F64 = {
     "GILES_CENTRAL_MAX_W": "4.9",
     # Below this mirrored upper bound, Giles' fp32 erfinv is outside its fitted range.
     "FP32_TRUNC_NORMAL_MIN_BETA": "-5.0",
+}
+
+# Where the planner leaves the ordinary formulas (docs/contract.md, "Extreme parameters"); host
+# only, not generated. Powers of two, written as exponents.
+PLAN_EXPONENTS = {
+    # trunc_normal is a uniform where the density varies by at most 2^-24 (fp32 math) or 2^-53
+    # (fp64 outputs) across the interval: log(max / min of the density) below this
+    "FLAT_LOG_RATIO_FP32": -24,
+    "FLAT_LOG_RATIO_FP64": -53,
+    # Phi resolves an interval when it holds at least 2^16 probabilities of the format:
+    # Phi(beta) - Phi(alpha) >= Phi(beta) 2^-7 in fp32 (2^23 values per binade), 2^-36 in fp64
+    "FP32_PHI_MIN_RELATIVE_WIDTH": -7,
+    "FP64_PHI_MIN_RELATIVE_WIDTH": -36,
+    # fp64 Phi(beta) below 2^-990 (beta < -37.6) is near fp64's underflow: tail coordinates
+    "FP64_PHI_MIN": -990,
+    # fp32-math normal: r * std cannot overflow for std <= 2^125 (r <= 5.77 < 8)
+    "NORMAL_FP32_MAX_STD": 125,
 }
 
 # Polynomials, highest degree first (Horner with one fma per coefficient after the first).

@@ -7,13 +7,15 @@ tensor through the selected backend under the random-number contract, stream 0.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import math
 import sys
+import threading
 import warnings
-from typing import (Callable, Literal, NamedTuple, Optional, TypeVar, get_args, get_origin,
-                    get_type_hints)
+from typing import (Callable, Iterator, Literal, NamedTuple, Optional, TypeVar, get_args,
+                    get_origin, get_type_hints)
 
 import torch
 from torch import Tensor
@@ -26,6 +28,7 @@ from .contract import (
     check_seed,
     constant_params,
     draw_seed,
+    normal_fill_params,
     normal_params,
     trunc_normal_params,
     trunc_normal_standard_params,
@@ -331,7 +334,7 @@ def _normal_plan(fn_name, tensor, mean, std) -> tuple[Distribution, list]:
         raise InitValueError(f"normal expects std >= 0.0, but found std {_fmt(std)}")
     if tensor.is_complex():
         std = float(std) / math.sqrt(2)
-    return Distribution.NORMAL, normal_params(mean, std)
+    return normal_fill_params(mean, std, tensor.dtype)
 
 
 def _normal_checked(fn_name, tensor, mean, std, generator, seed) -> Tensor:
@@ -359,17 +362,37 @@ def _trunc_normal_plan(fn_name, tensor, mean, std, a, b, warn=True,
             f"uniform_ expects to return a [from, to) range, but found from={_fmt(a)} > to={_fmt(b)}"
         )
     if standard_bounds:
+        _check_trunc_normal_range(fn_name, tensor, mean + std * a, mean + std * b)
         return trunc_normal_standard_params(mean, std, a, b, tensor.dtype)
     if warn and ((mean < a - 2 * std) or (mean > b + 2 * std)):
         _warn_at_caller(
             "mean is more than 2 std from [a, b] in nn.init.trunc_normal_. "
             "The distribution of values may be incorrect."
         )
-    if a == b and math.isinf(a):  # torch: its uniform_ on [Phi(a), Phi(b)] refuses the bound
-        raise InitValueError(
-            f"{fn_name}: the interval [{a}, {b}] holds no finite value: from is out of bounds "
-            f"for {_CPP_TYPE_NAMES.get(tensor.dtype, tensor.dtype)}")
+    _check_trunc_normal_range(fn_name, tensor, a, b)
+    # torch's trunc_normal_ samples its uniform_(a, b) (with rejection) where the interval holds
+    # at most 0.3 of the normal's mass: that uniform_'s bound checks are its errors there.
+    norm_cdf = lambda x: (1.0 + math.erf(x / math.sqrt(2.0))) / 2.0  # noqa: E731 (torch's)
+    if norm_cdf((b - mean) / std) - norm_cdf((a - mean) / std) <= 0.3:
+        finfo = torch.finfo(tensor.dtype)
+        for side, bound in (("from", a), ("to", b)):
+            if not finfo.min <= bound <= finfo.max:
+                raise InitValueError(
+                    f"{fn_name}: {side} is out of bounds for "
+                    f"{_CPP_TYPE_NAMES[tensor.dtype]}, got {side}={_fmt(bound)}")
+        _uniform_plan(fn_name, tensor, a, b)  # its check of b - a against the dtype's range
     return trunc_normal_params(mean, std, a, b, tensor.dtype)
+
+
+def _check_trunc_normal_range(fn_name, tensor, lo, hi) -> None:
+    """Raise where [lo, hi] holds no finite value of the tensor's dtype (all above or all below
+    its range): every value would be infinite. Torch's wording: from is checked first."""
+    finfo = torch.finfo(tensor.dtype)
+    if lo > finfo.max or hi < finfo.min:
+        side = "from" if not finfo.min <= lo <= finfo.max else "to"
+        raise InitValueError(
+            f"{fn_name}: the interval [{_fmt(lo)}, {_fmt(hi)}] holds no finite value of "
+            f"{tensor.dtype}: {side} is out of bounds for {_CPP_TYPE_NAMES[tensor.dtype]}")
 
 
 def _trunc_normal_checked(fn_name, tensor, mean, std, a, b, generator, seed, warn=True) -> Tensor:
@@ -494,8 +517,10 @@ def trunc_normal_(
     Raises:
         UnsupportedDtypeError: `tensor` is not floating point (also a TypeError and a
             NotImplementedError, as torch raises).
-        InitValueError: `std < 0`, `a > b`, a nan bound, or a mean or std that is not finite, or
-            `tensor` is an expanded view whose elements share memory (also a ValueError and a
+        InitValueError: `std < 0`, `a > b`, a nan bound, or a mean or std that is not finite,
+            [a, b] holds no finite value of the dtype, a bound is outside the dtype's range
+            where [a, b] holds at most 0.3 of the mass (torch's uniform_ branch), or `tensor`
+            is an expanded view whose elements share memory (also a ValueError and a
             RuntimeError).
         TypeError: `seed` is not an int, or a value is not a real number.
         ValueError: `seed` is outside [0, 2**64).
@@ -951,6 +976,27 @@ def orthogonal_(
     return tensor
 
 
+_one_thread_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _one_thread_on(device: torch.device) -> Iterator[None]:
+    """For a CPU computation, torch's intra-op thread count set to 1 for the block and
+    restored after: a CPU QR's last bits depend on the thread count (LAPACK's blocked updates
+    are split among the threads), so orthogonal_ takes its QR on one thread. The count is
+    process-wide: calls take turns under a lock, each restoring the count it found."""
+    if device.type != "cpu":
+        yield
+        return
+    with _one_thread_lock:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
+
+
 def _orthogonal_fill(tensor: Tensor, gain: float, seed: int, stream: int) -> Tensor:
     """Q of the QR of the contract's standard normal (seed, stream) matrix, times gain."""
     tensor = local_tensor(tensor)  # a Replicate DTensor: every rank computes the same matrix
@@ -962,7 +1008,8 @@ def _orthogonal_fill(tensor: Tensor, gain: float, seed: int, stream: int) -> Ten
             tensor, f"orthogonal(gain={gain:g})")
     if rows < cols:
         flattened.t_()
-    q, r = torch.linalg.qr(flattened)
+    with _one_thread_on(flattened.device):
+        q, r = torch.linalg.qr(flattened)
     q *= torch.diag(r, 0).sign()
     if rows < cols:
         q.t_()

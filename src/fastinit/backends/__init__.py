@@ -17,6 +17,8 @@ from typing import Sequence
 
 import torch
 
+from ..contract import Distribution
+from ..contract_numbers import HOST_DISTRIBUTIONS as _HOST_CODES
 from ..errors import BackendUnavailableError, InitValueError
 from ..plan import Fill, check_storage, descriptor_fills, has_real_storage
 from ..sharding import local_tensor
@@ -25,6 +27,8 @@ BACKENDS = ("cpu", "cuda", "triton", "reference")
 AUTO_ORDER = {"cpu": ("cpu", "reference"), "cuda": ("cuda", "triton", "reference")}
 
 ENV_VAR = "FASTINIT_BACKEND"
+# Distributions computed on the host by the reference, whatever the selected backend.
+HOST_DISTRIBUTIONS = frozenset(Distribution[name] for name in _HOST_CODES)
 
 _selected = "auto"
 # The error of an unusable FASTINIT_BACKEND, raised at first use (see _select_from_environment).
@@ -147,13 +151,17 @@ def execute(fills: Sequence[Fill]) -> None:
     targets = descriptor_fills(fills)
     groups: "OrderedDict[tuple, list[Fill]]" = OrderedDict()
     for f in targets:
-        groups.setdefault((f.tensor.device, f.tensor.dtype), []).append(f)
-    # Every group's backend is resolved before any of them writes.
-    runs = [(backend_for(device), device, group) for (device, _), group in groups.items()]
+        host_only = f.dist in HOST_DISTRIBUTIONS
+        groups.setdefault((f.tensor.device, f.tensor.dtype, host_only), []).append(f)
+    # Every group's backend is resolved before any of them writes. Host-only distributions
+    # (docs/contract.md, "Extreme parameters") have one implementation, the reference's.
+    runs = [(_module("reference") if host_only else backend_for(device), device, group)
+            for (device, _, host_only), group in groups.items()]
     with torch.no_grad():
         for backend, device, group in runs:
             backend.run(group)
-            _last_run[device.type] = backend.NAME
+            if group[0].dist not in HOST_DISTRIBUTIONS:
+                _last_run[device.type] = backend.NAME
         for f in fills:
             if f.tensor.numel():
                 torch.autograd.graph.increment_version(local_tensor(f.tensor))

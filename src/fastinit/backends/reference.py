@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .. import contract_numbers
+from .. import contract_numbers, normal_tail
 from ..contract import (
     PHILOX_M0,
     PHILOX_M1,
@@ -225,6 +225,12 @@ def values_fp64_math(dist: int, params: Sequence[float], words: np.ndarray) -> n
         u = np.stack([u53(words[:, 0], words[:, 1]), u53(words[:, 2], words[:, 3])], axis=-1)
         z = np.clip(ndtri(u * params[3] + params[2]), params[4], params[5])
         return np.clip(z * params[1] + params[0], params[6], params[7])
+    if dist == Distribution.TRUNC_NORMAL_TAIL:
+        # u counts from the far end, as p = u dP + Phi(alpha) does
+        _, signed_std, near, tail_l, tail_d, h_d, lo, hi = params
+        u = np.stack([u53(words[:, 0], words[:, 1]), u53(words[:, 2], words[:, 3])], axis=-1)
+        d = normal_tail.tail_offsets(tail_l, tail_d, h_d, u).reshape(u.shape)
+        return np.clip(near - signed_std * d, lo, hi)
     raise ValueError(f"distribution {dist} has no fp64-math form")
 
 
