@@ -77,6 +77,15 @@ build_hash() {
   } | sha256sum | cut -d' ' -f1
 }
 
+# A distribution named `fastinit` (an install of this project from before its rename, or PyPI's
+# unrelated package) provides the same import name and console script: remove it.
+if python -m pip show fastinit >/dev/null 2>&1; then
+  step "removing the installed distribution 'fastinit' (same import name as torch-fastinit)" "5 s"
+  python -m pip uninstall --quiet --yes fastinit >"$LOG" 2>&1 || fail_step "pip uninstall fastinit"
+  FASTINIT_REINSTALL=1
+  done_step
+fi
+
 HASH="$(build_hash)"
 if [ "${FASTINIT_REINSTALL:-0}" != 1 ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$HASH" ] \
    && python -c "import fastinit._C" 2>/dev/null; then
