@@ -160,6 +160,24 @@ def weights_init(m):
         init.constant_(m.bias, -0.5)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("shape", [(128, 32), (30, 70)])
+def test_torchs_orthogonal_inside_fused_equals_fastinits_at_any_thread_count(threads, shape):
+    # torch's orthogonal_ runs its own QR inside the block: on one thread, as fastinit's does
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(4)
+        ref = fastinit.orthogonal_(torch.empty(shape), gain=1.5)
+        torch.manual_seed(4)
+        with fastinit.fused():
+            got = torch.nn.init.orthogonal_(torch.empty(shape), gain=1.5)
+        assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(ref, got)
+
+
 def test_model_apply_weights_init_is_bitwise_equal():
     torch.manual_seed(123)
     base = Net()

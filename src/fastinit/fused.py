@@ -44,6 +44,7 @@ from torch.overrides import TorchFunctionMode
 from . import backends
 from .contract import DTYPE_CODES, Distribution, describe_fill
 from .plan import Fill
+from .qr import qr_on_one_thread
 from .sharding import is_dtensor, local_tensor
 
 # Operations that read only metadata (shape, dtype, strides, device, property getters such as
@@ -340,6 +341,8 @@ ROUTINES = {
     ("timm.layers.weight_init", "_trunc_normal_"): ("trunc_normal_", ("mean", "std", "a", "b")),
     ("timm.models.layers.weight_init", "_trunc_normal_"): ("trunc_normal_", ("mean", "std", "a", "b")),
 }
+# Routines whose QR runs on one thread, so that they equal fastinit's orthogonal_ bitwise.
+ONE_THREAD_QR_ROUTINES = {("torch.nn.init", "orthogonal_"): "orthogonal_"}
 # Callers of those routines that rescale the standard truncated normal (TF / JAX semantics):
 # the whole caller is one fastinit call.
 OUTER_ROUTINES = {
@@ -405,6 +408,12 @@ class _Interceptor(TorchFunctionMode):
         if rec.dry_run and name == "__get__" and _property_name(func) == "is_meta" and args:
             # torch's trunc_normal_ returns at once on a meta tensor: a dry run records it there
             self._routine_fill(caller, args[0])
+        if func is torch.linalg.qr and _routine(_caller_frame(), ONE_THREAD_QR_ROUTINES):
+            # torch's orthogonal_: its QR on one thread, as fastinit's orthogonal_ takes it
+            touched = rec.touched(args, kwargs)
+            if touched:
+                rec.flush(touched)
+            return qr_on_one_thread(*args, **kwargs)
         if name in METADATA_OPS or (name == "__getitem__" and _is_basic_index(args[1])):
             return func(*args, **kwargs)  # a view is tracked through its storage
         done = self._follow_up(caller, name, args)

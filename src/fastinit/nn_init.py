@@ -7,14 +7,12 @@ tensor through the selected backend under the random-number contract, stream 0.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import math
 import sys
-import threading
 import warnings
-from typing import (Callable, Iterator, Literal, NamedTuple, Optional, TypeVar, get_args,
+from typing import (Callable, Literal, NamedTuple, Optional, TypeVar, get_args,
                     get_origin, get_type_hints)
 
 import torch
@@ -37,6 +35,7 @@ from .contract import (
 from .errors import InitValueError, NotATensorError, UnsupportedLayoutError, ZeroStdError
 from .sharding import check_unsharded, local_tensor
 from .gains import _calculate_correct_fan, _calculate_fan_in_and_fan_out, calculate_gain
+from .qr import qr_on_one_thread
 from .plan import (
     DTYPE_CODES,
     check_finite,
@@ -976,27 +975,6 @@ def orthogonal_(
     return tensor
 
 
-_one_thread_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def _one_thread_on(device: torch.device) -> Iterator[None]:
-    """For a CPU computation, torch's intra-op thread count set to 1 for the block and
-    restored after: a CPU QR's last bits depend on the thread count (LAPACK's blocked updates
-    are split among the threads), so orthogonal_ takes its QR on one thread. The count is
-    process-wide: calls take turns under a lock, each restoring the count it found."""
-    if device.type != "cpu":
-        yield
-        return
-    with _one_thread_lock:
-        previous = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(previous)
-
-
 def _orthogonal_fill(tensor: Tensor, gain: float, seed: int, stream: int) -> Tensor:
     """Q of the QR of the contract's standard normal (seed, stream) matrix, times gain."""
     tensor = local_tensor(tensor)  # a Replicate DTensor: every rank computes the same matrix
@@ -1008,8 +986,7 @@ def _orthogonal_fill(tensor: Tensor, gain: float, seed: int, stream: int) -> Ten
             tensor, f"orthogonal(gain={gain:g})")
     if rows < cols:
         flattened.t_()
-    with _one_thread_on(flattened.device):
-        q, r = torch.linalg.qr(flattened)
+    q, r = qr_on_one_thread(flattened)
     q *= torch.diag(r, 0).sign()
     if rows < cols:
         q.t_()
