@@ -8,6 +8,7 @@ a cover, overlap or read query looks at the fills of one storage near the querie
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import sys
 from typing import Iterable, Optional, Sequence
 
@@ -80,12 +81,26 @@ class Footprint:
 
 class Pending:
     """A recorded fill waiting for the pass; `phase` orders it after the pending fills of the
-    memory it overlaps (fills of one phase never overlap, so each phase is one fused pass)."""
+    memory it overlaps (fills of one phase never overlap, so each phase is one fused pass).
+    `memory` is an alias of the fill's tensor made when it was recorded: the fill writes that
+    memory even if the tensor is later moved elsewhere (``set_``, ``.data =``)."""
 
-    __slots__ = ("fill", "footprint", "phase", "order")
+    __slots__ = ("fill", "footprint", "phase", "order", "memory")
 
     def __init__(self, fill: Fill, footprint: Footprint, phase: int, order: int) -> None:
         self.fill, self.footprint, self.phase, self.order = fill, footprint, phase, order
+        t = fill.tensor
+        if is_dtensor(t):
+            self.memory = None  # a DTensor's memory is its local shard's, tracked by it
+        else:
+            with torch._C.DisableTorchFunction():
+                self.memory = t.detach()
+
+    def fill_of_recorded_memory(self) -> Optional[Fill]:
+        """The fill of the memory it was recorded for, when its tensor has since moved."""
+        if self.memory is None or storage_key(self.fill.tensor) == self.footprint.key:
+            return None
+        return dataclasses.replace(self.fill, tensor=self.memory)
 
 
 class _StorageFills:
@@ -264,7 +279,7 @@ class Recorder:
         run = self._reachable(run)
         if run and not self.dry_run:
             for phase in sorted({p.phase for p in run}):  # one fused pass per phase
-                self.execute([p.fill for p in run if p.phase == phase])
+                self.execute([p.fill_of_recorded_memory() or p.fill for p in run if p.phase == phase])
             self.flushes += 1
 
     def _reachable(self, run: list) -> list:
@@ -287,7 +302,8 @@ class Recorder:
         for p in run:
             t = p.fill.tensor
             # getrefcount: its argument, `t`, and the recorder's own references
-            if sys.getrefcount(t) - 2 - ours[id(t)] == 0 and _owned_by_torch_alone(t):
+            if sys.getrefcount(t) - 2 - ours[id(t)] == 0 and _owned_by_torch_alone(t) \
+                    and storage_key(t) == p.footprint.key:
                 self.unreachable += 1
                 continue
             kept.append(p)
@@ -339,11 +355,11 @@ class Recorder:
 def _owned_by_torch_alone(t: torch.Tensor) -> bool:
     """Whether `t`'s memory was allocated by torch for this storage alone: a resizable storage
     (its data is the allocator's, not borrowed from numpy, DLPack, a buffer or a file), not
-    in shared memory, referred to by at most `t` (the storage object made here is the other
-    use)."""
+    in shared memory, referred to by at most `t` and the recorder's alias of it (the storage
+    object made here is one more use)."""
     if is_dtensor(t) or t.is_meta:
         return False
     with torch._C.DisableTorchFunction():
         storage = t.untyped_storage()
         return storage.resizable() and not (storage.device.type == "cpu" and storage.is_shared()) \
-            and torch._C._storage_Use_Count(storage._cdata) <= 2
+            and torch._C._storage_Use_Count(storage._cdata) <= 3
