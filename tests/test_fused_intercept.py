@@ -387,3 +387,121 @@ def test_a_dry_run_records_on_meta_and_writes_nothing(written):
     assert recorder.describe(v) == "trunc_normal(mean=0, std=0.5, a=-1, b=1)"
     assert recorder.describe(b) == "constant(0.25)"
     assert written["calls"] == 0
+
+
+# --- writes compared in bytes, across views of any dtype ----------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float16, torch.int16])
+@pytest.mark.parametrize("write", ["zero_", "fill_", "copy_"])
+def test_a_write_through_another_dtype_keeps_a_fill_of_other_bytes(dtype, write):
+    w = torch.full((16,), 7.0)
+    with fastinit.fused() as recorder:
+        fastinit.normal_(w[4:8], seed=3)  # bytes 16..31
+        v = w.view(dtype)[0:16 // v_size(dtype)]  # bytes 0..15: w[0:4]
+        if write == "zero_":
+            v.zero_()
+        elif write == "fill_":
+            v.fill_(0)
+        else:
+            v.copy_(torch.zeros_like(v))
+    assert recorder.dropped == 0
+    assert_bitwise(w[4:8], fastinit.normal_(torch.empty(4), seed=3))
+    assert torch.equal(w[0:4], torch.zeros(4)) and torch.equal(w[8:], torch.full((8,), 7.0))
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float16, torch.int16])
+def test_a_write_through_another_dtype_over_the_same_bytes_drops_the_fill(dtype, written):
+    w = torch.full((16,), 7.0)
+    with fastinit.fused() as recorder:
+        fastinit.normal_(w[4:8], seed=3)
+        w.view(dtype)[16 // v_size(dtype):32 // v_size(dtype)].zero_()  # exactly w[4:8]'s bytes
+    assert recorder.dropped == 1
+    assert torch.equal(w[4:8], torch.zeros(4)) and torch.equal(w[8:], torch.full((8,), 7.0))
+
+
+def test_a_write_through_another_dtype_over_part_of_a_fill_runs_it_first():
+    w = torch.full((16,), 7.0)
+    with fastinit.fused() as recorder:
+        fastinit.normal_(w[4:8], seed=3)
+        w.view(torch.uint8)[16:20].zero_()  # w[4]'s bytes only
+    assert recorder.dropped == 0
+    expected = fastinit.normal_(torch.empty(4), seed=3)
+    expected[0] = 0.0
+    assert_bitwise(w[4:8], expected)
+
+
+def v_size(dtype) -> int:
+    return torch.empty(0, dtype=dtype).element_size()
+
+
+# --- an exception inside the block --------------------------------------------------------------
+
+
+def test_an_exception_inside_the_block_runs_the_recorded_fills_then_propagates():
+    from fastinit.fused import active_recorder
+    torch.manual_seed(0)
+    with pytest.raises(KeyError, match="boom"):
+        with fastinit.fused():
+            lin = nn.Linear(64, 64)
+            raise KeyError("boom")
+    assert active_recorder() is None
+    torch.manual_seed(0)
+    with fastinit.fused():
+        ref = nn.Linear(64, 64)
+    assert_bitwise(lin.weight.detach(), ref.weight.detach())
+    assert_bitwise(lin.bias.detach(), ref.bias.detach())
+
+
+# --- memory someone else owns is always written -------------------------------------------------
+
+
+def _numpy_memory(tmp_path):
+    import numpy as np
+    a = np.full(1000, 7.0, dtype=np.float32)
+    return a, torch.from_numpy(a)
+
+
+def _dlpack_memory(tmp_path):
+    import numpy as np
+    a = np.full(1000, 7.0, dtype=np.float32)
+    return a, torch.from_dlpack(a)
+
+
+def _file_memory(tmp_path):
+    path = tmp_path / "weights.bin"
+    path.write_bytes(torch.full((1000,), 7.0).numpy().tobytes())
+    return path, torch.from_file(str(path), shared=True, size=1000)
+
+
+@pytest.mark.parametrize("make", [_numpy_memory, _dlpack_memory, _file_memory])
+def test_memory_shared_outside_torch_filled_then_dropped_is_written(make, tmp_path):
+    owner, t = make(tmp_path)
+    with fastinit.fused() as recorder:
+        fastinit.normal_(t, seed=2)
+        del t
+    assert recorder.unreachable == 0
+    values = torch.from_file(str(owner), size=1000) if isinstance(owner, type(tmp_path)) \
+        else torch.from_numpy(owner)
+    assert_bitwise(values, fastinit.normal_(torch.empty(1000), seed=2))
+
+
+# --- memory that moves after a write ------------------------------------------------------------
+
+
+def test_a_tensor_whose_memory_moves_keeps_the_record_of_its_write():
+    with fastinit.fused() as recorder:
+        b = nn.Parameter(torch.empty(10))
+        nn.init.zeros_(b)
+        b.data = nn.functional.pad(b.data, (0, 6), "constant", 0)  # transformers' _adjust_bias
+        c = torch.empty(8)
+        fastinit.constant_(c, 0.5)
+        old = c.detach()
+        user_data = torch.arange(8.0)
+        c.set_(user_data.untyped_storage())  # (torch shows set_ to no function mode)
+    assert torch.equal(b.detach(), torch.zeros(16))
+    assert recorder.wrote(b) and recorder.describe(b) == "constant(0)"
+    # the pending fill writes the memory it was recorded for, never the user's new memory
+    assert torch.equal(old, torch.full((8,), 0.5)) and torch.equal(c, torch.arange(8.0))
+    fresh = torch.empty(4)
+    assert not recorder.wrote(fresh)  # negative control: memory the block never wrote

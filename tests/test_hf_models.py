@@ -501,3 +501,36 @@ def test_explain_hf_vit_trunc_normal_on_meta():
     for name in ("embeddings.cls_token", "embeddings.position_embeddings"):
         assert (rows[name].distribution, rows[name].source) == ("trunc_normal", "model init"), rows[name]
         assert rows[name].parameters == "mean=0, std=0.02, a=-2, b=2", rows[name]
+
+
+MASKED_LM_BIASES = {"roberta": "lm_head.bias", "bert": "cls.predictions.bias",
+                    "deberta_v2": "cls.predictions.bias"}
+
+
+def masked_lm(kind: str) -> nn.Module:
+    """A tiny masked-LM whose output bias transformers ties and pads (`_adjust_bias` moves it
+    to new memory after its zero init)."""
+    from transformers import (BertForMaskedLM, DebertaV2Config, DebertaV2ForMaskedLM,
+                              RobertaConfig, RobertaForMaskedLM)
+    kw = dict(vocab_size=99, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+              intermediate_size=37, max_position_embeddings=64)
+    return {"roberta": lambda: RobertaForMaskedLM(RobertaConfig(**kw)),
+            "bert": lambda: BertForMaskedLM(BertConfig(**kw)),
+            "deberta_v2": lambda: DebertaV2ForMaskedLM(DebertaV2Config(**kw))}[kind]()
+
+
+@pytest.mark.parametrize("kind", sorted(MASKED_LM_BIASES))
+def test_masked_lm_tied_output_bias_stays_zero(kind):
+    name = MASKED_LM_BIASES[kind]
+    for call in range(3):
+        torch.manual_seed(call)
+        with fastinit.fused():
+            built = masked_lm(kind)
+        with torch.device("meta"):
+            model = masked_lm(kind)
+        fastinit.materialize(model, "cpu", seed=call)
+        for got in (dict(built.named_parameters())[name], dict(model.named_parameters())[name]):
+            assert got.abs().max() == 0, f"{kind} call {call}: {name} is not zero"
+        tensors = dict(model.named_parameters(remove_duplicate=False))
+        weight = tensors[name.replace("bias", "decoder.weight")]
+        assert weight.std() > 0  # negative control: the head's weight is initialised
