@@ -45,6 +45,7 @@ from . import backends
 from .contract import DTYPE_CODES, Distribution, describe_fill
 from .plan import Fill
 from .qr import qr_on_one_thread
+from .registry import TORCH_INIT_FUNCTIONS
 from .sharding import is_dtensor, local_tensor
 
 # Operations that read only metadata (shape, dtype, strides, device, property getters such as
@@ -61,9 +62,6 @@ METADATA_OPS = frozenset({
 OVERWRITE_OPS = frozenset({"copy_", "fill_", "zero_"})
 
 _local = threading.local()
-# torch.nn.init's functions as torch defines them, by name: taken at import, before any code
-# (Hugging Face's guard while it initialises) replaces them in the module
-TORCH_INIT_FUNCTIONS = {name: getattr(torch.nn.init, name) for name in torch.nn.init.__all__}
 
 
 def _storage_key(t: torch.Tensor):

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import torch
 
-from ..contract import Distribution
+from ..contract import DTYPE_CODES, Distribution
 from ..contract_numbers import HOST_DISTRIBUTIONS as _HOST_CODES
 from ..errors import BackendUnavailableError, InitValueError
 from ..plan import Fill, check_storage, descriptor_fills, has_real_storage
@@ -165,6 +165,50 @@ def execute(fills: Sequence[Fill]) -> None:
         for f in fills:
             if f.tensor.numel():
                 torch.autograd.graph.increment_version(local_tensor(f.tensor))
+
+
+# The tensor classes whose memory is the tensor's own (no subclass: DTensor, fake, functional).
+_PLAIN_TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
+
+
+def fill_whole_on_cpu(tensor: torch.Tensor, dist: int, params, seed: int) -> bool:
+    """Fill a whole plain CPU tensor of a real floating dtype with one native call, when the
+    C++ backend fills its device: the C++ code checks the storage bounds and alignment,
+    collapses the dims, packs the descriptor and fills (csrc/cpu/plan_cpu.h). Values equal
+    `execute`'s for the same fill.
+
+    Args:
+        tensor: the tensor, not empty, with real storage; a seed already drawn for it.
+        dist: the distribution code; params: its host parameters; seed: the seed.
+
+    Returns:
+        False, having written nothing, where the general path (`execute`) must run instead: a
+        subclass, a view with the negative or conjugate bit, another device or backend, a
+        host-only distribution, an inference tensor, more dims than a descriptor holds.
+
+    Raises:
+        InitValueError: the tensor's elements lie outside its storage (freed or shrunk).
+    """
+    if (type(tensor) not in _PLAIN_TENSOR_TYPES or tensor.device.type != "cpu"
+            or tensor.dtype not in DTYPE_CODES or dist in HOST_DISTRIBUTIONS
+            or _selected not in ("auto", "cpu") or _environment_error is not None):
+        return False
+    cpu = _module("cpu")
+    if cpu.IMPORT_ERROR is not None or tensor.is_neg() or (
+            tensor.is_inference() and not torch.is_inference_mode_enabled()):
+        return False
+    storage = tensor.untyped_storage()
+    try:
+        cpu.fill_tensors([(tensor.data_ptr(), storage.data_ptr(), storage.nbytes(),
+                           tensor.storage_offset(), tensor.shape, tensor.stride(),
+                           int(DTYPE_CODES[tensor.dtype]), int(dist), params, seed, 0)])
+    except IndexError as exc:  # the storage bounds, in torch's words
+        raise InitValueError(str(exc)) from None
+    except ValueError:  # more dims after collapsing than a descriptor holds: split in Python
+        return False
+    torch.autograd.graph.increment_version(tensor)
+    _last_run["cpu"] = cpu.NAME
+    return True
 
 
 def check_not_capturing(why: str) -> None:
