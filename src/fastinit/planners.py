@@ -44,6 +44,17 @@ def warn_at_caller(message: str, category: type = UserWarning) -> None:
     warnings.warn(message, category, stacklevel=level)
 
 
+_FINFO: dict = {}
+
+
+def _finfo(dtype: torch.dtype):
+    """torch.finfo of a dtype, looked up once."""
+    finfo = _FINFO.get(dtype)
+    if finfo is None:
+        finfo = _FINFO[dtype] = torch.finfo(dtype)
+    return finfo
+
+
 def _fmt(x: float) -> str:
     return f"{x:g}"
 
@@ -71,7 +82,7 @@ def uniform_plan(fn_name, tensor, a, b) -> tuple[Distribution, list]:
         raise InitValueError(
             f"uniform_ expects to return a [from, to) range, but found from={_fmt(a)} > to={_fmt(b)}"
         )
-    finfo = torch.finfo(tensor.dtype)
+    finfo = _finfo(tensor.dtype)
     for side, bound in (("from", a), ("to", b)):
         if not finfo.min <= bound <= finfo.max:
             raise InitValueError(

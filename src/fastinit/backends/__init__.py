@@ -19,8 +19,9 @@ import torch
 
 from ..contract import DTYPE_CODES, Distribution
 from ..contract_numbers import HOST_DISTRIBUTIONS as _HOST_CODES
-from ..errors import BackendUnavailableError, InitValueError
-from ..plan import Fill, check_storage, descriptor_fills, has_real_storage
+from ..errors import BackendUnavailableError, GraphCaptureError, UnsafeTargetError
+from ..plan import (PLAIN_TENSOR_TYPES, Fill, check_storage, descriptor_fills,
+                    has_real_storage)
 from ..sharding import local_tensor
 
 BACKENDS = ("cpu", "cuda", "triton", "reference")
@@ -143,7 +144,7 @@ def execute(fills: Sequence[Fill]) -> None:
     inference_refused = not torch.is_inference_mode_enabled()
     for f in fills:
         if inference_refused and local_tensor(f.tensor).is_inference():
-            raise InitValueError(
+            raise UnsafeTargetError(
                 "Inplace update to inference tensor outside InferenceMode is not allowed: "
                 f"a tensor of shape {tuple(f.tensor.shape)} was created under "
                 "torch.inference_mode(); initialise it inside inference_mode or clone it")
@@ -167,8 +168,8 @@ def execute(fills: Sequence[Fill]) -> None:
                 torch.autograd.graph.increment_version(local_tensor(f.tensor))
 
 
-# The tensor classes whose memory is the tensor's own (no subclass: DTensor, fake, functional).
-_PLAIN_TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
+# torch's version counter bump of tensors written in place (a sequence of them)
+_increment_version = torch._C._increment_version
 
 
 def fill_whole_on_cpu(tensor: torch.Tensor, dist: int, params, seed: int) -> bool:
@@ -187,13 +188,13 @@ def fill_whole_on_cpu(tensor: torch.Tensor, dist: int, params, seed: int) -> boo
         host-only distribution, an inference tensor, more dims than a descriptor holds.
 
     Raises:
-        InitValueError: the tensor's elements lie outside its storage (freed or shrunk).
+        UnsafeTargetError: the tensor's elements lie outside its storage (freed or shrunk).
     """
-    if (type(tensor) not in _PLAIN_TENSOR_TYPES or tensor.device.type != "cpu"
+    if (type(tensor) not in PLAIN_TENSOR_TYPES or tensor.device.type != "cpu"
             or tensor.dtype not in DTYPE_CODES or dist in HOST_DISTRIBUTIONS
             or _selected not in ("auto", "cpu") or _environment_error is not None):
         return False
-    cpu = _module("cpu")
+    cpu = _CPU
     if cpu.IMPORT_ERROR is not None or tensor.is_neg() or (
             tensor.is_inference() and not torch.is_inference_mode_enabled()):
         return False
@@ -203,10 +204,10 @@ def fill_whole_on_cpu(tensor: torch.Tensor, dist: int, params, seed: int) -> boo
                            tensor.storage_offset(), tensor.shape, tensor.stride(),
                            int(DTYPE_CODES[tensor.dtype]), int(dist), params, seed, 0)])
     except IndexError as exc:  # the storage bounds, in torch's words
-        raise InitValueError(str(exc)) from None
+        raise UnsafeTargetError(str(exc)) from None
     except ValueError:  # more dims after collapsing than a descriptor holds: split in Python
         return False
-    torch.autograd.graph.increment_version(tensor)
+    _increment_version((tensor,))
     _last_run["cpu"] = cpu.NAME
     return True
 
@@ -219,10 +220,10 @@ def check_not_capturing(why: str) -> None:
         why: which backend stages what, for the message.
 
     Raises:
-        RuntimeError: the current CUDA stream is capturing.
+        GraphCaptureError: the current CUDA stream is capturing (a RuntimeError).
     """
     if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
-        raise RuntimeError(
+        raise GraphCaptureError(
             f"fastinit cannot run this fill inside CUDA graph capture: {why}, and a graph replay "
             f"would read that host memory after it is gone. Initialise these tensors before "
             f"capturing.")
@@ -247,4 +248,4 @@ def _select_from_environment() -> None:
 _select_from_environment()
 # The C++ module is loaded at import, not at the first CPU fill: its fork handler
 # (csrc/cpu/fill_cpu.cpp) must be in place before the program forks worker processes.
-_module("cpu")
+_CPU = _module("cpu")
