@@ -19,8 +19,7 @@ from torch import Tensor
 
 from .contract import Distribution, U64_MASK, check_generator, check_seed, draw_seed
 from .errors import NotATensorError, UnsupportedLayoutError
-from . import backends
-from .fused import active_recorder, records_meta, run_now, submit
+from .fused import records_meta, run_now, submit
 from .plan import check_storage, has_real_storage, make_fill
 from .registry import INITIALISERS, TORCH_INIT_FUNCTIONS
 
@@ -231,9 +230,6 @@ def fill_random(tensor, dist, params, generator, seed) -> Tensor:
         run_now([make_fill(plain, dist, params, seed)], tensor, "uniform (negative view)")
         with torch.no_grad(), torch._C.DisableTorchFunction():
             tensor.copy_(plain)
-        return tensor
-    if active_recorder() is None and backends.fill_whole_on_cpu(tensor, dist, params,
-                                                                 check_seed(seed)):
         return tensor
     submit([make_fill(tensor, dist, params, seed)])
     return tensor
