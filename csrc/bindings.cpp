@@ -4,8 +4,11 @@
 #include <pybind11/stl.h>
 
 #include <array>
+#include <tuple>
+#include <vector>
 
 #include "cpu/fill_cpu.h"
+#include "cpu/plan_cpu.h"
 #include "descriptor_check.h"
 #include "fastinit/fill.h"
 #include "fastinit/philox.h"
@@ -24,6 +27,27 @@ int fill(py::buffer descriptors, int num_threads) {
   return fastinit::fill_cpu(d, count, num_threads);
 }
 
+// (data, storage_data, storage_nbytes, storage_offset, sizes, strides, dtype, dist, params,
+// seed, stream) of each whole tensor: planned (plan_cpu.h), every one checked, then filled.
+using TensorTuple = std::tuple<uint64_t, uint64_t, uint64_t, int64_t, std::vector<int64_t>,
+                               std::vector<int64_t>, int32_t, int32_t, std::vector<double>,
+                               uint64_t, uint64_t>;
+
+int fill_tensors(const std::vector<TensorTuple>& tensors, int num_threads) {
+  std::vector<fastinit::FillDescriptor> descriptors;
+  descriptors.reserve(tensors.size());
+  for (const TensorTuple& t : tensors) {
+    fastinit::TensorPlan plan{std::get<0>(t), std::get<1>(t), std::get<2>(t), std::get<3>(t),
+                              std::get<4>(t), std::get<5>(t), std::get<6>(t), std::get<7>(t),
+                              std::get<8>(t), std::get<9>(t), std::get<10>(t)};
+    descriptors.push_back(fastinit::plan_tensor(plan));
+  }
+  const int64_t count = static_cast<int64_t>(descriptors.size());
+  fastinit::check_descriptors(descriptors.data(), count);
+  py::gil_scoped_release release;
+  return fastinit::fill_cpu(descriptors.data(), count, num_threads);
+}
+
 std::array<uint32_t, 4> philox(std::array<uint32_t, 4> counter, std::array<uint32_t, 2> key) {
   const fastinit::Words4 w =
       fastinit::philox4x32_10(counter[0], counter[1], counter[2], counter[3], key[0], key[1]);
@@ -35,10 +59,16 @@ std::array<uint32_t, 4> philox(std::array<uint32_t, 4> counter, std::array<uint3
 PYBIND11_MODULE(_C, m) {
   m.doc() = "fastinit C++ CPU backend";
   m.def("fill", &fill, py::arg("descriptors"), py::arg("num_threads") = 0,
-        "Fill every tensor described by a buffer of packed FillDescriptors on num_threads "
-        "OpenMP threads (<= 0: OpenMP's default). Every descriptor is validated first: a bad "
+        "Fill every tensor described by a buffer of packed FillDescriptors on up to "
+        "num_threads threads (<= 0: one per CPU this process may run on). Every descriptor is validated first: a bad "
         "one raises ValueError naming its index and field, and nothing is written. Returns the "
         "number of threads that ran the fill.");
+  m.def("fill_tensors", &fill_tensors, py::arg("tensors"), py::arg("num_threads") = 0,
+        "Plan and fill whole dense tensors in one call: each a tuple (data, storage_data, "
+        "storage_nbytes, storage_offset, sizes, strides, dtype, dist, params, seed, stream). "
+        "Every tensor is checked first (storage bounds: IndexError with torch's message; a bad "
+        "layout or descriptor: ValueError), its dims collapsed and its descriptor packed; "
+        "nothing is written unless all pass. Returns the number of threads that ran the fill.");
   m.def("philox4x32_10", &philox, py::arg("counter"), py::arg("key"),
         "Philox4x32-10 of one counter and key (for known-answer tests).");
   m.def("simd_level", &fastinit::cpu_simd_level);

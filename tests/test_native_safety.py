@@ -343,6 +343,9 @@ class Recording:
     def fill(self, descriptors, num_threads):
         teams.append(self.module.fill(descriptors, num_threads))
         return teams[-1]
+    def fill_tensors(self, tensors, num_threads):
+        teams.append(self.module.fill_tensors(tensors, num_threads))
+        return teams[-1]
 
 cpu._C = Recording(cpu._C)
 

@@ -588,24 +588,29 @@ def case_tp_llama_descriptors(ctx):
     parallelize_module(llama, ctx.mesh1, _llama_tp_plan(llama))
     placements = {p.placements for p in llama.parameters() if hasattr(p, "placements")}
     assert (Shard(1),) in placements and (Shard(0),) in placements, placements
-    descriptors = []
-    real_run = cpu.run
+    descriptors = []  # (storage address, data address) of each descriptor the C++ backend ran
+    real_run, real_fill_tensors = cpu.run, cpu.fill_tensors
 
     def counting_run(fills, *args, **kwargs):
-        descriptors.extend(fills)
+        descriptors.extend((f.tensor.untyped_storage().data_ptr(), f.tensor.data_ptr())
+                           for f in fills)
         return real_run(fills, *args, **kwargs)
 
-    cpu.run = counting_run
+    def counting_fill_tensors(rows, *args, **kwargs):  # whole tensors planned natively
+        descriptors.extend((row[1], row[0]) for row in rows)
+        return real_fill_tensors(rows, *args, **kwargs)
+
+    cpu.run, cpu.fill_tensors = counting_run, counting_fill_tensors
     try:
         with no_collectives():
             result = fastinit.materialize(llama, device="cpu", seed=SEED)
     finally:
-        cpu.run = real_run
+        cpu.run, cpu.fill_tensors = real_run, real_fill_tensors
     # Every parameter is written (the rotary buffers are restored by their own module).
     local = [local_tensor(p) for p in llama.parameters() if local_tensor(p).numel()]
     assert result.not_fused == ["rotary"] and not result.untouched, result
     assert len(descriptors) == len(local), (len(descriptors), len(local))
-    written = {(f.tensor.untyped_storage().data_ptr(), f.tensor.data_ptr()) for f in descriptors}
+    written = set(descriptors)
     assert written == {(t.untyped_storage().data_ptr(), t.data_ptr()) for t in local}
     sharded_dim1 = [n for n, p in llama.named_parameters()
                     if getattr(p, "placements", None) == (Shard(1),)]

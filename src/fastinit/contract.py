@@ -126,22 +126,37 @@ def draw_seed(generator: torch.Generator | None) -> int:
     Without a generator the draw always comes from that CPU generator, whatever the ambient
     ``torch.device(...)`` context (meta, cuda) says.
     """
+    return draw_seeds(generator, 1)[0]
+
+
+def draw_seeds(generator: torch.Generator | None, count: int) -> list[int]:
+    """The seeds of `count` drop-in calls in one draw: the seeds, and the generator state after,
+    of `count` calls of `draw_seed` one after another (tests/test_seeds.py)."""
     check_generator(generator)
+    if count <= 0:
+        return []
     if generator is None:
         generator = getattr(_seed_source, "generator", None)
     if generator is None or generator.device.type == "cpu":
         # a real draw even inside FakeTensorMode (whole-model init of fake tensors draws its
         # seed as it does for meta tensors; drop-in fills of fake tensors draw none)
-        with unset_fake_temporarily():
-            return int(torch.randint(0, 2**63 - 1, (1,), generator=generator, device="cpu"))
+        if torch._C._get_dispatch_mode(torch._C._TorchDispatchModeKey.FAKE) is None:
+            drawn = torch.randint(0, 2**63 - 1, (count,), generator=generator, device="cpu")
+        else:
+            with unset_fake_temporarily():
+                drawn = torch.randint(0, 2**63 - 1, (count,), generator=generator, device="cpu")
+        return drawn.tolist()
     # An explicit accelerator generator: no device sync; derive from (initial seed, offset) and
-    # advance the offset by one Philox block, as torch's own kernels do. Reading and advancing
-    # the offset is one step under the generator's lock, so two threads never draw one seed.
+    # advance the offset by one Philox block per seed, as torch's own kernels do. Reading and
+    # advancing the offset is one step under the generator's lock, so two threads never draw
+    # one seed.
     with _generator_lock(generator):
         offset = generator.get_offset()
-        generator.set_offset(offset + 4)
-    payload = generator.initial_seed().to_bytes(8, "little") + int(offset).to_bytes(8, "little")
-    return int.from_bytes(hashlib.blake2b(payload, digest_size=8).digest(), "little") >> 1
+        generator.set_offset(offset + 4 * count)
+    initial = generator.initial_seed().to_bytes(8, "little")
+    return [int.from_bytes(hashlib.blake2b(initial + int(offset + 4 * k).to_bytes(8, "little"),
+                                           digest_size=8).digest(), "little") >> 1
+            for k in range(count)]
 
 
 def phi(x: float) -> float:

@@ -52,11 +52,9 @@ from . import backends
 from .interceptor import Interceptor
 from .plan import Fill
 from .recorder import Footprint, Recorder
+from .registry import TORCH_INIT_FUNCTIONS
 
 _local = threading.local()
-# torch.nn.init's functions as torch defines them, by name: taken at import, before any code
-# (Hugging Face's guard while it initialises) replaces them in the module
-TORCH_INIT_FUNCTIONS = {name: getattr(torch.nn.init, name) for name in torch.nn.init.__all__}
 
 
 def active_recorder() -> Optional[Recorder]:
@@ -100,13 +98,14 @@ def _fastinit_functions() -> tuple[dict[Callable, Callable], dict[str, Callable]
     and the fastinit function of each recognised routine. (The drop-in functions are the layer
     above this module, which records their fills: they are looked up when a block opens.)"""
     from . import nn_init
+    from .init_basic import trunc_normal_checked
     init_functions = {fn: getattr(nn_init, name) for name, fn in TORCH_INIT_FUNCTIONS.items()
                       if hasattr(nn_init, name)}
 
     def trunc_normal_(tensor, mean, std, a, b, generator=None):
         # the routine has warned about a mean far from [a, b] already
-        return nn_init._trunc_normal_checked("trunc_normal_", tensor, mean, std, a, b,
-                                             generator, None, warn=False)
+        return trunc_normal_checked("trunc_normal_", tensor, mean, std, a, b, generator, None,
+                                    warn=False)
 
     routine_functions = {"trunc_normal_": trunc_normal_, "trunc_normal_tf_": nn_init.trunc_normal_tf_,
                          "sparse_": nn_init.sparse_}

@@ -18,8 +18,9 @@ from typing import Callable, Iterator, Mapping, Optional, Union
 import torch
 from torch import nn
 
-from . import nn_init, spec
-from .fused import fused, submit
+from . import spec
+from .fused import fused, run_now, submit
+from .registry import BY_SPEC_KIND
 from .contract import (Distribution, check_seed, describe_parameters, distribution_name,
                        draw_seed, seeds_from, stream_for_name)
 from .errors import InitValueError
@@ -196,13 +197,8 @@ def _execute(inits: list[TensorInit], seed: int, result: InitResult) -> None:
         for ti in int_constants:
             ti.tensor.fill_(ti.plan[1][0])
         for ti in structured:
-            kind, kw = ti.spec.kind, ti.spec.kwargs
-            if kind == "orthogonal":
-                nn_init._orthogonal_fill(ti.tensor, kw.get("gain", 1.0), seed, stream_for_name(ti.name))
-            elif kind == "eye":
-                nn_init.eye_(ti.tensor)
-            else:
-                nn_init.dirac_(ti.tensor, kw.get("groups", 1))
+            BY_SPEC_KIND[ti.spec.kind].execute(ti.tensor, seed, stream_for_name(ti.name), run_now,
+                                               **ti.spec.kwargs)
         for ti in inits:
             padding_idx = getattr(ti.owner, "padding_idx", None)
             if (isinstance(ti.owner, (nn.Embedding, nn.EmbeddingBag)) and padding_idx is not None

@@ -16,7 +16,7 @@ from torch._subclasses.fake_tensor import is_fake
 from torch._subclasses.functional_tensor import FunctionalTensor
 
 from .contract import DTYPE_CODES, Distribution, check_seed, negated_params
-from .errors import InitValueError, UnsupportedDtypeError
+from .errors import InitValueError, UnsafeTargetError, UnsupportedDtypeError
 from .sharding import check_placements, dim_pieces, global_indices, is_dtensor, local_tensor
 
 from .contract_numbers import DESCRIPTOR_FORMAT, DESCRIPTOR_SIZE, MAX_DIMS, NUM_PARAMS
@@ -213,9 +213,16 @@ def check_float_dtype(tensor: torch.Tensor, fn_name: str, allow_complex: bool = 
         )
 
 
+# The tensor classes whose memory is the tensor's own: no DTensor, fake or functional subclass.
+PLAIN_TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
+
+
 def has_real_storage(tensor: torch.Tensor) -> bool:
     """False for tensors nothing can be written to: meta, fake (FakeTensorMode, tracing) and
     functional tensors. A fill on them is a no-op that draws no seed."""
+    if type(tensor) in PLAIN_TENSOR_TYPES:  # no subclass: meta, or a functional wrapper
+        with torch._C.DisableTorchFunction():
+            return not (tensor.is_meta or torch._is_functional_tensor(tensor))
     tensor = local_tensor(tensor)
     with torch._C.DisableTorchFunction():  # a look at metadata, not an access to the memory
         return not (tensor.is_meta or is_fake(tensor) or torch._is_functional_tensor(tensor)
@@ -223,22 +230,26 @@ def has_real_storage(tensor: torch.Tensor) -> bool:
 
 
 def check_storage(tensor: torch.Tensor) -> None:
-    """Raise RuntimeError, with torch's words, unless `tensor`'s storage is allocated and holds
+    """Raise UnsafeTargetError (a RuntimeError), with torch's words, unless `tensor`'s storage is allocated and holds
     its whole extent (storage_offset + sum((size - 1) * stride) + 1 elements)."""
-    tensor = local_tensor(tensor)
-    if tensor.numel() == 0:
-        return
+    if type(tensor) not in PLAIN_TENSOR_TYPES:
+        tensor = local_tensor(tensor)
     with torch._C.DisableTorchFunction():  # a look at the storage, not an access to the memory
+        if tensor.numel() == 0:
+            return
         storage = tensor.untyped_storage()
+        if tensor.is_contiguous() and storage.data_ptr() != 0 and \
+                (tensor.storage_offset() + tensor.numel()) * tensor.element_size() <= storage.nbytes():
+            return  # the common case: a dense tensor inside its storage
     if storage.data_ptr() == 0:
-        raise InitValueError(
+        raise UnsafeTargetError(
             "The tensor has a non-zero number of elements, but its data is not allocated yet: "
             f"tensor of shape {tuple(tensor.shape)} with a storage of {storage.nbytes()} bytes "
             "(freed, e.g. by FSDP); allocate it (untyped_storage().resize_) before initialising")
     extent = tensor.storage_offset() + 1 + sum(
         (size - 1) * stride for size, stride in zip(tensor.shape, tensor.stride()))
     if extent * tensor.element_size() > storage.nbytes():
-        raise InitValueError(
+        raise UnsafeTargetError(
             f"sizes {list(tensor.shape)}, strides {list(tensor.stride())}, storage offset "
             f"{tensor.storage_offset()}, and itemsize {tensor.element_size()} requiring a storage "
             f"size of {extent * tensor.element_size()} are out of bounds for storage of size "
@@ -248,7 +259,7 @@ def check_storage(tensor: torch.Tensor) -> None:
 def check_no_internal_overlap(tensor: torch.Tensor, fn_name: str) -> None:
     check_placements(tensor, fn_name)
     if torch._debug_has_internal_overlap(local_tensor(tensor)) == 1:
-        raise InitValueError(
+        raise UnsafeTargetError(
             f"{fn_name}: tensor of shape {tuple(tensor.shape)} with strides {tensor.stride()}: "
             + OVERLAP_MESSAGE
         )
@@ -258,6 +269,10 @@ def check_finite(fn_name: str, **values: float) -> None:
     """Raise TypeError for a value that is not a real number (a string, as torch's argument
     parser does), InitValueError for nan or inf."""
     for name, value in values.items():
+        if type(value) is float:  # the common case, without the ABC checks below
+            if not math.isfinite(value):
+                raise InitValueError(f"{fn_name}: {name} must be finite, got {name}={value}")
+            continue
         if not isinstance(value, (numbers.Real, torch.Tensor)):
             raise TypeError(f"{fn_name}(): argument '{name}' must be float, not "
                             f"{type(value).__name__}")

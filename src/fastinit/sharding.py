@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import torch
 
-from .errors import InitValueError
+from .errors import InitValueError, TorchVersionError
 
 # torch.distributed.tensor takes about half a second to import, and a DTensor can only exist once
 # it has been imported: its names are bound here on the first is_dtensor() call that finds it
@@ -73,7 +73,7 @@ def _private_helper(owner, name: str):
     """torch's private DTensor helper `name` of `owner`, or a clear error when this torch lacks it."""
     helper = getattr(owner, name, None)
     if helper is None:
-        raise RuntimeError(
+        raise TorchVersionError(
             f"fastinit's sharded init uses torch's private DTensor helper {name}, which torch "
             f"{torch.__version__} does not have; fastinit supports torch 2.13 and 2.14")
     return helper

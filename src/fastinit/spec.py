@@ -12,14 +12,9 @@ from typing import Optional
 
 import torch
 
-from . import nn_init
-from .contract import Distribution, constant_params
+from .contract import Distribution
 from .errors import InitValueError
-from .gains import calculate_gain
-from .plan import DTYPE_CODES, check_no_internal_overlap
-from .sharding import check_unsharded
-
-STRUCTURED = ("orthogonal", "eye", "dirac")
+from .registry import BY_SPEC_KIND
 
 
 @dataclass(frozen=True)
@@ -33,64 +28,18 @@ class Spec:
 
     @property
     def structured(self) -> bool:
-        return self.kind in STRUCTURED
+        return BY_SPEC_KIND[self.kind].structured
 
     def plan(self, tensor: torch.Tensor, name: str) -> Optional[tuple[Distribution, list]]:
         try:
-            return _PLANNERS[self.kind](tensor, **self.kwargs)
+            return BY_SPEC_KIND[self.kind].spec_plan(tensor, **self.kwargs)
         except (ValueError, TypeError, NotImplementedError, ZeroDivisionError) as exc:
             raise type(exc)(f"{self!r} cannot initialise {name!r} of shape "
                             f"{tuple(tensor.shape)}: {exc}") from exc
 
     def gain(self) -> Optional[float]:
         """The gain this spec applies, for explain()."""
-        if self.kind in ("kaiming_uniform", "kaiming_normal"):
-            return float(calculate_gain(self.kwargs.get("nonlinearity", "leaky_relu"),
-                                        self.kwargs.get("a", 0)))
-        if self.kind in ("xavier_uniform", "xavier_normal", "orthogonal"):
-            return float(self.kwargs.get("gain", 1.0))
-        return None
-
-
-def _constant(tensor, val):
-    if tensor.dtype in DTYPE_CODES:
-        check_no_internal_overlap(tensor, "constant")
-        return Distribution.CONSTANT, constant_params(val, tensor.dtype)
-    return Distribution.CONSTANT, [float(val)]  # integer buffers: torch's fill_ at run time
-
-
-def _structured(kind, check_shape):
-    """Planner of orthogonal / eye / dirac: shape checks, and a sharded tensor refused (they
-    need the whole matrix) before the pass writes anything; None = run after the fused pass."""
-    def plan(tensor, **kwargs):
-        check_shape(tensor, **kwargs)
-        if not tensor.is_meta:
-            check_unsharded(tensor, f"{kind}_")
-        return None
-
-    return plan
-
-
-_PLANNERS = {
-    "uniform": lambda t, a=0.0, b=1.0: nn_init._uniform_plan("uniform", t, a, b),
-    "normal": lambda t, mean=0.0, std=1.0: nn_init._normal_plan("normal", t, mean, std),
-    "trunc_normal": lambda t, mean=0.0, std=1.0, a=-2.0, b=2.0: nn_init._trunc_normal_plan(
-        "trunc_normal", t, mean, std, a, b),
-    "constant": _constant,
-    "kaiming_uniform": lambda t, a=0, mode="fan_in", nonlinearity="leaky_relu": (
-        nn_init._kaiming_plan(t, a, mode, nonlinearity, uniform=True)),
-    "kaiming_normal": lambda t, a=0, mode="fan_in", nonlinearity="leaky_relu": (
-        nn_init._kaiming_plan(t, a, mode, nonlinearity, uniform=False)),
-    "xavier_uniform": lambda t, gain=1.0: nn_init._xavier_plan(t, gain, uniform=True),
-    "xavier_normal": lambda t, gain=1.0: nn_init._xavier_plan(t, gain, uniform=False),
-    "lecun_uniform": lambda t: nn_init._variance_scaling_plan(t, 1.0, "fan_in", "uniform"),
-    "lecun_normal": lambda t: nn_init._variance_scaling_plan(t, 1.0, "fan_in", "truncated_normal"),
-    "variance_scaling": lambda t, scale=1.0, mode="fan_in", distribution="truncated_normal": (
-        nn_init._variance_scaling_plan(t, scale, mode, distribution)),
-    "orthogonal": _structured("orthogonal", lambda t, gain=1.0: nn_init._check_orthogonal_shape(t)),
-    "eye": _structured("eye", lambda t: nn_init._check_eye_shape(t)),
-    "dirac": _structured("dirac", lambda t, groups=1: nn_init._check_dirac_shape(t, groups)),
-}
+        return BY_SPEC_KIND[self.kind].gain(**self.kwargs)
 
 
 def uniform(a: float = 0.0, b: float = 1.0) -> Spec:

@@ -17,10 +17,12 @@ from typing import Sequence
 
 import torch
 
-from ..contract import Distribution
+from ..contract import DTYPE_CODES, Distribution
 from ..contract_numbers import HOST_DISTRIBUTIONS as _HOST_CODES
-from ..errors import BackendUnavailableError, InitValueError
-from ..plan import Fill, check_storage, descriptor_fills, has_real_storage
+from ..contract_numbers import MAX_DIMS
+from ..errors import BackendUnavailableError, GraphCaptureError, UnsafeTargetError
+from ..plan import (PLAIN_TENSOR_TYPES, Fill, check_storage, descriptor_fills,
+                    has_real_storage)
 from ..sharding import local_tensor
 
 BACKENDS = ("cpu", "cuda", "triton", "reference")
@@ -137,18 +139,31 @@ def execute(fills: Sequence[Fill]) -> None:
     """Run validated fills: one backend call per (device, dtype) group, in place.
 
     Fills of tensors without real storage (meta, fake, functional) are dropped; every other
-    tensor's storage is checked, for all fills, before any backend writes.
+    tensor's storage is checked, for all fills, before any backend writes. Whole plain CPU
+    tensors are planned, checked and filled by the C++ backend in one native call
+    (`_fill_natively`); the others are planned here (plan.descriptor_fills).
     """
-    fills = [f for f in fills if has_real_storage(f.tensor)]
     inference_refused = not torch.is_inference_mode_enabled()
+    if len(fills) == 1:  # one whole plain CPU tensor (a drop-in call): the native path alone
+        f = fills[0]
+        if (f.layout is None and f.first_index == 0 and _natively_planned(f.tensor, f.dist)
+                and has_real_storage(f.tensor) and f.tensor.numel()
+                and not (inference_refused and f.tensor.is_inference())):
+            _fill_natively([(f.tensor, f.dist, f.params, f.seed, f.stream)])
+            _increment_version((f.tensor,))
+            return
+    fills = [f for f in fills if has_real_storage(f.tensor)]
     for f in fills:
         if inference_refused and local_tensor(f.tensor).is_inference():
-            raise InitValueError(
+            raise UnsafeTargetError(
                 "Inplace update to inference tensor outside InferenceMode is not allowed: "
                 f"a tensor of shape {tuple(f.tensor.shape)} was created under "
                 "torch.inference_mode(); initialise it inside inference_mode or clone it")
         check_storage(f.tensor)
-    targets = descriptor_fills(fills)
+    native = [f for f in fills if f.layout is None and f.first_index == 0 and f.tensor.numel()
+              and _natively_planned(f.tensor, f.dist)]
+    native_ids = {id(f) for f in native}
+    targets = descriptor_fills([f for f in fills if id(f) not in native_ids])
     groups: "OrderedDict[tuple, list[Fill]]" = OrderedDict()
     for f in targets:
         host_only = f.dist in HOST_DISTRIBUTIONS
@@ -158,6 +173,8 @@ def execute(fills: Sequence[Fill]) -> None:
     runs = [(_module("reference") if host_only else backend_for(device), device, group)
             for (device, _, host_only), group in groups.items()]
     with torch.no_grad():
+        if native:  # whole plain CPU tensors: planned, checked and filled in one native call
+            _fill_natively([(f.tensor, f.dist, f.params, f.seed, f.stream) for f in native])
         for backend, device, group in runs:
             backend.run(group)
             if group[0].dist not in HOST_DISTRIBUTIONS:
@@ -165,6 +182,38 @@ def execute(fills: Sequence[Fill]) -> None:
         for f in fills:
             if f.tensor.numel():
                 torch.autograd.graph.increment_version(local_tensor(f.tensor))
+
+
+# torch's version counter bump of tensors written in place (a sequence of them)
+_increment_version = torch._C._increment_version
+
+
+def _natively_planned(tensor: torch.Tensor, dist: int) -> bool:
+    """Whether the C++ backend plans and fills this whole tensor in one native call: a plain
+    (no subclass) CPU tensor of a real floating dtype, no negative bit, at most as many dims as a
+    descriptor holds, a distribution the backends compute, the cpu backend selected for it."""
+    return (type(tensor) in PLAIN_TENSOR_TYPES and tensor.device.type == "cpu"
+            and tensor.dtype in DTYPE_CODES and dist not in HOST_DISTRIBUTIONS
+            and _selected in ("auto", "cpu") and _environment_error is None
+            and _CPU.IMPORT_ERROR is None and tensor.dim() <= MAX_DIMS and not tensor.is_neg())
+
+
+def _fill_natively(rows: Sequence[tuple]) -> None:
+    """Fill (tensor, dist, params, seed, stream) rows, each tensor whole, in one native call: the
+    C++ code checks every storage's bounds and alignment, collapses the dims and packs the
+    descriptors, then fills (csrc/cpu/plan_cpu.h); nothing is written unless all pass. The
+    caller bumps the tensors' version counters."""
+    batch = []
+    for tensor, dist, params, seed, stream in rows:
+        storage = tensor.untyped_storage()
+        batch.append((tensor.data_ptr(), storage.data_ptr(), storage.nbytes(),
+                      tensor.storage_offset(), tensor.shape, tensor.stride(),
+                      int(DTYPE_CODES[tensor.dtype]), int(dist), params, seed, stream))
+    try:
+        _CPU.fill_tensors(batch)
+    except IndexError as exc:  # a storage's bounds, in torch's words
+        raise UnsafeTargetError(str(exc)) from None
+    _last_run["cpu"] = _CPU.NAME
 
 
 def check_not_capturing(why: str) -> None:
@@ -175,10 +224,10 @@ def check_not_capturing(why: str) -> None:
         why: which backend stages what, for the message.
 
     Raises:
-        RuntimeError: the current CUDA stream is capturing.
+        GraphCaptureError: the current CUDA stream is capturing (a RuntimeError).
     """
     if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
-        raise RuntimeError(
+        raise GraphCaptureError(
             f"fastinit cannot run this fill inside CUDA graph capture: {why}, and a graph replay "
             f"would read that host memory after it is gone. Initialise these tensors before "
             f"capturing.")
@@ -203,4 +252,4 @@ def _select_from_environment() -> None:
 _select_from_environment()
 # The C++ module is loaded at import, not at the first CPU fill: its fork handler
 # (csrc/cpu/fill_cpu.cpp) must be in place before the program forks worker processes.
-_module("cpu")
+_CPU = _module("cpu")

@@ -1,4 +1,5 @@
-"""The `cpu` backend: the C++ fill of csrc/ (OpenMP threads, SIMD across Philox counters)."""
+"""The `cpu` backend: the C++ fill of csrc/ (its own thread pool, csrc/cpu/thread_pool.cpp, and
+SIMD across Philox counters)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -25,11 +26,27 @@ def supports(device) -> bool:
 def run(fills: Sequence[Fill]) -> None:
     """Fill `fills` on as many threads as ``torch.get_num_threads()`` gives the calling thread.
 
-    The count is passed per call: OpenMP's own setting is per thread, so a worker thread's
-    ``torch.set_num_threads`` would not otherwise reach the fill.
+    The count is passed per call: torch's setting is per thread, so a worker thread's
+    ``torch.set_num_threads`` reaches the fill too. A small fill runs on the calling thread
+    alone, and a large one never waits for a pool thread that is not running.
     """
     if fills:
         _C.fill(pack_descriptors(fills), torch.get_num_threads())
+
+
+def fill_tensors(tensors: Sequence[tuple]) -> None:
+    """Plan and fill whole dense tensors in one native call (see ``_C.fill_tensors``), on as
+    many threads as ``torch.get_num_threads()`` gives the calling thread.
+
+    Args:
+        tensors: one tuple per tensor: (data address, storage address, storage bytes, storage
+            offset, sizes, strides, dtype code, distribution code, parameters, seed, stream).
+
+    Raises:
+        IndexError: a tensor's elements lie outside its storage (torch's message).
+        ValueError: a layout a descriptor cannot hold; nothing is written.
+    """
+    _C.fill_tensors(tensors, torch.get_num_threads())
 
 
 def simd_level() -> str:
