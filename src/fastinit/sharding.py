@@ -17,19 +17,19 @@ from .errors import InitValueError
 # it has been imported: its names are bound here on the first is_dtensor() call that finds it
 # in sys.modules, never at import. Every other function below runs only after is_dtensor().
 DTENSOR_MODULE = "torch.distributed.tensor"
-DTensor = Replicate = Shard = _StridedShard = _dtensor_utils = None
+DTensor = Partial = Replicate = Shard = _StridedShard = _dtensor_utils = None
 _SHARD_TYPES: tuple = ()
 
 
 def _bind_dtensor_names() -> bool:
     """Whether DTensors can exist in this process; binds the DTensor names when they can."""
-    global DTensor, Replicate, Shard, _StridedShard, _SHARD_TYPES
+    global DTensor, Partial, Replicate, Shard, _StridedShard, _SHARD_TYPES
     global _dtensor_utils
     if DTensor is not None:
         return True
     if sys.modules.get(DTENSOR_MODULE) is None:
         return False
-    from torch.distributed.tensor import DTensor as dtensor_type, Replicate, Shard
+    from torch.distributed.tensor import DTensor as dtensor_type, Partial, Replicate, Shard
     # private to torch (tested on 2.13 and 2.14): checked where used, see _private_helper
     from torch.distributed.tensor import _utils as _dtensor_utils
     try:  # FSDP2 over a tensor-parallel dim shards the same dim twice: (_StridedShard(0), Shard(0))
@@ -142,7 +142,6 @@ def dim_pieces(idx) -> list[tuple[int, int, tuple]]:
     return [(int(a), int(g), ((int(n), 1, 1),)) for a, g, n in zip(starts, firsts, lengths)]
 
 
-
 # -- basic indexing of a sharded DTensor, without a collective -------------------------------
 # A DTensor made by `indexed()` carries, under this attribute, the part of it this rank holds
 # (a view of the indexed DTensor's local shard, or an empty tensor) and that part's global
@@ -162,10 +161,9 @@ def _index_items(index, ndim: int) -> Optional[list]:
     ellipses = sum(1 for i in items if i is Ellipsis)
     if consuming > ndim or ellipses > 1:
         return None
-    if ellipses:
-        at = items.index(Ellipsis)
-        items[at:at + 1] = [slice(None)] * (ndim - consuming)
-    return items + [slice(None)] * (ndim - consuming - sum(1 for i in items if i is Ellipsis))
+    at = items.index(Ellipsis) if ellipses else len(items)
+    items[at:at + ellipses] = [slice(None)] * (ndim - consuming)
+    return items
 
 
 @dataclasses.dataclass
@@ -285,7 +283,6 @@ def indexed(t, index):
     ip = index_part(t, index)
     if ip is None:
         return None
-    from torch.distributed.tensor import Partial
     placements = []
     for mesh_dim, p in enumerate(t.placements):
         if not isinstance(p, _SHARD_TYPES):
