@@ -623,6 +623,7 @@ INDEX_WRITES = {  # name -> write of row `i` of `w`, as init code does it
     "data.zero_": lambda w, i: w.data[i].zero_(),
     "normal_ slice": lambda w, i: fastinit.normal_(w[i:i + 1] if i >= 0 else w[i:], 0.0, 3.0, seed=SEED),
     "ellipsis fill_": lambda w, i: w[i, ..., 1:4].fill_(-2.5),
+    "chained zero_": lambda w, i: w[i][1:3].zero_(),
     # rows on both ranks for rows 11 and 12: each rank fills its own
     "setitem rows": lambda w, i: w.__setitem__(slice(max(0, i % 13 - 5), i % 13 + 1), 0.5),
 }

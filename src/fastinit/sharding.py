@@ -143,10 +143,11 @@ def dim_pieces(idx) -> list[tuple[int, int, tuple]]:
 
 
 # -- basic indexing of a sharded DTensor, without a collective -------------------------------
-# A DTensor made by `indexed()` carries, under this attribute, the part of it this rank holds
-# (a view of the indexed DTensor's local shard, or an empty tensor) and that part's global
-# indices along each dim: `local_tensor` and `global_indices` read them, so fastinit's fills
-# write the indexed tensor's own memory, each rank its own part.
+# A DTensor made by `indexed()` carries, under this attribute, (the part of it this rank holds:
+# a view of the indexed DTensor's local shard, or an empty tensor; the global indices of its
+# local tensor along each dim; whether this rank holds its elements): `local_tensor` and
+# `global_indices` read them, so fastinit's fills write the indexed tensor's own memory, each
+# rank its own part.
 _INDEXED_PART = "_fastinit_indexed_part"
 
 
@@ -173,7 +174,8 @@ class IndexPart:
     Attributes:
         shape: the shape of ``t[index]``.
         part: the elements of it this rank holds, a view of t's local shard; None if none.
-        indices: the positions of `part` in ``t[index]``, per dim (as `global_indices`).
+        indices: the positions of `part` in ``t[index]``, per dim (as `global_indices`); all
+            positions along a dim the index narrows to elements of other ranks.
         owns: this rank holds every element of ``t[index]`` along the dims the index narrows.
         out_dim: for each dim of `t`, its dim in ``t[index]`` (None where an int removed it).
         wanted: for each dim of `t` the index narrows, the global indices it keeps.
@@ -197,7 +199,7 @@ def index_part(t, index) -> Optional[IndexPart]:
         return None
     held = global_indices(t)
     local_items, out_shape, indices, out_dim, wanted = [], [], [], [], {}
-    owns = True
+    owns = getattr(t, _INDEXED_PART, (None, None, True))[2]  # an indexed DTensor held elsewhere
     d = 0
     for item in items:
         if item is None:
@@ -231,10 +233,10 @@ def index_part(t, index) -> Optional[IndexPart]:
                 wanted[d] = keep
                 lo = max(0, -(-(g.start - start) // step))
                 hi = min(len(keep), -(-(g.stop - start) // step))
-                if hi <= lo:
+                if hi <= lo:  # held by other ranks (as a whole, in an `indexed` DTensor)
                     owns = False
                     local_items.append(slice(0, 0))
-                    indices.append(range(0))
+                    indices.append(range(len(keep)))
                 else:
                     local_items.append(slice(keep[lo] - g.start, keep[hi - 1] - g.start + 1, step))
                     indices.append(range(lo, hi))
@@ -242,7 +244,7 @@ def index_part(t, index) -> Optional[IndexPart]:
     part = None
     if owns:
         with torch._C.DisableTorchFunction():  # a view of the local shard, not a DTensor op
-            part = t.to_local()[tuple(local_items)]
+            part = local_tensor(t)[tuple(local_items)]
         if part.numel() == 0:
             part = None
     return IndexPart(tuple(out_shape), part, indices, owns, out_dim, wanted)
@@ -297,17 +299,15 @@ def indexed(t, index):
             return None
     if not any(isinstance(p, Partial) for p in placements):
         return None
-    narrowed = {ip.out_dim[d] for d in ip.wanted}  # Partial dims: every rank holds them whole
-    local_shape = tuple(n if o in narrowed else len(i)
-                        for o, (n, i) in enumerate(zip(ip.shape, ip.indices)))
     if ip.owns and ip.part is not None:
         local = ip.part
     else:
-        local = torch.full(local_shape, -0.0 if t.dtype.is_floating_point or t.dtype.is_complex
-                           else 0, dtype=t.dtype, device=t.to_local().device)
+        local = torch.full(tuple(len(i) for i in ip.indices),
+                           -0.0 if t.dtype.is_floating_point or t.dtype.is_complex else 0,
+                           dtype=t.dtype, device=t.to_local().device)
     result = DTensor.from_local(local, t.device_mesh, placements, run_check=False,
                                 shape=torch.Size(ip.shape),
                                 stride=torch.empty(ip.shape, device="meta").stride())
     part = ip.part if ip.part is not None else local.new_empty((0,))
-    setattr(result, _INDEXED_PART, (part, ip.indices))
+    setattr(result, _INDEXED_PART, (part, ip.indices, ip.owns))
     return result
