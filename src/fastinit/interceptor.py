@@ -119,7 +119,7 @@ class Interceptor(TorchFunctionMode):
     def _getitem(self, func, op, args, kwargs):
         if _is_basic_index(args[1]):
             if is_sharded(args[0]):
-                # a row of a sharded embedding: a view of the shard that holds it, not
+                # e.g. an embedding's padding row: a view of the shard that holds it, not
                 # DTensor's gathered copy (a write to that copy would be lost)
                 made = indexed(args[0], args[1])
                 if made is not None:
