@@ -505,3 +505,48 @@ def test_a_tensor_whose_memory_moves_keeps_the_record_of_its_write():
     assert torch.equal(old, torch.full((8,), 0.5)) and torch.equal(c, torch.arange(8.0))
     fresh = torch.empty(4)
     assert not recorder.wrote(fresh)  # negative control: memory the block never wrote
+
+
+# --- the write log: queries look at the writes near the queried bytes ---------------------------
+
+
+def test_write_log_queries_on_a_flat_buffer_of_many_parameters(monkeypatch):
+    """1000 parameters as views of one flat buffer, one write over all of it, then a fill of
+    most views and a few other writes: wrote / describe / by_fastinit give the answers of
+    the whole log, and each query compares only the few writes near its bytes."""
+    from fastinit.recorder import Footprint
+    n = 1000
+    flat = torch.empty(4 * n)
+    views = [flat[4 * i:4 * (i + 1)] for i in range(n)]
+    with fastinit.fused() as recorder:
+        fastinit.constant_(flat, 0.5)
+        for i, v in enumerate(views):
+            if i % 3:
+                fastinit.normal_(v, seed=i)
+        views[7].add_(1.0)                 # covers view 7: not fastinit's
+        flat[1000:1010].mul_(2.0)          # covers views 250 and 251, part of 252
+        views[400][1:3].zero_()            # part of view 400, a fastinit fill
+    compared = []
+    overlaps = Footprint.overlaps
+
+    def counting(self, other):
+        compared.append(1)
+        return overlaps(self, other)
+
+    monkeypatch.setattr(Footprint, "overlaps", counting)
+    normal = "normal(mean=0, std=1)"
+    for i, v in enumerate(views):
+        full = normal if i % 3 else "constant(0.5)"
+        want = {7: ("add_", False), 250: ("mul_", False), 251: ("mul_", False),
+                252: (f"{full}; then mul_ on part", False),
+                400: (f"{full}; then constant(0) on part", True)}.get(i, (full, True))
+        compared.clear()
+        assert recorder.wrote(v), i
+        assert (recorder.describe(v), recorder.by_fastinit(v)) == want, i
+        # three queries, each near its 4 elements: a handful of writes, not the whole log
+        assert len(compared) <= 3 * 6, (i, len(compared))
+    assert recorder.describe(flat) == "constant(0.5); then " + "; then ".join(
+        ["normal(mean=0, std=1) on part"] * (2 * n // 3 + (n % 3 == 2))
+        + ["add_ on part", "mul_ on part", "constant(0) on part"])
+    assert not recorder.by_fastinit(flat)
+    assert not recorder.wrote(torch.empty(4))  # negative control: memory the block never wrote

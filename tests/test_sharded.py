@@ -618,6 +618,121 @@ def case_tp_llama_descriptors(ctx):
     return {_key("llama", n): t for n, t in _gather_model(llama).items()}
 
 
+# -- writes through indexing (a Hugging Face padding row) ---------------------------------------
+PAD_ROWS = (11, 2, -1)   # 13 rows on 2 ranks: 7 + 6, so rows 2 and 11 lie on different ranks
+INDEX_WRITES = {  # name -> write of row `i` of `w`, as init code does it
+    "fastinit.zeros_": lambda w, i: fastinit.zeros_(w[i]),
+    "zero_": lambda w, i: w[i].zero_(),
+    "nn.init.zeros_": lambda w, i: torch.nn.init.zeros_(w[i]),
+    "setitem": lambda w, i: w.__setitem__(i, 0.0),
+    "data.zero_": lambda w, i: w.data[i].zero_(),
+    "normal_ slice": lambda w, i: fastinit.normal_(w[i:i + 1] if i >= 0 else w[i:], 0.0, 3.0, seed=SEED),
+    "ellipsis fill_": lambda w, i: w[i, ..., 1:4].fill_(-2.5),
+    "chained zero_": lambda w, i: w[i][1:3].zero_(),
+    # rows on both ranks for rows 11 and 12: each rank fills its own
+    "setitem rows": lambda w, i: w.__setitem__(slice(max(0, i % 13 - 5), i % 13 + 1), 0.5),
+}
+HF_PAD_IDS = (3, 27)     # vocab 32 on 2 ranks: one padding row on each rank
+
+
+def _index_write_reference(name: str, row: int) -> torch.Tensor:
+    w = torch.empty(13, 6)
+    fastinit.normal_(w, 0.0, 0.02, seed=SEED)
+    INDEX_WRITES[name](w, row)
+    return w
+
+
+def case_index_writes(ctx):
+    """Inside fused(), writes through w[i] (and a one-row slice) of a Shard(0) embedding weight
+    write the rank that holds the row, with no collective; every rank's shard equals its rows
+    of the unsharded result, read locally."""
+    from torch.distributed.tensor import Shard, distribute_tensor
+    from fastinit.sharding import global_indices
+    out = {}
+    for name, write in INDEX_WRITES.items():
+        for row in PAD_ROWS:
+            w = distribute_tensor(torch.full((13, 6), SENTINEL), ctx.mesh1, [Shard(0)])
+            with no_collectives(), fastinit.fused():
+                fastinit.normal_(w, 0.0, 0.02, seed=SEED)
+                write(w, row)
+            want = _index_write_reference(name, row)
+            rows = list(global_indices(w)[0])
+            if not torch.equal(w.to_local(), want[rows]):
+                raise AssertionError(f"{name} row {row}: rank's shard (rows {rows}) differs from "
+                                     "the unsharded result")
+            out[_key(name, row)] = _gather(w)
+    return out
+
+
+def _hf_llama(pad_token_id: int):
+    try:
+        from transformers import LlamaConfig, LlamaForCausalLM
+    except ImportError as exc:
+        raise Skip(f"transformers is not installed: {exc}")
+    return LlamaForCausalLM(LlamaConfig(
+        vocab_size=32, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=16,
+        pad_token_id=pad_token_id, tie_word_embeddings=False))
+
+
+def _fsdp_hf_llama(mesh, pad_token_id: int):
+    fully_shard = _fully_shard()
+    with torch.device("meta"):
+        model = _hf_llama(pad_token_id)
+    for layer in model.model.layers:
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
+
+
+def case_hf_llama_pad(ctx):
+    """A Hugging Face Llama with pad_token_id, FSDP2-sharded on meta, materialized: its own
+    init zeroes `embed_tokens.weight[pad_token_id]` on the rank that holds the row."""
+    from torch.distributed.tensor import Shard
+    out = {}
+    for pad in HF_PAD_IDS:
+        model = _fsdp_hf_llama(ctx.mesh1, pad)
+        emb = model.model.embed_tokens.weight
+        assert emb.placements == (Shard(0),), emb.placements
+        with no_collectives():
+            fastinit.materialize(model, device="cpu", seed=SEED)
+        out.update({_key(pad, n): t for n, t in _gather_model(model).items()})
+    return out
+
+
+ALONE_TIMEOUT_S = 60
+
+
+def case_hf_llama_one_rank_alone(ctx):
+    """Rank 0 materializes its FSDP2 shard of the Llama alone while rank 1 does nothing: no
+    collective, so it finishes (a collective would wait for rank 1 until the deadline)."""
+    import threading
+    import torch.distributed as dist
+    model = _fsdp_hf_llama(ctx.mesh1, HF_PAD_IDS[0])
+    if dist.get_rank() != 0:
+        return None
+    done, failed = threading.Event(), []
+
+    def run():
+        try:
+            fastinit.materialize(model, device="cpu", seed=SEED)
+        except BaseException as exc:  # reported below, on the main thread
+            failed.append(exc)
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    if not done.wait(ALONE_TIMEOUT_S):
+        raise AssertionError(f"materialize on one rank alone did not finish in {ALONE_TIMEOUT_S} s")
+    if failed:
+        raise failed[0]
+    from fastinit.sharding import global_indices
+    emb = model.model.embed_tokens.weight
+    rows = list(global_indices(emb)[0])
+    assert HF_PAD_IDS[0] in rows, rows  # this rank holds the padding row
+    assert (emb.to_local()[rows.index(HF_PAD_IDS[0])] == 0).all()
+    return {"embed_tokens.weight": emb.to_local().detach().clone(), "rows": torch.tensor(rows)}
+
+
 CASES = {  # name -> (function, world sizes)
     "guard": (case_guard, WORLDS),
     "dropin": (case_dropin, WORLDS),
@@ -633,6 +748,9 @@ CASES = {  # name -> (function, world sizes)
     "hsdp": (case_hsdp, (4,)),
     "fsdp2_tp": (case_fsdp2_tp, (4,)),
     "tp_llama_descriptors": (case_tp_llama_descriptors, (2,)),
+    "index_writes": (case_index_writes, WORLDS),
+    "hf_llama_pad": (case_hf_llama_pad, (2,)),
+    "hf_llama_one_rank_alone": (case_hf_llama_one_rank_alone, (2,)),
 }
 
 
@@ -958,6 +1076,48 @@ def test_fsdp2_over_tensor_parallel(launches):
             **_prefixed("llama", _reference_model(tiny_llama,
                                                   lambda m: fastinit.reset_parameters(m, seed=SEED)))}
     _assert_same(got, want, "FSDP2 + TP 2x2")
+
+
+@per_world
+def test_index_writes_write_the_shard_that_holds_the_row(launches, world):
+    """fastinit.zeros_(w[i]), w[i].zero_(), nn.init.zeros_(w[i]), w[i] = 0, w.data[i].zero_()
+    and a one-row slice, inside fused() on a Shard(0) weight: bitwise the unsharded result,
+    whichever rank holds the row (each rank also compared its own shard, in the worker)."""
+    got = launches(world).check("index_writes")
+    want = {_key(name, row): _index_write_reference(name, row)
+            for name in INDEX_WRITES for row in PAD_ROWS}
+    _assert_same(got, want, f"world {world}")
+    for row in PAD_ROWS:
+        assert (got[_key("zero_", row)][row] == 0).all()
+
+
+def _hf_llama_reference(pad: int) -> dict:
+    with torch.device("meta"):
+        model = _hf_llama(pad)
+    fastinit.materialize(model, device="cpu", seed=SEED)
+    return {n: t.detach().clone() for n, t in _all_tensors(model).items()}
+
+
+def test_hf_llama_padding_row_under_fsdp2(launches):
+    """HF Llama (pad_token_id on either rank), FSDP2 on meta, materialize: bitwise the unsharded
+    materialize, and the padding row is zero."""
+    pytest.importorskip("transformers")
+    got = launches(2).check("hf_llama_pad")
+    want = {}
+    for pad in HF_PAD_IDS:
+        want.update(_prefixed(pad, _hf_llama_reference(pad)))
+        emb = got[_key(pad, "model.embed_tokens.weight")]
+        assert (emb[pad] == 0).all() and (emb != 0).sum() > emb.numel() // 2, pad
+    _assert_same(got, want, "HF Llama FSDP2 world 2")
+
+
+def test_hf_llama_one_rank_materializes_alone(launches):
+    """One rank materializes its shard while the other does nothing: it finishes, with its
+    rows of the unsharded init and the padding row zero."""
+    pytest.importorskip("transformers")
+    got = launches(2).check("hf_llama_one_rank_alone")
+    want = _hf_llama_reference(HF_PAD_IDS[0])["model.embed_tokens.weight"]
+    assert torch.equal(got["embed_tokens.weight"], want[got["rows"]])
 
 
 def test_world_sizes_agree(launches):

@@ -136,6 +136,15 @@ def fused(dry_run: bool = False) -> Iterator[Recorder]:
             validated when made, as alone); a fill that cannot run (e.g. freed storage) raises
             when the pass that holds it runs, at the latest at the block's end.
 
+    On a sharded DTensor (FSDP2, ``Shard`` placements), a basic index that narrows a sharded
+    dim to elements of one shard (``w[padding_idx]``, ``w.data[i]``, a slice within a shard)
+    gives a DTensor whose local tensor is, on the rank holding those elements, a view of its
+    shard (``Partial`` over that mesh dim; the other ranks hold -0.0, so reading it sums to
+    the values). The fills the block records on it (``init.zeros_(w[i])``, ``w[i].zero_()``,
+    ``normal_``, ...), and ``w[index] = value`` with a scalar value for any basic index, write
+    each rank's own part, with no collective. Outside a block, DTensor indexes
+    as torch does (a gathered copy: writes to it are lost).
+
     An exception raised inside the block does not lose the recorded fills: they run at the
     block's exit as on a normal exit, so every tensor recorded before the exception holds its
     values, and then the exception propagates unchanged.

@@ -18,6 +18,7 @@ from .contract import DTYPE_CODES
 from .qr import qr_on_one_thread
 from .recorder import Footprint, Recorder
 from .routines import ONE_THREAD_QR_ROUTINES, SKIPPED, follow_up, recognise, routine
+from .sharding import index_part, indexed, is_dtensor, is_sharded
 
 # Operations that read only metadata (shape, dtype, strides, device, property getters such as
 # `.data`, which makes a tracked alias) or make a new tensor from the metadata alone never flush.
@@ -90,6 +91,8 @@ class Interceptor(TorchFunctionMode):
             return self._metadata, None
         if name == "__getitem__":
             return self._getitem, _Op(name)
+        if name == "__setitem__":
+            return self._setitem, _Op(name)
         return self._other, _Op(name)
 
     # -- handlers: (func, info, args, kwargs) -> result --------------------------------------
@@ -115,7 +118,25 @@ class Interceptor(TorchFunctionMode):
 
     def _getitem(self, func, op, args, kwargs):
         if _is_basic_index(args[1]):
+            if is_sharded(args[0]):
+                # e.g. an embedding's padding row: a view of the shard that holds it, not
+                # DTensor's gathered copy (a write to that copy would be lost)
+                made = indexed(args[0], args[1])
+                if made is not None:
+                    return made
             return func(*args, **kwargs)  # a view
+        return self._other(func, op, args, kwargs)
+
+    def _setitem(self, func, op, args, kwargs):
+        """``t[index] = value`` on a sharded DTensor, with a basic index and a scalar value:
+        each rank fills the part of its shard the index selects, with no collective."""
+        t, index, value = args[0], args[1], args[2] if len(args) > 2 else None
+        if is_sharded(t) and _is_basic_index(index) and _fill_value(value):
+            ip = index_part(t, index)
+            if ip is not None:
+                if ip.part is not None:
+                    self._other(torch.Tensor.fill_, _Op("fill_"), (ip.part, value), {})
+                return None
         return self._other(func, op, args, kwargs)
 
     def _set_data(self, func, info, args, kwargs):
@@ -303,6 +324,13 @@ def _is_fillable(t) -> bool:
 
 def _scalar(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _fill_value(value) -> bool:
+    """A value `t[index] = value` writes as ``fill_(value)``: a number or a 0-dim plain tensor."""
+    if isinstance(value, torch.Tensor):
+        return not is_dtensor(value) and value.dim() == 0
+    return isinstance(value, (int, float, bool))
 
 
 def _property_name(getter) -> str:

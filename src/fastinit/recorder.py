@@ -3,7 +3,9 @@
 A tensor's footprint is the byte range of its storage it spans, so that writes through views of
 any dtype are compared in one unit. Pending fills are indexed per storage, sorted by first byte:
 a cover, overlap or read query looks at the fills of one storage near the queried range
-(O(log n) plus the fills it finds), never at the whole pending list.
+(O(log n) plus the fills it finds), never at the whole pending list. The write log is indexed
+per storage by width class and first byte, so its queries (`wrote`, `by_fastinit`, `describe`)
+look only at the writes near the queried range too.
 """
 from __future__ import annotations
 
@@ -140,6 +142,36 @@ class _StorageFills:
         return dropped
 
 
+class _StorageWrites:
+    """The writes logged on one storage: (footprint, text, by_fastinit) in the order they were
+    made, indexed by width class (a write of w bytes is in class w.bit_length(), so it is
+    narrower than 2**class) and, in each class, sorted by first byte: the writes that can
+    overlap [lo, hi) start in (lo - 2**class, hi)."""
+
+    __slots__ = ("writes", "by_class")
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[Footprint, str, bool]] = []
+        self.by_class: dict[int, tuple[list[int], list[int]]] = {}  # class -> (los, positions)
+
+    def append(self, footprint: Footprint, text: str, by_fastinit: bool) -> None:
+        los, positions = self.by_class.setdefault((footprint.hi - footprint.lo).bit_length(), ([], []))
+        i = bisect.bisect_right(los, footprint.lo)
+        los.insert(i, footprint.lo)
+        positions.insert(i, len(self.writes))
+        self.writes.append((footprint, text, by_fastinit))
+
+    def overlapping(self, fp: Footprint) -> list[tuple[Footprint, str, bool]]:
+        """The writes that overlap `fp`, in the order they were made."""
+        found = []
+        for width_class, (los, positions) in self.by_class.items():
+            start = bisect.bisect_right(los, fp.lo - (1 << width_class))
+            end = bisect.bisect_left(los, fp.hi)
+            found += [i for i in positions[start:end] if self.writes[i][0].overlaps(fp)]
+        found.sort()
+        return [self.writes[i] for i in found]
+
+
 class Recorder:
     """The pending fills and the write log of one `fused()` block (one thread).
 
@@ -162,7 +194,7 @@ class Recorder:
         self.recorded = 0
         self.dropped = 0
         self.flushes = 0
-        self._writes: dict[object, list[tuple[Footprint, str, bool]]] = {}
+        self._writes: dict[object, _StorageWrites] = {}
         self.elements_filled = 0  # elements fastinit's fills wrote
         self.unreachable = 0      # fills skipped: no one can read their memory
         self.elements_other = 0   # elements other in-place operations wrote
@@ -219,8 +251,18 @@ class Recorder:
             self.flush({footprint.key})
 
     def _log(self, tensor: torch.Tensor, footprint: Footprint, text: str, by_fastinit: bool) -> None:
-        self._writes.setdefault(footprint.key, []).append((footprint, text, by_fastinit))
+        self._storage_writes(footprint.key).append(footprint, text, by_fastinit)
         self._keep_alive.append(tensor)
+
+    def _storage_writes(self, key) -> _StorageWrites:
+        log = self._writes.get(key)
+        if log is None:
+            log = self._writes[key] = _StorageWrites()
+        return log
+
+    def _overlapping_writes(self, footprint: Footprint) -> list[tuple[Footprint, str, bool]]:
+        log = self._writes.get(footprint.key)
+        return [] if log is None else log.overlapping(footprint)
 
     def log_write(self, tensor: torch.Tensor, text: str, by_fastinit: bool = False) -> None:
         footprint = Footprint.of(tensor)
@@ -235,11 +277,9 @@ class Recorder:
         new = Footprint.of(tensor)
         if old is None or new is None or new.key == old.key or self._written_over(new):
             return
-        for fp, text, ours in self._writes.get(old.key, ()):
-            if fp.covers(old):
-                self._writes.setdefault(new.key, []).append((new, text, ours))
-            elif fp.overlaps(old):
-                self._writes.setdefault(new.key, []).append((new, f"{text} on part", ours))
+        for fp, text, ours in self._overlapping_writes(old):
+            self._storage_writes(new.key).append(new, text if fp.covers(old) else f"{text} on part",
+                                                 ours)
         self._keep_alive.append(tensor)
 
     # -- reading -----------------------------------------------------------------------------
@@ -316,7 +356,7 @@ class Recorder:
 
     # -- queries -----------------------------------------------------------------------------
     def _written_over(self, footprint: Footprint) -> bool:
-        return any(fp.overlaps(footprint) for fp, _, _ in self._writes.get(footprint.key, ()))
+        return bool(self._overlapping_writes(footprint))
 
     def wrote(self, tensor: torch.Tensor) -> bool:
         """Whether anything in the block wrote (part of) `tensor`'s memory."""
@@ -330,10 +370,10 @@ class Recorder:
         if footprint is None:
             return False
         result = False
-        for fp, _, ours in self._writes.get(footprint.key, ()):
+        for fp, _, ours in self._overlapping_writes(footprint):
             if fp.covers(footprint):
                 result = ours
-            elif fp.overlaps(footprint) and not ours:
+            elif not ours:
                 result = False
         return result
 
@@ -344,10 +384,10 @@ class Recorder:
         if footprint is None:
             return None
         text = None
-        for fp, what, _ in self._writes.get(footprint.key, ()):
+        for fp, what, _ in self._overlapping_writes(footprint):
             if fp.covers(footprint):
                 text = what
-            elif fp.overlaps(footprint):
+            else:
                 text = f"{text}; then {what} on part" if text else f"{what} on part"
         return text
 

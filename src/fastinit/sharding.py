@@ -4,7 +4,9 @@ index, so they equal the unsharded init for any placements, mesh and world size,
 included, and no collective is needed."""
 from __future__ import annotations
 
+import dataclasses
 import sys
+from typing import Optional
 
 import numpy as np
 import torch
@@ -15,19 +17,19 @@ from .errors import InitValueError, TorchVersionError
 # it has been imported: its names are bound here on the first is_dtensor() call that finds it
 # in sys.modules, never at import. Every other function below runs only after is_dtensor().
 DTENSOR_MODULE = "torch.distributed.tensor"
-DTensor = Replicate = Shard = _StridedShard = _dtensor_utils = None
+DTensor = Partial = Replicate = Shard = _StridedShard = _dtensor_utils = None
 _SHARD_TYPES: tuple = ()
 
 
 def _bind_dtensor_names() -> bool:
     """Whether DTensors can exist in this process; binds the DTensor names when they can."""
-    global DTensor, Replicate, Shard, _StridedShard, _SHARD_TYPES
+    global DTensor, Partial, Replicate, Shard, _StridedShard, _SHARD_TYPES
     global _dtensor_utils
     if DTensor is not None:
         return True
     if sys.modules.get(DTENSOR_MODULE) is None:
         return False
-    from torch.distributed.tensor import DTensor as dtensor_type, Replicate, Shard
+    from torch.distributed.tensor import DTensor as dtensor_type, Partial, Replicate, Shard
     # private to torch (tested on 2.13 and 2.14): checked where used, see _private_helper
     from torch.distributed.tensor import _utils as _dtensor_utils
     try:  # FSDP2 over a tensor-parallel dim shards the same dim twice: (_StridedShard(0), Shard(0))
@@ -44,8 +46,12 @@ def is_dtensor(t) -> bool:
 
 
 def local_tensor(t: torch.Tensor) -> torch.Tensor:
-    """The memory this rank writes: a DTensor's local shard, or the tensor itself."""
-    return t.to_local() if is_dtensor(t) else t
+    """The memory this rank writes: a DTensor's local shard (of an `indexed` DTensor: the part
+    of the indexed tensor's shard it holds), or the tensor itself."""
+    if not is_dtensor(t):
+        return t
+    part = getattr(t, _INDEXED_PART, None)
+    return t.to_local() if part is None else part[0]
 
 
 def is_sharded(t) -> bool:
@@ -53,7 +59,7 @@ def is_sharded(t) -> bool:
 
 
 def check_placements(t, fn_name: str) -> None:
-    if is_dtensor(t):
+    if is_dtensor(t) and getattr(t, _INDEXED_PART, None) is None:
         bad = [p for p in t.placements if not isinstance(p, (*_SHARD_TYPES, Replicate))]
         if bad:
             raise InitValueError(f"{fn_name}: cannot initialise a DTensor with placements {bad}; "
@@ -83,6 +89,9 @@ def global_indices(t) -> list:
     """Per dimension, the global indices the local shard of DTensor `t` holds along it: local
     element (i0, i1, ...) is global element (idx[0][i0], idx[1][i1], ...); a range per dim
     unless a _StridedShard splits it into runs (then a list)."""
+    part = getattr(t, _INDEXED_PART, None)
+    if part is not None:
+        return part[1]
     shape = tuple(t.shape)
     if not any(_StridedShard is not None and isinstance(p, _StridedShard) for p in t.placements):
         local_shape, offset = _private_helper(
@@ -131,3 +140,174 @@ def dim_pieces(idx) -> list[tuple[int, int, tuple]]:
         return [(0, int(firsts[0]),
                  ((len(starts), int(lengths[0]), int(spacing[0])), (int(lengths[0]), 1, 1)))]
     return [(int(a), int(g), ((int(n), 1, 1),)) for a, g, n in zip(starts, firsts, lengths)]
+
+
+# -- basic indexing of a sharded DTensor, without a collective -------------------------------
+# A DTensor made by `indexed()` carries, under this attribute, (the part of it this rank holds:
+# a view of the indexed DTensor's local shard, or an empty tensor; the global indices of its
+# local tensor along each dim; whether this rank holds its elements): `local_tensor` and
+# `global_indices` read them, so fastinit's fills write the indexed tensor's own memory, each
+# rank its own part.
+_INDEXED_PART = "_fastinit_indexed_part"
+
+
+def _index_items(index, ndim: int) -> Optional[list]:
+    """A basic index as one int or slice per dim of the indexed tensor, with None for each new
+    axis; None when it is not a basic index of at most `ndim` dims."""
+    items = list(index) if isinstance(index, tuple) else [index]
+    if not all(i is None or i is Ellipsis or isinstance(i, slice)
+               or (isinstance(i, int) and not isinstance(i, bool)) for i in items):
+        return None
+    consuming = sum(1 for i in items if i is not None and i is not Ellipsis)
+    ellipses = sum(1 for i in items if i is Ellipsis)
+    if consuming > ndim or ellipses > 1:
+        return None
+    at = items.index(Ellipsis) if ellipses else len(items)
+    items[at:at + ellipses] = [slice(None)] * (ndim - consuming)
+    return items
+
+
+@dataclasses.dataclass
+class IndexPart:
+    """How ``t[index]`` (a basic index of a sharded DTensor `t`) lies on this rank's shard.
+
+    Attributes:
+        shape: the shape of ``t[index]``.
+        part: the elements of it this rank holds, a view of t's local shard; None if none.
+        indices: the positions of `part` in ``t[index]``, per dim (as `global_indices`); all
+            positions along a dim the index narrows to elements of other ranks.
+        owns: this rank holds every element of ``t[index]`` along the dims the index narrows.
+        out_dim: for each dim of `t`, its dim in ``t[index]`` (None where an int removed it).
+        wanted: for each dim of `t` the index narrows, the global indices it keeps.
+    """
+
+    shape: tuple
+    part: Optional[torch.Tensor]
+    indices: list
+    owns: bool
+    out_dim: list
+    wanted: dict
+
+
+def index_part(t, index) -> Optional[IndexPart]:
+    """The `IndexPart` of ``t[index]``, or None where `index` is not a basic index with every
+    int in range and every slice step positive (torch then decides, and raises for a bad one),
+    or a narrowed dim's shard is not one run of indices (an uneven _StridedShard)."""
+    shape = tuple(t.shape)
+    items = _index_items(index, len(shape))
+    if items is None:
+        return None
+    held = global_indices(t)
+    local_items, out_shape, indices, out_dim, wanted = [], [], [], [], {}
+    owns = getattr(t, _INDEXED_PART, (None, None, True))[2]  # an indexed DTensor held elsewhere
+    d = 0
+    for item in items:
+        if item is None:
+            local_items.append(None)
+            out_shape.append(1)
+            indices.append(range(1))
+            continue
+        n, g = shape[d], held[d]
+        if isinstance(item, int):
+            if not -n <= item < n:
+                return None
+            k = item % n
+            pos = _position(g, k)
+            owns = owns and pos is not None
+            local_items.append(0 if pos is None else pos)
+            out_dim.append(None)
+            wanted[d] = range(k, k + 1)
+        else:
+            start, stop, step = item.indices(n)
+            if step <= 0:
+                return None
+            keep = range(start, stop, step)
+            out_dim.append(len(out_shape))
+            out_shape.append(len(keep))
+            if len(keep) == n:  # the whole dim, sharded as it is
+                local_items.append(slice(None))
+                indices.append(g)
+            else:
+                if not isinstance(g, range):
+                    return None
+                wanted[d] = keep
+                lo = max(0, -(-(g.start - start) // step))
+                hi = min(len(keep), -(-(g.stop - start) // step))
+                if hi <= lo:  # held by other ranks (as a whole, in an `indexed` DTensor)
+                    owns = False
+                    local_items.append(slice(0, 0))
+                    indices.append(range(len(keep)))
+                else:
+                    local_items.append(slice(keep[lo] - g.start, keep[hi - 1] - g.start + 1, step))
+                    indices.append(range(lo, hi))
+        d += 1
+    part = None
+    if owns:
+        with torch._C.DisableTorchFunction():  # a view of the local shard, not a DTensor op
+            part = local_tensor(t)[tuple(local_items)]
+        if part.numel() == 0:
+            part = None
+    return IndexPart(tuple(out_shape), part, indices, owns, out_dim, wanted)
+
+
+def _position(g, k: int) -> Optional[int]:
+    """The local position of global index `k` among the indices `g` a shard holds, or None."""
+    if isinstance(g, range):
+        return k - g.start if g.start <= k < g.stop else None
+    return g.index(k) if k in g else None
+
+
+def _one_rank_holds(t, mesh_dim: int, keep: range) -> bool:
+    """Whether one shard along `mesh_dim` (t's Shard placement there) holds all of `keep`, for
+    every coordinate of the other mesh dims: torch.chunk's split, as DTensor's Shard."""
+    p = t.placements[mesh_dim]
+    if type(p) is not Shard or sum(isinstance(q, _SHARD_TYPES) and q.dim == p.dim
+                                   for q in t.placements) > 1:
+        return False
+    if len(keep) == 0:
+        return True
+    sizes = [len(c) for c in torch.arange(t.shape[p.dim]).chunk(t.device_mesh.size(mesh_dim))]
+    bounds = np.cumsum([0] + sizes)
+    chunk = int(np.searchsorted(bounds, keep[0], side="right")) - 1
+    return keep[-1] < bounds[chunk + 1]
+
+
+def indexed(t, index):
+    """``t[index]`` for a sharded DTensor `t` and a basic index that narrows a sharded dim,
+    made without a collective: a DTensor whose local tensor is, on the rank(s) holding the
+    elements, a view of t's shard; it is Partial (sum) over the mesh dims whose sharded dim the
+    index narrows (the other ranks hold -0.0, so reading it sums to the values exactly), and
+    keeps t's other placements. fastinit's fills of it write t's shards, each rank its part.
+
+    Returns None (index as torch does) where the index narrows no sharded dim, where the
+    elements kept along a sharded dim span several shards, or for an index `index_part` maps
+    not."""
+    ip = index_part(t, index)
+    if ip is None:
+        return None
+    placements = []
+    for mesh_dim, p in enumerate(t.placements):
+        if not isinstance(p, _SHARD_TYPES):
+            placements.append(p)
+        elif p.dim not in ip.wanted:
+            new_dim = ip.out_dim[p.dim]
+            placements.append(Shard(new_dim) if type(p) is Shard else
+                              _StridedShard(new_dim, split_factor=p.split_factor))
+        elif len(ip.wanted[p.dim]) == 1 or _one_rank_holds(t, mesh_dim, ip.wanted[p.dim]):
+            placements.append(Partial())
+        else:
+            return None
+    if not any(isinstance(p, Partial) for p in placements):
+        return None
+    if ip.owns and ip.part is not None:
+        local = ip.part
+    else:
+        local = torch.full(tuple(len(i) for i in ip.indices),
+                           -0.0 if t.dtype.is_floating_point or t.dtype.is_complex else 0,
+                           dtype=t.dtype, device=t.to_local().device)
+    result = DTensor.from_local(local, t.device_mesh, placements, run_check=False,
+                                shape=torch.Size(ip.shape),
+                                stride=torch.empty(ip.shape, device="meta").stride())
+    part = ip.part if ip.part is not None else local.new_empty((0,))
+    setattr(result, _INDEXED_PART, (part, ip.indices, ip.owns))
+    return result
