@@ -35,11 +35,13 @@ class InitResult:
     untouched: list = field(default_factory=list)      # tensors no rule covers
     model_init: list = field(default_factory=list)     # tensors the model's own init wrote
     kept: list = field(default_factory=list)           # tensors that kept their values (materialize)
+    replayed: list = field(default_factory=list)       # constructor init replayed (meta_init)
 
     def __repr__(self) -> str:
         return (f"InitResult(seed={self.seed}, fused={len(self.fused)} tensors, structured="
                 f"{self.structured}, not_fused={self.not_fused}, model_init="
-                f"{len(self.model_init)} tensors, kept={self.kept}, untouched={self.untouched})")
+                f"{len(self.model_init)} tensors, replayed={len(self.replayed)} tensors, "
+                f"kept={self.kept}, untouched={self.untouched})")
 
 
 def plan_all(inits: list[TensorInit]) -> None:

@@ -13,7 +13,9 @@ from ..errors import InitValueError
 from ..fused import fused
 from .executor import InitResult, resolve_seed, run_pass
 from .names import lookup, named_tensors, tied_aliases
+from .hugging_face import is_hugging_face_model
 from .own_init import InitArg, select_model_init
+from .recipes import NotReplayable
 from .rules import Rules, collect, default_rules_for, user_rules
 
 
@@ -69,6 +71,29 @@ def _generators_from(seed: int, device) -> Iterator[None]:
             torch.cuda.default_generators[index].manual_seed(seed)
         with seeds_from(torch.Generator().manual_seed(seed)):
             yield
+
+
+def _replay_constructors(module: nn.Module, recipes: dict, seed: int) -> tuple[list, list]:
+    """Replay the constructor init recorded under `meta_init()` on the allocated tensors, in one
+    fused block of its own. A recipe that starts from its layer's default gets fastinit's
+    default fill first. Returns (replayed names, names that could not be replayed)."""
+    tensors = named_tensors(module)
+    todo = {n: r for n, r in recipes.items() if n in tensors and r.makes_values}
+    replayed, failed = [], []
+    if not todo:
+        return replayed, failed
+    with fused():
+        first = {id(tensors[n]) for n, r in todo.items() if r.default}
+        if first:
+            run_pass(module, seed, "", lambda mod, _: default_rules_for(mod), call_own=False,
+                     initialised=frozenset(id(t) for t in tensors.values()) - first)
+        for name, recipe in todo.items():
+            try:
+                recipe.replay(tensors[name])
+                replayed.append(name)
+            except NotReplayable:
+                failed.append(name)
+    return replayed, failed
 
 
 def materialize(module: nn.Module, device=None, dtype: Optional[torch.dtype] = None, *,
@@ -134,12 +159,17 @@ def materialize(module: nn.Module, device=None, dtype: Optional[torch.dtype] = N
     seed = resolve_seed(seed)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    recorded = {n: getattr(t, "_fastinit_recipe", None) for n, t in named_tensors(module).items()
+                if t.is_meta}
     kept_names = _allocate(module, device, dtype, reinit)
     tensors = named_tensors(module)
     kept = frozenset(id(tensors[name]) for name in kept_names)
     kept_params = [t for t in tensors.values() if id(t) in kept and isinstance(t, nn.Parameter)]
+    recipes = {n: r for n, r in recorded.items() if r is not None and id(tensors[n]) not in kept}
+    with torch.no_grad(), _generators_from(seed, device):
+        replayed, not_replayable = _replay_constructors(module, recipes, seed)
     with fused() as recorder, torch.no_grad(), _generators_from(seed, device):
-        written = kept
+        written = kept | {id(tensors[n]) for n in replayed}
         model_written: list[str] = []
         if model_init is not None:
             with _set_aside(module, kept_params):
@@ -158,12 +188,14 @@ def materialize(module: nn.Module, device=None, dtype: Optional[torch.dtype] = N
         with _set_aside(module, kept_params):  # a module's own reset_parameters may hold kept ones
             result = run_pass(module, seed, "", lambda mod, _: default_rules_for(mod),
                               call_own=True, initialised=written | rule_covered)
+        by_default = result.fused + result.structured
         if rules_for is not None:  # after the defaults: the rules win over a module's own reset
             by_rules = run_pass(module, seed, "", rules_for, call_own=False, initialised=kept)
             result.fused += by_rules.fused
             result.structured += by_rules.structured
         result.model_init = [n for n in model_written if id(tensors[n]) not in kept]
         result.kept = kept_names
+        result.replayed = [n for n in replayed if n not in result.model_init]
         if result.untouched and not allow_uninitialized:
             raise InitValueError(
                 f"materialize: nothing initialises {result.untouched}: no rule, no "
@@ -173,4 +205,22 @@ def materialize(module: nn.Module, device=None, dtype: Optional[torch.dtype] = N
     if result.untouched:
         warnings.warn(f"materialize: nothing initialises {result.untouched}; their memory is "
                       "uninitialised", stacklevel=2)
+    if init != "reset_parameters" and not is_hugging_face_model(module):
+        _warn_layer_defaults(by_default, result.not_fused, tensors,
+                             {n for n, r in recorded.items() if r is None} | set(not_replayable))
     return result
+
+
+def _warn_layer_defaults(by_default: list, own_reset: list, tensors: dict, unrecorded: set) -> None:
+    """Warn, naming them, about the tensors that got their layer's default because their
+    constructor init, if any, was not recorded (a model built on meta without `meta_init()`)."""
+    own = set(own_reset)
+    by_default = by_default + [n for n in tensors if n.rpartition(".")[0] in own]
+    names = [n for n in by_default if n in unrecorded]
+    if names:
+        shown = names if len(names) <= 20 else names[:20] + [f"... ({len(names)} in all)"]
+        warnings.warn(
+            f"materialize: {shown} get their layers' default init: the model was built on the "
+            "meta device without fastinit.meta_init(), so init done in its constructor cannot "
+            "be replayed. Build it under fastinit.meta_init() to replay that init, or pass "
+            "init='reset_parameters' to ask for the layer defaults", stacklevel=3)
