@@ -19,7 +19,6 @@ recipes, in fastinit's fused pass, on the allocated tensors, with every draw fro
 from __future__ import annotations
 
 import sys
-import weakref
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -243,34 +242,40 @@ class ConstructorRecorder(TorchFunctionMode):
 
     def __init__(self):
         super().__init__()
-        # storage key -> weak references to recorded tensors in it, to find the tensor a
-        # parameter was made from (nn.Parameter(x) is a new object sharing x's storage)
+        # storage key -> [(layout, base recipe, view path)] of the recorded tensors in it, to
+        # find what a parameter was made from: nn.Parameter(x) is a new object sharing x's
+        # storage, and x itself is often gone by then. Every new tensor the block makes
+        # replaces the entries of its storage, so none outlives the memory it describes.
         self._by_storage: dict[object, list] = {}
 
-    def _remember(self, t: torch.Tensor) -> None:
-        self._by_storage.setdefault(_storage_key(t), []).append(weakref.ref(t))
+    def _remember(self, t: torch.Tensor, new: bool) -> None:
+        key = _storage_key(t)
+        base, path = _base_and_path(t)
+        entry = (_layout(t), base._fastinit_recipe, path)
+        if new:
+            self._by_storage[key] = [entry]
+        else:
+            self._by_storage.setdefault(key, []).append(entry)
 
     def recipe_of(self, t: torch.Tensor) -> Recipe:
         """The recipe of what `t` was made from (a new copy), or one that keeps `t`'s values."""
         found = _base_and_path(t)
-        if found is None:
+        if found is not None:
+            recipe, path = found[0]._fastinit_recipe, found[1]
+        else:
             layout = _layout(t)
-            for ref in self._by_storage.get(_storage_key(t), ()):
-                alive = ref()
-                if alive is not None and _layout(alive) == layout:
-                    found = _base_and_path(alive)
-                    break
-        if found is None:
+            recipe, path = next(((r, p) for lay, r, p in self._by_storage.get(_storage_key(t), ())
+                                 if lay == layout), (None, ()))
+        if recipe is None:
             return Recipe(value=None if t.is_meta else t.detach())
-        base, path = found
         if not path:
-            return base._fastinit_recipe.copy()
-        return Recipe(make=(_view, (Snapshot(base._fastinit_recipe.copy(), ()), path), {}))
+            return recipe.copy()
+        return Recipe(make=(_view, (Snapshot(recipe.copy(), ()), path), {}))
 
     def adopt(self, param: torch.Tensor, recipe: Recipe) -> None:
         """`param` (registered on meta) has values made by `recipe`."""
         param._fastinit_recipe = recipe
-        self._remember(param)
+        self._remember(param, new=True)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -300,15 +305,17 @@ class ConstructorRecorder(TorchFunctionMode):
             args = tuple(torch.empty_like(a, device="meta") if isinstance(a, torch.Tensor) else a
                          for a in args)
             result._fastinit_recipe = Recipe(make=(func, args, dict(kwargs)))
-            self._remember(result)
+            self._remember(result, new=True)
             return result
         source = _base_and_path(args[0]) if args else None
         if source is not None and _storage_key(result) == _storage_key(args[0]):
             base, path = source  # a view: writes through it reach the base
             result._fastinit_view = (base, path + ((func, tuple(args[1:]), dict(kwargs)),))
-            self._remember(result)
+            self._remember(result, new=False)
         elif any(_base_and_path(a) is not None for a in list(args) + list(kwargs.values())):
             result._fastinit_recipe = Recipe(make=(func, _snapshot(tuple(args)),
                                                    _snapshot(dict(kwargs))))
-            self._remember(result)
+            self._remember(result, new=True)
+        elif result.layout == torch.strided:
+            self._by_storage.pop(_storage_key(result), None)  # new memory, made from nothing recorded
         return result
