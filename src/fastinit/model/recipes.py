@@ -25,7 +25,7 @@ from typing import Optional
 import torch
 from torch.overrides import TorchFunctionMode
 
-from .rules import default_rules_for
+from .rules import default_layer_type
 
 # Creation ops: a new tensor from sizes and values alone (the `*_like` / `new_*` forms read only
 # their argument's metadata).
@@ -175,8 +175,15 @@ def _snapshot(x):
 
 
 def _storage_key(t: torch.Tensor):
+    """The memory `t` lives in, or None for a tensor without a storage of its own (a sparse or
+    wrapper subclass tensor): such tensors are not recorded."""
+    if t.layout != torch.strided:
+        return None
     with torch._C.DisableTorchFunction():
-        storage = t.untyped_storage()
+        try:
+            storage = t.untyped_storage()
+        except (RuntimeError, NotImplementedError, TypeError):
+            return None
         return ("meta", storage._cdata) if t.is_meta else (str(t.device), storage.data_ptr())
 
 
@@ -206,7 +213,7 @@ def _in_layer_default() -> bool:
             return False
         if frame.f_code.co_name in DEFAULT_RESETS:
             owner = frame.f_locals.get("self")
-            if isinstance(owner, torch.nn.Module) and default_rules_for(owner) is not None:
+            if isinstance(owner, torch.nn.Module) and default_layer_type(owner) is not None:
                 return True
         frame = frame.f_back
     return False
@@ -250,6 +257,8 @@ class ConstructorRecorder(TorchFunctionMode):
 
     def _remember(self, t: torch.Tensor, new: bool) -> None:
         key = _storage_key(t)
+        if key is None:
+            return
         base, path = _base_and_path(t)
         entry = (_layout(t), base._fastinit_recipe, path)
         if new:
@@ -301,14 +310,17 @@ class ConstructorRecorder(TorchFunctionMode):
         if target is not None or not isinstance(result, torch.Tensor) or \
                 any(result is a for a in list(args) + list(kwargs.values())):
             return result
-        if name in FACTORIES:  # a tensor argument gives only its metadata
-            args = tuple(torch.empty_like(a, device="meta") if isinstance(a, torch.Tensor) else a
-                         for a in args)
-            result._fastinit_recipe = Recipe(make=(func, args, dict(kwargs)))
+        if name in FACTORIES:
+            if args and (name.endswith("_like") or name.startswith("new_")):
+                # the first argument gives only its metadata
+                args = (torch.empty_like(args[0], device="meta"),) + tuple(args[1:])
+            result._fastinit_recipe = Recipe(make=(func, _snapshot(tuple(args)),
+                                                   _snapshot(dict(kwargs))))
             self._remember(result, new=True)
             return result
         source = _base_and_path(args[0]) if args else None
-        if source is not None and _storage_key(result) == _storage_key(args[0]):
+        key = _storage_key(result)
+        if source is not None and key is not None and key == _storage_key(args[0]):
             base, path = source  # a view: writes through it reach the base
             result._fastinit_view = (base, path + ((func, tuple(args[1:]), dict(kwargs)),))
             self._remember(result, new=False)
@@ -316,6 +328,6 @@ class ConstructorRecorder(TorchFunctionMode):
             result._fastinit_recipe = Recipe(make=(func, _snapshot(tuple(args)),
                                                    _snapshot(dict(kwargs))))
             self._remember(result, new=True)
-        elif result.layout == torch.strided:
-            self._by_storage.pop(_storage_key(result), None)  # new memory, made from nothing recorded
+        elif key is not None:
+            self._by_storage.pop(key, None)  # new memory, made from nothing recorded
         return result

@@ -87,16 +87,23 @@ if hasattr(nn, "RMSNorm"):
     DEFAULT_RULES[nn.RMSNorm] = _affine
 
 
-def default_rules_for(module: nn.Module) -> Optional[dict]:
-    """The default rules of `module`'s layer type; None when its class overrides that type's
-    reset_parameters (a subclass with its own init: its reset_parameters runs instead)."""
+def default_layer_type(module: nn.Module) -> Optional[type]:
+    """The layer type of DEFAULT_RULES whose default `module` gets; None when there is none or
+    its class overrides that type's reset_parameters (a subclass with its own init: its
+    reset_parameters runs instead)."""
     for cls in type(module).__mro__:
         if cls in DEFAULT_RULES:
             if getattr(type(module), "reset_parameters", None) is not \
                     getattr(cls, "reset_parameters", None):
                 return None
-            return DEFAULT_RULES[cls](module)
+            return cls
     return None
+
+
+def default_rules_for(module: nn.Module) -> Optional[dict]:
+    """The default rules of `module`'s layer type (see `default_layer_type`), or None."""
+    cls = default_layer_type(module)
+    return None if cls is None else DEFAULT_RULES[cls](module)
 
 
 @dataclass
