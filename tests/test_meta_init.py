@@ -19,6 +19,7 @@ from torch import nn
 import fastinit
 
 P_MIN = 1e-4
+KS_SAMPLES = 200_000
 
 
 def _tensors(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -42,7 +43,8 @@ def mismatch(got: torch.Tensor, ref: torch.Tensor) -> str | None:
         return f"mean {float(x.mean()):.4g} != {float(y.mean()):.4g}"
     if abs(float(x.std()) / sd - 1) > max(0.05, 8 / math.sqrt(n)):
         return f"std {float(x.std()):.4g} != {sd:.4g}"
-    if n >= 50 and stats.ks_2samp(x.numpy(), y.numpy()).pvalue < P_MIN:
+    step = max(1, n // KS_SAMPLES)  # the KS test on an evenly strided sample of big tensors
+    if n >= 50 and stats.ks_2samp(x[::step].numpy(), y[::step].numpy()).pvalue < P_MIN:
         return "KS rejects"
     return None
 
