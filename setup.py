@@ -261,7 +261,7 @@ def main():
     if cuda is not None:
         ext_modules.append(cuda)
     setup(
-        packages=["fastinit", "fastinit.backends", "fastinit.kernels"],
+        packages=["fastinit", "fastinit.backends", "fastinit.kernels", "fastinit.model"],
         package_dir={"fastinit": "src/fastinit", "fastinit.kernels": "kernels"},
         ext_modules=ext_modules,
         cmdclass={"build_ext": BuildExt},

@@ -443,6 +443,9 @@ def test_materialize_names_a_custom_tensor_nothing_initialises():
         model.model.gate = Gate(128)
     with pytest.raises(InitValueError, match=r"\['model\.gate\.scale'\]"):
         fastinit.materialize(model, "cpu", seed=0)
+    with torch.device("meta"):  # the failed call allocated the model: its tensors are real now
+        model = llama()
+        model.model.gate = Gate(128)
     rows = {r.name: r for r in fastinit.explain(model)}
     assert rows["model.gate.scale"].source == "NOT INITIALISED"
 

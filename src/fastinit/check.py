@@ -11,7 +11,7 @@ from torch import nn
 from torch.special import ndtr
 
 from .contract import Distribution
-from .model import _collect, _default_rules_for
+from .model.rules import collect, default_rules_for
 
 # Kolmogorov's asymptotic critical value at significance 0.001 is KS_CRITICAL_C / sqrt(n).
 KS_CRITICAL_C = 1.949
@@ -102,7 +102,7 @@ def density_checks(module: nn.Module, max_samples: int = DEFAULT_MAX_SAMPLES) ->
     Raises:
         ValueError: `module` still has meta tensors (materialise it first).
     """
-    inits, _ = _collect(module, "", lambda mod, _: _default_rules_for(mod))
+    inits, _ = collect(module, "", lambda mod, _: default_rules_for(mod))
     checks = []
     for ti in inits:
         if ti.tensor.is_meta:

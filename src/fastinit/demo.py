@@ -80,7 +80,8 @@ def _fastinit_side(config: LlamaConfig, dtype, device, seed, check: bool):
     """Materialise with fastinit; returns (result, seconds, std checks or None)."""
     model = _build(config).to(dtype)
     result, fast_s = _timed(lambda: whole_model.materialize(model, device, seed=seed), device)
-    return result, fast_s, std_check(model, whole_model.explain(model)) if check else None
+    rows = whole_model.explain(model, reinit=True) if check else None
+    return result, fast_s, std_check(model, rows) if check else None
 
 
 def _fill_floor(config: LlamaConfig, dtype, device) -> float:

@@ -1,0 +1,173 @@
+"""Which spec each tensor gets: PyTorch's default init of every standard layer, by layer type,
+and user rules (layer types and name patterns)."""
+from __future__ import annotations
+
+import fnmatch
+import math
+from dataclasses import dataclass
+from typing import Callable, Mapping, Optional, Union
+
+import torch
+from torch import nn
+
+from .. import spec
+from ..errors import InitValueError
+from ..gains import _calculate_fan_in_and_fan_out
+from .names import lookup, named_tensors
+
+
+SQRT5 = math.sqrt(5.0)
+Rules = Mapping[Union[type, str], Union[spec.Spec, Mapping[str, spec.Spec]]]
+
+
+def _fan_in_bound(weight: torch.Tensor) -> float:
+    fan_in, _ = _calculate_fan_in_and_fan_out(weight)
+    return 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+
+
+def _linear_like(m) -> dict:
+    rules = {"weight": spec.kaiming_uniform(a=SQRT5)}
+    if getattr(m, "bias", None) is not None:
+        bound = _fan_in_bound(m.weight)
+        rules["bias"] = spec.uniform(-bound, bound)
+    return rules
+
+
+def _bilinear(m) -> dict:
+    bound = 1.0 / math.sqrt(m.weight.size(1)) if m.weight.size(1) > 0 else 0.0
+    return {"weight": spec.uniform(-bound, bound), "bias": spec.uniform(-bound, bound)}
+
+
+def _affine(m) -> dict:
+    return {"weight": spec.ones(), "bias": spec.zeros()}
+
+
+def _norm_with_stats(m) -> dict:
+    return {**_affine(m), "running_mean": spec.zeros(), "running_var": spec.ones(),
+            "num_batches_tracked": spec.zeros()}
+
+
+def _embedding(m) -> dict:
+    return {"weight": spec.normal(0.0, 1.0)}
+
+
+def _recurrent(m) -> dict:
+    stdv = 1.0 / math.sqrt(m.hidden_size) if m.hidden_size > 0 else 0.0
+    return {name: spec.uniform(-stdv, stdv) for name, _ in m.named_parameters(recurse=False)}
+
+
+def _multihead_attention(m) -> dict:
+    rules = {name: spec.xavier_uniform() for name in
+             ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")}
+    rules.update({"in_proj_bias": spec.zeros(), "out_proj.bias": spec.zeros(),
+                  "bias_k": spec.xavier_normal(), "bias_v": spec.xavier_normal()})
+    return rules
+
+
+def _prelu(m) -> dict:
+    return {"weight": spec.constant(m.init)}
+
+
+# PyTorch's own default init (each layer's reset_parameters), by layer type.
+DEFAULT_RULES: dict[type, Callable[[nn.Module], dict]] = {
+    nn.Linear: _linear_like,
+    nn.Bilinear: _bilinear,
+    nn.modules.conv._ConvNd: _linear_like,
+    nn.Embedding: _embedding,
+    nn.EmbeddingBag: _embedding,
+    nn.LayerNorm: _affine,
+    nn.GroupNorm: _affine,
+    nn.modules.batchnorm._NormBase: _norm_with_stats,
+    nn.MultiheadAttention: _multihead_attention,
+    nn.RNNBase: _recurrent,
+    nn.RNNCellBase: _recurrent,
+    nn.PReLU: _prelu,
+}
+if hasattr(nn, "RMSNorm"):
+    DEFAULT_RULES[nn.RMSNorm] = _affine
+
+
+def default_layer_type(module: nn.Module) -> Optional[type]:
+    """The layer type of DEFAULT_RULES whose default `module` gets; None when there is none or
+    its class overrides that type's reset_parameters (a subclass with its own init: its
+    reset_parameters runs instead)."""
+    for cls in type(module).__mro__:
+        if cls in DEFAULT_RULES:
+            if getattr(type(module), "reset_parameters", None) is not \
+                    getattr(cls, "reset_parameters", None):
+                return None
+            return cls
+    return None
+
+
+def default_rules_for(module: nn.Module) -> Optional[dict]:
+    """The default rules of `module`'s layer type (see `default_layer_type`), or None."""
+    cls = default_layer_type(module)
+    return None if cls is None else DEFAULT_RULES[cls](module)
+
+
+@dataclass
+class TensorInit:
+    """One parameter or buffer of the pass: its name, tensor, spec and contract plan."""
+
+    name: str
+    tensor: torch.Tensor
+    spec: spec.Spec
+    plan: Optional[tuple] = None
+    owner: Optional[nn.Module] = None
+
+
+def collect(module: nn.Module, prefix: str, rules_for: Callable[[nn.Module, str], dict]
+             ) -> tuple[list[TensorInit], dict[str, torch.Tensor]]:
+    """Every (name, tensor, spec) of the pass; tied tensors once, under their first name."""
+    tensors = named_tensors(module, prefix)
+    first_name = {id(t): name for name, t in tensors.items()}
+    assigned: dict[str, TensorInit] = {}
+    for mod_name, mod in module.named_modules(prefix=prefix):
+        rules = rules_for(mod, mod_name)
+        if rules is None:
+            continue
+        for local, sp in rules.items():
+            t = lookup(mod, local)
+            if not isinstance(t, torch.Tensor):
+                continue  # a missing bias (None) is fine
+            name = first_name.get(id(t), f"{mod_name}.{local}" if mod_name else local)
+            if name in assigned:
+                continue  # an ancestor's rule (or a tied alias) already covers it
+            assigned[name] = TensorInit(name, t, spec.as_spec(sp), owner=mod)
+    return list(assigned.values()), tensors
+
+
+def user_rules(rules: Rules, module: nn.Module, prefix: str):
+    type_rules = {k: v for k, v in rules.items() if isinstance(k, type)}
+    name_rules = {k: spec.as_spec(v) for k, v in rules.items() if isinstance(k, str)}
+    bad = [k for k in rules if not isinstance(k, (type, str))]
+    if bad:
+        raise InitValueError(f"rule keys must be module types or name patterns, got {bad!r}")
+    names = [n for n, _ in module.named_parameters(prefix=prefix)] + \
+            [n for n, _ in module.named_buffers(prefix=prefix)]
+    for pattern in name_rules:
+        if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+            raise InitValueError(f"rule {pattern!r} matches no parameter or buffer of the module")
+
+    def rules_for(mod: nn.Module, mod_name: str):
+        out = {}
+        for cls in type(mod).__mro__:
+            if cls in type_rules:
+                per_param = type_rules[cls]
+                if not isinstance(per_param, Mapping):
+                    raise InitValueError(f"the rule for {cls.__name__} must map parameter names to "
+                                         f"specs, got {per_param!r}")
+                for local, sp in per_param.items():
+                    if not hasattr(mod, local.split(".")[0]):
+                        raise InitValueError(f"rule for {cls.__name__}: {mod_name or 'module'} has "
+                                             f"no parameter or buffer {local!r}")
+                    out.setdefault(local, sp)
+        for full, _ in list(mod.named_parameters(prefix=mod_name, recurse=False)) + \
+                list(mod.named_buffers(prefix=mod_name, recurse=False)):
+            for pattern, sp in name_rules.items():
+                if fnmatch.fnmatchcase(full, pattern):
+                    out[full[len(mod_name) + 1:] if mod_name else full] = sp
+        return out or None
+
+    return rules_for
