@@ -36,7 +36,7 @@ def triton_kernels_or_skip():
     interpreted = os.environ.get("TRITON_INTERPRET") == "1"
     if not interpreted and not torch.cuda.is_available():
         pytest.skip("no CUDA device and TRITON_INTERPRET is not 1", allow_module_level=True)
-    if interpreted and not isinstance(kernels._fill_kernel,
+    if interpreted and not isinstance(kernels.fill_kernel,
                                       triton.runtime.interpreter.InterpretedFunction):
         pytest.skip(
             "fastinit.kernels was imported before TRITON_INTERPRET=1 was set, so its kernels "

@@ -18,6 +18,8 @@ INTERPRETED = DEVICE == "cpu"
 
 from fastinit import plan  # noqa: E402
 from fastinit.backends import cpu, reference  # noqa: E402
+from fastinit.backends import triton as triton_backend  # noqa: E402
+from fastinit.kernels import launch_table  # noqa: E402
 from fastinit.contract_numbers import DESCRIPTOR_WORDS  # noqa: E402
 from fastinit.plan import make_fill  # noqa: E402
 
@@ -29,20 +31,39 @@ STREAM = 0x8000000000000005
 SMALL = kernels.LaunchConfig(chunk=256, tile_blocks=32)
 GUARD = 5
 DATA = DESCRIPTOR_WORDS["data"]
+WORDS = launch_table.DESC_WORDS.value
 
 
 def table_of(fills, config=SMALL):
     """The CPU table of ``triton_fill`` for `fills`: descriptor rows, then the block map."""
-    desc = kernels.descriptor_rows(fills)
-    block_map = kernels.build_block_map(fills, config.chunk)
+    desc = triton_backend.descriptor_rows(fills)
+    block_map, _ = launch_table.build_block_map(desc, fills[0].tensor.dtype, config.chunk)
     return torch.from_numpy(np.concatenate([desc.reshape(-1), block_map.reshape(-1)]))
 
 
-EXACT_FMA = kernels._exact_fma_path(torch.device(DEVICE))
+def groups_of(n, table):
+    """The variant groups of a table of n rows: its block map's run of variants (any program
+    naming a row outside [0, n) counted as row 0's, for the op to refuse)."""
+    if table.dtype != torch.int64 or table.dim() != 1 or table.numel() < n * WORDS:
+        return []
+    host = table.numpy()
+    variants = launch_table.row_variants(host[:n * WORDS].reshape(n, WORDS))
+    rows = host[n * WORDS:n * WORDS + (host.size - n * WORDS) // 2 * 2].reshape(-1, 2)[:, 0]
+    groups = []
+    for v in variants[np.where((rows >= 0) & (rows < n), rows, 0)].tolist():
+        if groups and groups[-2] == v:
+            groups[-1] += 1
+        else:
+            groups += [v, 1]
+    return groups
 
 
-def launch(targets, table, config=SMALL):
-    torch.ops.fastinit.triton_fill(targets, table, config.chunk, config.tile_blocks,
+EXACT_FMA = kernels.exact_fma_path(torch.device(DEVICE))
+
+
+def launch(targets, table, config=SMALL, groups=None):
+    groups = groups_of(len(targets), table) if groups is None else groups
+    torch.ops.fastinit.triton_fill(targets, table, groups, config.chunk, config.tile_blocks,
                                    config.num_warps, config.max_programs, EXACT_FMA)
 
 
@@ -136,7 +157,7 @@ def test_one_launch_over_separate_allocations():
 
 def _bad_tables():
     """(name, edit of the table of three 100-element fills and their targets, message)."""
-    words = kernels.DESC_WORDS.value
+    words = WORDS
     size, numel = DESCRIPTOR_WORDS["size"], DESCRIPTOR_WORDS["numel"]
     stride, dist = DESCRIPTOR_WORDS["stride"], DESCRIPTOR_WORDS["dist"]
 
@@ -200,7 +221,8 @@ def test_a_bad_chunk_or_table_length_raises():
     dist, params = distributions(torch.float32)["uniform"]
     table = table_of([make_fill(target, dist, params, 1)])
     with pytest.raises(ValueError, match="chunk must be a power of two"):
-        torch.ops.fastinit.triton_fill([target], table, 384, 32, 4, 2**31 - 1, False)
+        torch.ops.fastinit.triton_fill([target], table, groups_of(1, table), 384, 32, 4,
+                                       2**31 - 1, False)
     with pytest.raises(ValueError, match="is not 1 descriptor rows"):
         launch([target], table[:-1])
     assert torch.isnan(target).all()
@@ -319,7 +341,7 @@ def test_inductor_compiles_the_kernel_bitwise(dtype):
         target, buffer = guarded((129, 65), dtype, transpose=True)
         (fill,) = plan.descriptor_fills([make_fill(target, dist, params, SEED, STREAM, 3)])
         _, code = run_and_get_code(compiled, fill.tensor, table_of([fill]))
-        assert "_fill_kernel" in "\n".join(code)
+        assert "fill_kernel" in "\n".join(code)
         eager, _ = guarded((129, 65), dtype, transpose=True)
         (again,) = plan.descriptor_fills([make_fill(eager, dist, params, SEED, STREAM, 3)])
         launch([again.tensor], table_of([again]))
