@@ -30,7 +30,7 @@ fi
 # The test extras without their Triton requirement (torch pins its own Triton above), then
 # fastinit itself without dependencies, so nothing replaces that torch or Triton.
 "$VENV/bin/python" -m pip install --quiet numpy "pytest>=7" "scipy>=1.9" "hypothesis>=6" \
-  "pytest-benchmark>=4" "transformers>=4.40" "matplotlib>=3.5" "pybind11>=2.10" "setuptools>=64"
+  "pytest-benchmark>=4" "transformers>=4.40" "matplotlib>=3.5" "pybind11>=2.10" "setuptools>=77,<82"
 FASTINIT_CUDA="${FASTINIT_CUDA:-0}" "$VENV/bin/python" -m pip install --quiet --no-deps \
   --no-build-isolation -e .
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"

@@ -288,9 +288,11 @@ FASTINIT_CHUNK_HD void fill_chunk_strided(const Gen& gen, const FillDescriptor& 
   }
 }
 
-// One thread's share of chunk `chunk` of the tensor `d`, contiguous or strided.
+// One thread's share of chunk `chunk` of the tensor `d`, contiguous or strided. Not inlined on
+// the device: each generator's loop is then allocated registers on its own, instead of the
+// kernel holding every distribution's at once (which spilled); one call per chunk and thread.
 template <int kDType, typename Gen>
-FASTINIT_CHUNK_HD void fill_any(const Gen& gen, const FillDescriptor& d, uint32_t chunk,
+__host__ __device__ __noinline__ void fill_any(const Gen& gen, const FillDescriptor& d, uint32_t chunk,
                                 int shift, int tid, int nthreads) {
   using T = typename Output<kDType>::T;
   if (is_contiguous(d)) {
