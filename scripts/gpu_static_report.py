@@ -25,7 +25,8 @@ Usage:
 90), kernel, dtype (the output dtype), registers, spill_bytes (spill stores plus loads),
 compile_s, ptx (path or null), cubin_registers (Triton) and sass_per_element (Triton: SASS
 instructions of the kernel per output element of one tile iteration, see docs/roofline.md).
-Without it, a table. Exits 1 when a compiler is missing.
+Without it, a table; ``--roofline``: the paper roofline of docs/roofline.md (markdown). Exits 1
+when a compiler is missing.
 """
 from __future__ import annotations
 
@@ -218,6 +219,8 @@ def compile_cuda(arch: int, folder: str) -> list[dict]:
     seconds = time.perf_counter() - start
     if log.returncode:
         raise RuntimeError(f"{' '.join(command)} failed:\n{log.stderr}")
+    with open(obj + ".ptxas.log", "w") as f:
+        f.write(log.stderr + log.stdout)
     names = {code: str(dtype).replace("torch.", "") for dtype, code in DTYPE_CODES.items()}
     rows = []
     functions = parse_ptxas(log.stderr + log.stdout)
@@ -225,7 +228,7 @@ def compile_cuda(arch: int, folder: str) -> list[dict]:
     for mangled, figures in functions.items():
         demangled = subprocess.run(["c++filt", mangled], capture_output=True,
                                    text=True).stdout.strip()
-        m = re.match(r"void (\w+)<(-?\d+)>", demangled)
+        m = re.search(r"(\w+)<(-?\d+)>\(", demangled)  # ...::fill_kernel<0>(...)
         if not m:
             continue
         rows.append({"backend": "cuda", "arch": arch, "kernel": m.group(1),
@@ -257,6 +260,36 @@ def report(archs=ARCHS, dtypes=DTYPES, backends=("triton", "cuda"), dists=None,
     return rows
 
 
+# Paper roofline (docs/roofline.md): both GH100 parts have 132 SMs at up to 1.98 GHz, and each SM
+# issues at most one warp instruction per clock on each of its 4 schedulers (128 thread
+# instructions per clock); the HBM write limits are the vendors' peak bandwidths.
+GPUS = {"H100 SXM": {"sms": 132, "clock_hz": 1.98e9, "hbm_bytes_s": 3.35e12},
+        "H200": {"sms": 132, "clock_hz": 1.98e9, "hbm_bytes_s": 4.8e12}}
+THREAD_INSTRUCTIONS_PER_SM_CLOCK = 128
+BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8}
+
+
+def roofline(rows: list[dict]) -> str:
+    """A markdown table of predicted elements/s per Triton variant and GPU: the lower of the
+    issue limit (SMs x clock x 128 / SASS instructions per element) and the HBM write limit
+    (bandwidth / bytes per element). Predictions, not measurements."""
+    lines = ["| variant | dtype | SASS/elem | " + " | ".join(
+        f"{g}: issue limit / HBM limit (G elem/s), bound" for g in GPUS) + " |",
+        "|---|---|---|" + "---|" * len(GPUS)]
+    for r in rows:
+        if r["backend"] != "triton":
+            continue
+        cells = []
+        for g in GPUS.values():
+            issue = g["sms"] * g["clock_hz"] * THREAD_INSTRUCTIONS_PER_SM_CLOCK / r["sass_per_element"]
+            hbm = g["hbm_bytes_s"] / BYTES[r["dtype"]]
+            cells.append(f"{issue / 1e9:,.0f} / {hbm / 1e9:,.0f}, "
+                         f"{'memory' if hbm < issue else 'compute'}")
+        lines.append(f"| {r['kernel']} sm_{r['arch']} | {r['dtype']} | {r['sass_per_element']} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def table(rows: list[dict]) -> str:
     head = ["backend", "arch", "kernel", "dtype", "registers", "spill_bytes", "compile_s",
             "sass_per_element"]
@@ -268,6 +301,8 @@ def table(rows: list[dict]) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+    parser.add_argument("--roofline", action="store_true",
+                        help="print the paper roofline of the Triton rows (markdown)")
     parser.add_argument("--arch", type=int, nargs="+", default=list(ARCHS), choices=ARCHS)
     parser.add_argument("--dtype", nargs="+", default=list(DTYPES), choices=DTYPES)
     parser.add_argument("--backend", nargs="+", default=["triton", "cuda"],
@@ -283,7 +318,8 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ImportError) as exc:
         print(f"gpu_static_report: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(rows, indent=1) if args.json else table(rows))
+    print(json.dumps(rows, indent=1) if args.json else roofline(rows) if args.roofline
+          else table(rows))
     bad = [r for r in rows if r["spill_bytes"] or r["registers"] > REGISTER_LIMIT]
     if bad and not args.json:
         print(f"\n{len(bad)} variants spill or use more than {REGISTER_LIMIT} registers",
