@@ -13,7 +13,9 @@ cubin uses (cuobjdump -res-usage), a cross-check.
 CUDA: csrc/cuda/fill_cuda.cu through nvcc with setup.py's NVCC_FLAGS plus ``-Xptxas -v``, one
 architecture per compile; every __global__ kernel instance is one row (``ptx`` is null there).
 
-Every compile starts from an empty Triton cache, so compile_s is a real compile. The PTX of
+Every compile starts from an empty Triton cache, so compile_s is a real compile; it is CPU
+seconds (this process and the ptxas / nvcc it runs), which on an idle machine is the wall-clock
+time of the compile and on a shared one does not grow with the other jobs. The PTX of
 each Triton variant is kept in a folder made by tempfile.mkdtemp (prefix fastinit-gpu-static-,
 printed on stderr, never deleted by this script), so ptxas can be run on it again afterwards.
 
@@ -38,7 +40,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -124,6 +125,13 @@ def sass_instructions(cubin_path: str, arch: int) -> list[str]:
     return [ln for ln in lines if not re.search(r"\bNOP\b", ln)]
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (ptxas, nvcc): a compile's cost,
+    unlike wall-clock time, does not grow with other jobs on a shared machine."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def triton_variants(dists):
     from fastinit.contract import Distribution
 
@@ -151,11 +159,11 @@ def compile_triton(arch: int, dtype: str, dist, strided: bool, folder: str) -> d
     aligned = [["tt.divisibility", 16]]
     attrs = {(0,): aligned, (1,): aligned, (2,): aligned, (3,): aligned}
     src = ASTSource(fn=fill_kernel, signature=signature, constexprs=constexprs, attrs=attrs)
-    start = time.perf_counter()
+    start = cpu_seconds()
     compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32),
                               options={"num_warps": DEFAULT_CONFIG.num_warps,
                                        "enable_fp_fusion": False})
-    seconds = time.perf_counter() - start
+    seconds = cpu_seconds() - start
     stem = os.path.join(folder, f"{name}_{dtype}_sm{arch}")
     with open(stem + ".ptx", "w") as f:
         f.write(compiled.asm["ptx"])
@@ -214,9 +222,9 @@ def compile_cuda(arch: int, folder: str) -> list[dict]:
     command = [nvcc, "-c", os.path.join(ROOT, fastinit_setup.CUDA_SOURCES[0]), "-o", obj,
                *flags, f"-I{fastinit_setup.CSRC}", "-gencode",
                f"arch=compute_{arch},code=sm_{arch}", "-Xptxas", "-v"]
-    start = time.perf_counter()
+    start = cpu_seconds()
     log = subprocess.run(command, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
+    seconds = cpu_seconds() - start
     if log.returncode:
         raise RuntimeError(f"{' '.join(command)} failed:\n{log.stderr}")
     with open(obj + ".ptxas.log", "w") as f:
