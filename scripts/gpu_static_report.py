@@ -191,15 +191,12 @@ def sass_per_element(lines: list[str], f64: bool, strided: bool) -> float:
     2 * TILE elements over num_warps * 32 threads)."""
     from fastinit.kernels.launch_table import DEFAULT_CONFIG
 
-    addresses = []
-    for ln in lines:
-        addresses.append(int(re.match(r"\s*/\*([0-9a-f]+)\*/", ln).group(1), 16))
+    addresses = [int(re.match(r"\s*/\*([0-9a-f]+)\*/", ln).group(1), 16) for ln in lines]
     loops = []
-    for i, ln in enumerate(lines):
-        m = re.search(r"\bBRA\b.*?`?\(?\.L_x_\d+\)?|\bBRA\b\s+(0x[0-9a-f]+)", ln)
-        target = re.search(r"BRA[^;]*?(0x[0-9a-f]+)", ln)
-        if m and target and int(target.group(1), 16) < addresses[i]:
-            loops.append((int(target.group(1), 16), addresses[i]))
+    for address, ln in zip(addresses, lines):
+        target = re.search(r"\bBRA\b[^;]*?(0x[0-9a-f]+)", ln)
+        if target and int(target.group(1), 16) < address:
+            loops.append((int(target.group(1), 16), address))
     if loops:  # the longest backward branch: the tile loop (the rare-tile branches are inside)
         lo, hi = max(loops, key=lambda r: r[1] - r[0])
         count = sum(1 for a in addresses if lo <= a <= hi)
