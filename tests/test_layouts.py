@@ -43,9 +43,9 @@ def _emulated_cuda(fills):
 
 
 def _triton(fills):
-    from fastinit.kernels import fill as kernels
+    from fastinit.kernels.launch_table import LaunchConfig
 
-    kernels.fill(fills, kernels.LaunchConfig(chunk=256, tile_blocks=32))
+    triton_backend.fill(fills, LaunchConfig(chunk=256, tile_blocks=32))
 
 
 def _backends():

@@ -1,4 +1,4 @@
-"""The `triton` backend (kernels/fill.py) held to the `reference` backend: bitwise for uniform
+"""The `triton` backend (kernels/) held to the `reference` backend: bitwise for uniform
 and constant, within the contract's tolerance for normal and trunc_normal, for every dtype.
 
 Without a GPU the kernels run on CPU tensors under Triton's interpreter (TRITON_INTERPRET=1, set
@@ -29,6 +29,7 @@ from fastinit.backends import cpu, reference  # noqa: E402
 from fastinit.backends import triton as triton_backend  # noqa: E402
 from fastinit.contract import Distribution  # noqa: E402
 from fastinit.contract_numbers import DESCRIPTOR_WORDS  # noqa: E402
+from fastinit.kernels import fill_math, launch_table  # noqa: E402
 from fastinit.plan import make_fill, pack_descriptors  # noqa: E402
 
 from contract_cases import (  # noqa: E402
@@ -61,7 +62,7 @@ def _philox_kernel(words_ptr, out_ptr):
     k0 = tl.sum(tl.where(tl.arange(0, 8) == 4, w, 0), axis=0)
     k1 = tl.sum(tl.where(tl.arange(0, 8) == 5, w, 0), axis=0)
     zero = tl.zeros([2], tl.uint32)
-    r0, r1, r2, r3 = kernels._philox4x32_10(zero + c0, zero + c1, zero + c2, zero + c3, k0, k1)
+    r0, r1, r2, r3 = fill_math.philox4x32_10(zero + c0, zero + c1, zero + c2, zero + c3, k0, k1)
     tl.store(out_ptr + tl.arange(0, 2), r0.to(tl.int64))
     tl.store(out_ptr + 2 + tl.arange(0, 2), r1.to(tl.int64))
     tl.store(out_ptr + 4 + tl.arange(0, 2), r2.to(tl.int64))
@@ -101,18 +102,18 @@ def test_interpreter_fma_is_detected():
 def test_matches_reference(name, dtype):
     dist, params = distributions(dtype)[name]
     fill = make_fill(poisoned((37, 29), dtype, DEVICE), dist, params, SEED, STREAM, FIRST_INDEX)
-    assert kernels.fill([fill], SMALL) == 1
+    assert triton_backend.fill([fill], SMALL) == 1
     assert_matches_reference(fill.tensor, reference_values(fill), name, dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_exact_fma_path_matches_reference(monkeypatch, dtype):
     """The fp64 round-to-odd fma (used where an interpreter's fma is not fused) is exact."""
-    monkeypatch.setattr(kernels, "_exact_fma_path", lambda device: True)
+    monkeypatch.setattr(kernels, "exact_fma_path", lambda device: True)
     for name in ("uniform", "trunc_normal"):
         dist, params = distributions(dtype)[name]
         fill = make_fill(poisoned((1000,), dtype, DEVICE), dist, params, 7, 3, 1)
-        kernels.fill([fill], SMALL)
+        triton_backend.fill([fill], SMALL)
         assert_matches_reference(fill.tensor, reference_values(fill), name, dtype)
 
 
@@ -123,11 +124,11 @@ def test_exact_fma_path_gives_the_cpp_bits(monkeypatch, dtype):
     """Every fma of the fp32 polynomials takes the exact path where an interpreter's fma is not
     fused (Triton < 3.9, which otherwise moved normal values by up to 8 ulp): forced here, every
     fp32-math distribution, contiguous and strided, is bitwise the cpu backend's."""
-    monkeypatch.setattr(kernels, "_exact_fma_path", lambda device: True)
+    monkeypatch.setattr(kernels, "exact_fma_path", lambda device: True)
     for name, (dist, params) in distributions(dtype).items():
         for shape, make in (((2000,), lambda t: t), ((40, 30), lambda t: t.t())):
             target = make(poisoned(shape, dtype, DEVICE))
-            kernels.fill(plan.descriptor_fills([make_fill(target, dist, params, SEED, STREAM)]),
+            triton_backend.fill(plan.descriptor_fills([make_fill(target, dist, params, SEED, STREAM)]),
                          SMALL)
             expected = poisoned(tuple(target.shape), dtype)
             cpu.run([make_fill(expected, dist, params, SEED, STREAM)])
@@ -145,7 +146,7 @@ def test_same_numbers_as_cpp(dtype):
     for name, (dist, params) in distributions(dtype).items():
         ours = make_fill(poisoned((2000,), dtype, DEVICE), dist, params, SEED, STREAM, 5)
         theirs = make_fill(poisoned((2000,), dtype), dist, params, SEED, STREAM, 5)
-        kernels.fill([ours], SMALL)
+        triton_backend.fill([ours], SMALL)
         cpu.run([theirs])
         if dtype == torch.float64 and name not in ("uniform", "constant"):
             continue
@@ -161,7 +162,7 @@ def test_wide_trunc_normal_second_draws_as_cpp(dtype):
     firsts = [max(0, i - 50) for i in second_draw_indices(params, SEED, STREAM)]
     for shape, make in (((100,), lambda t: t), ((10, 10), lambda t: t.t())):
         targets = [make(poisoned(shape, dtype, DEVICE)) for _ in firsts]
-        kernels.fill(plan.descriptor_fills([make_fill(t, dist, params, SEED, STREAM, first)
+        triton_backend.fill(plan.descriptor_fills([make_fill(t, dist, params, SEED, STREAM, first)
                                             for t, first in zip(targets, firsts)]), SMALL)
         for target, first in zip(targets, firsts):
             expected = poisoned(tuple(target.shape), dtype)
@@ -177,7 +178,7 @@ def _carve(buffer, offset, numel, guard):
 
 @pytest.mark.slow
 def test_one_launch_many_tensors():
-    """Over 200 tensors of mixed sizes, distributions and shard offsets in one launch; each a
+    """Over 200 tensors of mixed sizes, distributions and shard offsets in one pass; each a
     slice of one poisoned buffer with NaN guards around it that must stay untouched."""
     dtype = torch.float32
     chunk = SMALL.chunk
@@ -198,7 +199,8 @@ def test_one_launch_many_tensors():
         fills.append(make_fill(view, dist, params, SEED + i, i, first))
         spans.append((offset, end, name))
         offset = end
-    assert kernels.fill(fills, SMALL) == 1
+    # one kernel per variant present: here one per distribution, all contiguous
+    assert triton_backend.fill(fills, SMALL) == len({d for d, _ in distributions(dtype).values()})
     host = buffer.cpu()
     for f, (start, end, name) in zip(fills, spans):
         assert torch.isnan(host[start : start + guard]).all(), "wrote before a target"
@@ -215,13 +217,13 @@ def test_shards_equal_the_whole(dtype):
     for name in ("uniform", "normal", "trunc_fp64_path"):
         dist, params = distributions(dtype)[name]
         whole = make_fill(poisoned((1001,), dtype, DEVICE), dist, params, 11, 2)
-        kernels.fill([whole], SMALL)
+        triton_backend.fill([whole], SMALL)
         cuts = [0, 3, 130, 131, 517, 1001]
         out = poisoned((1001,), dtype, DEVICE)
         shards = [
             make_fill(out[a:b], dist, params, 11, 2, first_index=a) for a, b in zip(cuts, cuts[1:])
         ]
-        kernels.fill(shards, SMALL)
+        triton_backend.fill(shards, SMALL)
         assert torch.equal(out, whole.tensor), name
 
 
@@ -234,11 +236,11 @@ def test_block_map_split_over_launches():
         dist, params = distributions(dtype)[name]
         fills.append(make_fill(poisoned((numel,), dtype, DEVICE), dist, params, 3, i, i))
     split = kernels.LaunchConfig(chunk=256, tile_blocks=32, max_programs=3)
-    assert kernels.fill(fills, split) > 1
+    assert triton_backend.fill(fills, split) > 1
     for f in fills:
         again = make_fill(poisoned(f.tensor.shape, dtype, DEVICE), f.dist, f.params, f.seed,
                           f.stream, f.first_index)
-        kernels.fill([again], SMALL)
+        triton_backend.fill([again], SMALL)
         assert torch.equal(f.tensor, again.tensor)
         assert not torch.isnan(f.tensor).any()
 
@@ -250,7 +252,8 @@ def test_tables_and_chunks():
     tensors = [torch.empty(n, dtype=torch.float32) for n in (0, 256, 257, 1)]
     tensors.append(torch.empty(20, 26).t())
     fills = [make_fill(t, Distribution.UNIFORM, [1.0, 0.0], 2**64 - 1, 2**63 + 1, 3) for t in tensors]
-    desc, block_map = kernels.descriptor_rows(fills), kernels.build_block_map(fills, 256)
+    desc, block_map = triton_backend.descriptor_rows(fills), launch_table.build_block_map(
+        triton_backend.descriptor_rows(fills), torch.float32, 256)[0]
     word = DESCRIPTOR_WORDS
     packed = np.frombuffer(pack_descriptors(fills), dtype=np.int64).reshape(desc.shape)
     others = [w for w in range(desc.shape[1]) if w != word["data"]]
@@ -261,7 +264,7 @@ def test_tables_and_chunks():
     assert desc[:, word["data"]].tolist() == [0] * 5
     parts = plan.descriptor_fills([make_fill(torch.empty([2] * 10).permute(*range(9, -1, -1)),
                                              Distribution.UNIFORM, [1.0, 0.0], 1)])
-    offsets = kernels.descriptor_rows(parts)[:, word["data"]].tolist()
+    offsets = triton_backend.descriptor_rows(parts)[:, word["data"]].tolist()
     assert offsets == [p.layout.offset for p in parts] and len(set(offsets)) == len(parts) > 1
     assert int(desc[0, word["seed"]]) % 2**64 == 2**64 - 1
     assert int(desc[0, word["stream"]]) % 2**64 == 2**63 + 1
@@ -279,9 +282,9 @@ def test_tables_and_chunks():
 
 
 def test_empty_and_nothing_to_do():
-    assert kernels.fill([]) == 0
+    assert triton_backend.fill([]) == 0
     empty = poisoned((0, 5), torch.float32, DEVICE)
-    assert kernels.fill([make_fill(empty, Distribution.NORMAL, [0.0, 1.0], 1)]) == 0
+    assert triton_backend.fill([make_fill(empty, Distribution.NORMAL, [0.0, 1.0], 1)]) == 0
     triton_backend.run([])
 
 

@@ -18,6 +18,8 @@ INTERPRETED = DEVICE == "cpu"
 
 from fastinit import plan  # noqa: E402
 from fastinit.backends import cpu, reference  # noqa: E402
+from fastinit.backends import triton as triton_backend  # noqa: E402
+from fastinit.kernels import launch_table  # noqa: E402
 from fastinit.contract_numbers import DESCRIPTOR_WORDS  # noqa: E402
 from fastinit.plan import make_fill  # noqa: E402
 
@@ -29,20 +31,39 @@ STREAM = 0x8000000000000005
 SMALL = kernels.LaunchConfig(chunk=256, tile_blocks=32)
 GUARD = 5
 DATA = DESCRIPTOR_WORDS["data"]
+WORDS = launch_table.DESC_WORDS.value
 
 
 def table_of(fills, config=SMALL):
     """The CPU table of ``triton_fill`` for `fills`: descriptor rows, then the block map."""
-    desc = kernels.descriptor_rows(fills)
-    block_map = kernels.build_block_map(fills, config.chunk)
+    desc = triton_backend.descriptor_rows(fills)
+    block_map, _ = launch_table.build_block_map(desc, fills[0].tensor.dtype, config.chunk)
     return torch.from_numpy(np.concatenate([desc.reshape(-1), block_map.reshape(-1)]))
 
 
-EXACT_FMA = kernels._exact_fma_path(torch.device(DEVICE))
+def groups_of(n, table):
+    """The variant groups of a table of n rows: its block map's run of variants (any program
+    naming a row outside [0, n) counted as row 0's, for the op to refuse)."""
+    if table.dtype != torch.int64 or table.dim() != 1 or table.numel() < n * WORDS:
+        return []
+    host = table.numpy()
+    variants = launch_table.row_variants(host[:n * WORDS].reshape(n, WORDS))
+    rows = host[n * WORDS:n * WORDS + (host.size - n * WORDS) // 2 * 2].reshape(-1, 2)[:, 0]
+    groups = []
+    for v in variants[np.where((rows >= 0) & (rows < n), rows, 0)].tolist():
+        if groups and groups[-2] == v:
+            groups[-1] += 1
+        else:
+            groups += [v, 1]
+    return groups
 
 
-def launch(targets, table, config=SMALL):
-    torch.ops.fastinit.triton_fill(targets, table, config.chunk, config.tile_blocks,
+EXACT_FMA = kernels.exact_fma_path(torch.device(DEVICE))
+
+
+def launch(targets, table, config=SMALL, groups=None):
+    groups = groups_of(len(targets), table) if groups is None else groups
+    torch.ops.fastinit.triton_fill(targets, table, groups, config.chunk, config.tile_blocks,
                                    config.num_warps, config.max_programs, EXACT_FMA)
 
 
@@ -136,7 +157,7 @@ def test_one_launch_over_separate_allocations():
 
 def _bad_tables():
     """(name, edit of the table of three 100-element fills and their targets, message)."""
-    words = kernels.DESC_WORDS.value
+    words = WORDS
     size, numel = DESCRIPTOR_WORDS["size"], DESCRIPTOR_WORDS["numel"]
     stride, dist = DESCRIPTOR_WORDS["stride"], DESCRIPTOR_WORDS["dist"]
 
@@ -200,7 +221,8 @@ def test_a_bad_chunk_or_table_length_raises():
     dist, params = distributions(torch.float32)["uniform"]
     table = table_of([make_fill(target, dist, params, 1)])
     with pytest.raises(ValueError, match="chunk must be a power of two"):
-        torch.ops.fastinit.triton_fill([target], table, 384, 32, 4, 2**31 - 1, False)
+        torch.ops.fastinit.triton_fill([target], table, groups_of(1, table), 384, 32, 4,
+                                       2**31 - 1, False)
     with pytest.raises(ValueError, match="is not 1 descriptor rows"):
         launch([target], table[:-1])
     assert torch.isnan(target).all()
@@ -214,8 +236,8 @@ def _compiled_fill(backend):
         graphs.append(gm)
         return gm.forward
 
-    def fill(target, table):
-        launch([target], table)
+    def fill(target, table, groups):  # groups: computed eagerly (``groups_of``)
+        launch([target], table, groups=groups)
         return target
 
     torch._dynamo.reset()
@@ -233,7 +255,8 @@ def test_dynamo_traces_the_op(dtype):
         dist, params = distributions(dtype)[name]
         target, buffer = guarded((33, 48), dtype)
         (fill,) = plan.descriptor_fills([make_fill(target, dist, params, SEED, STREAM, 7)])
-        compiled(fill.tensor, table_of([fill]))
+        table = table_of([fill])
+        compiled(fill.tensor, table, groups_of(1, table))
         eager, _ = guarded((33, 48), dtype)
         launch([eager], table_of([make_fill(eager, dist, params, SEED, STREAM, 7)]))
         assert torch.equal(target, eager), name
@@ -252,15 +275,17 @@ def test_a_decomposed_call_takes_one_tensor(backend):
     (a, _), (b, _) = guarded((100,), torch.float32), guarded((100,), torch.float32)
     dist, params = distributions(torch.float32)["uniform"]
     table = table_of([make_fill(a, dist, params, 1), make_fill(b, dist, params, 2)])
-    compiled = torch.compile(lambda x, y, t: launch([x, y], t), backend=backend, fullgraph=True)
+    groups = groups_of(2, table)
+    compiled = torch.compile(lambda x, y, t, g: launch([x, y], t, groups=g), backend=backend,
+                             fullgraph=True)
     if backend == "eager":
-        compiled(a, b, table)
+        compiled(a, b, table, groups)
         (ea, _), (eb, _) = guarded((100,), torch.float32), guarded((100,), torch.float32)
         launch([ea, eb], table_of([make_fill(ea, dist, params, 1), make_fill(eb, dist, params, 2)]))
         assert torch.equal(a, ea) and torch.equal(b, eb) and not torch.isnan(a).any()
         return
     with pytest.raises(Exception, match="traced with 2 tensors"):
-        compiled(a, b, table)
+        compiled(a, b, table, groups)
     assert torch.isnan(a).all() and torch.isnan(b).all()
 
 
@@ -273,9 +298,10 @@ def test_fake_and_meta_tensors_write_nothing():
     table = table_of([make_fill(target, dist, params, 1)])
     meta = torch.empty(100, device="meta")
     launch([meta], table)
+    groups = groups_of(1, table)
     with FakeTensorMode() as mode:
         fake = mode.from_tensor(target)
-        launch([fake], mode.from_tensor(table))
+        launch([fake], mode.from_tensor(table), groups=groups)
     assert torch.isnan(target).all()
 
 
@@ -300,7 +326,8 @@ def test_decomposition_under_the_interpreter_raises():
     dist, params = distributions(torch.float32)["uniform"]
     compiled, _ = _compiled_fill("aot_eager")
     with pytest.raises(Exception, match="cannot be decomposed under TRITON_INTERPRET=1"):
-        compiled(target, table_of([make_fill(target, dist, params, 1)]))
+        table = table_of([make_fill(target, dist, params, 1)])
+        compiled(target, table, groups_of(1, table))
     assert torch.isnan(target).all()
 
 
@@ -314,15 +341,36 @@ def test_inductor_compiles_the_kernel_bitwise(dtype):
     from torch._inductor.utils import run_and_get_code
 
     torch._dynamo.reset()
-    compiled = torch.compile(lambda t, table: launch([t], table), fullgraph=True)
+    compiled = torch.compile(lambda t, table, g: launch([t], table, groups=g), fullgraph=True)
     for name, (dist, params) in distributions(dtype).items():
         target, buffer = guarded((129, 65), dtype, transpose=True)
         (fill,) = plan.descriptor_fills([make_fill(target, dist, params, SEED, STREAM, 3)])
-        _, code = run_and_get_code(compiled, fill.tensor, table_of([fill]))
-        assert "_fill_kernel" in "\n".join(code)
+        table = table_of([fill])
+        _, code = run_and_get_code(compiled, fill.tensor, table, groups_of(1, table))
+        assert "fill_kernel" in "\n".join(code)
         eager, _ = guarded((129, 65), dtype, transpose=True)
         (again,) = plan.descriptor_fills([make_fill(eager, dist, params, SEED, STREAM, 3)])
         launch([again.tensor], table_of([again]))
         assert torch.equal(target, eager), f"{name} {dtype}"
         assert not torch.isnan(target).any()
         assert_guards(buffer)
+
+
+def test_groups_that_do_not_match_the_rows_raise():
+    """Each program runs the kernel variant of its group: a group naming the contiguous variant
+    over a strided row (whose contiguous path would write past its elements), or groups that
+    do not cover the block map, are refused before anything is written."""
+    dist, params = distributions(torch.float32)["uniform"]
+    target, buffer = guarded((40, 30), torch.float32, transpose=True)
+    (fill,) = plan.descriptor_fills([make_fill(target, dist, params, 1)])
+    table = table_of([fill])
+    (code, programs) = groups_of(1, table)
+    assert launch_table.variant_of_code(code) == (int(dist), True)
+    for groups, message in (([code - 1, programs], "has variant"),
+                            ([code, programs - 1], "groups cover"),
+                            ([code], "pairs")):
+        with pytest.raises(ValueError, match=message):
+            launch([fill.tensor], table, groups=groups)
+    assert torch.isnan(buffer).all()
+    launch([fill.tensor], table)
+    assert torch.equal(target, expected_values(make_fill(target, dist, params, 1)))

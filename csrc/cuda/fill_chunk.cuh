@@ -211,21 +211,23 @@ FASTINIT_CHUNK_HD void fill_chunk(const Gen& gen, const ChunkGeometry& g, int ti
     const int first_group = g.begin / kVec;
     const int end_group = (g.end + kVec - 1) / kVec;
     for (int group = first_group + tid; group < end_group; group += nthreads) {
-      V v[kVec];
+      // Each block's values are rounded into the output type as they come, so only the
+      // group's output elements stay live (not kVec fp64 values: that spilled for 16-bit types).
+      Vec16<T, kVec> pack;
 #if defined(__CUDA_ARCH__)
 #pragma unroll
 #endif
       for (int b = 0; b < kBlocksPerVec; ++b) {
-        gen(lo + static_cast<uint32_t>(group * kBlocksPerVec + b), hi, v + b * kPerBlock);
+        V v[kPerBlock];
+        gen(lo + static_cast<uint32_t>(group * kBlocksPerVec + b), hi, v);
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+        for (int t = 0; t < kPerBlock; ++t) pack.e[b * kPerBlock + t] = Out::from(v[t]);
       }
       const int slot = group * kVec;
       const uintptr_t address = g.base + static_cast<uintptr_t>(slot) * sizeof(T);
       if (slot >= g.begin && slot + kVec <= g.end) {
-        Vec16<T, kVec> pack;
-#if defined(__CUDA_ARCH__)
-#pragma unroll
-#endif
-        for (int e = 0; e < kVec; ++e) pack.e[e] = Out::from(v[e]);
         store16(address, pack);
       } else {  // masked: a group cut by the tensor's first or last element
 #if defined(__CUDA_ARCH__)
@@ -233,7 +235,7 @@ FASTINIT_CHUNK_HD void fill_chunk(const Gen& gen, const ChunkGeometry& g, int ti
 #endif
         for (int e = 0; e < kVec; ++e) {
           if (slot + e >= g.begin && slot + e < g.end) {
-            store_element(address + e * sizeof(T), Out::from(v[e]));
+            store_element(address + e * sizeof(T), pack.e[e]);
           }
         }
       }
@@ -288,9 +290,11 @@ FASTINIT_CHUNK_HD void fill_chunk_strided(const Gen& gen, const FillDescriptor& 
   }
 }
 
-// One thread's share of chunk `chunk` of the tensor `d`, contiguous or strided.
+// One thread's share of chunk `chunk` of the tensor `d`, contiguous or strided. Not inlined on
+// the device: each generator's loop is then allocated registers on its own, instead of the
+// kernel holding every distribution's at once (which spilled); one call per chunk and thread.
 template <int kDType, typename Gen>
-FASTINIT_CHUNK_HD void fill_any(const Gen& gen, const FillDescriptor& d, uint32_t chunk,
+__host__ __device__ __noinline__ void fill_any(const Gen& gen, const FillDescriptor& d, uint32_t chunk,
                                 int shift, int tid, int nthreads) {
   using T = typename Output<kDType>::T;
   if (is_contiguous(d)) {

@@ -1,0 +1,276 @@
+"""The host side of a Triton launch: how the work is cut (``LaunchConfig``, ``chunk_for``), the
+table the kernels read (descriptor rows, then the block map grouped by kernel variant), and its
+validation (``check_table``, ``check_groups``).
+
+Everything here works on packed descriptor rows (int64, the FillDescriptor layout of
+contract_numbers.py with the data word an element offset, see fill_kernels.py) and the tensors
+they write; nothing here knows how the rows were made.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from fastinit.contract import DTYPE_CODES, Distribution
+
+from .contract_numbers import *  # noqa: F403  (generated from fastinit.contract_numbers)
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """How a fill is cut into programs.
+
+    chunk: elements per program (a power of two, multiple of 4 * tile_blocks); None picks it
+      per launch from the total size (``chunk_for``): big enough to amortise a program's setup,
+      small enough to give every SM several programs.
+    tile_blocks: Philox blocks per loop iteration of a program (4 * tile_blocks fp32-math
+      elements); with num_warps = 4, one Philox call and 4 outputs per thread per iteration.
+      scripts/gpu_static_report.py gives each variant's registers at this setting.
+    num_warps: 4, a memory-bound fill needs occupancy, not a wide block.
+    max_programs: programs per launch; a variant's programs are split over several launches
+      above it. 2^31 - 1 is CUDA's grid.x limit; tests set it small to exercise the split.
+    """
+
+    chunk: int | None = None
+    tile_blocks: int = 128
+    num_warps: int = 4
+    max_programs: int = 2**31 - 1
+    min_chunk: int = TRITON_MIN_CHUNK_ELEMENTS  # noqa: F405
+    max_chunk: int = MAX_CHUNK_ELEMENTS  # noqa: F405
+    programs_per_sm: int = 8
+
+
+DEFAULT_CONFIG = LaunchConfig()
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 1
+
+
+def chunk_for(total_elements: int, device: torch.device, config: LaunchConfig) -> int:
+    """Elements per program: about programs_per_sm programs per SM, within [min, max] chunk."""
+    if config.chunk is not None:
+        chunk = config.chunk
+    else:
+        target = max(1, total_elements // (config.programs_per_sm * _sm_count(device)))
+        chunk = 1 << max(0, (target - 1).bit_length())
+        chunk = min(max(chunk, config.min_chunk), config.max_chunk)
+    check_chunk(chunk, config.tile_blocks)
+    return chunk
+
+
+def check_chunk(chunk: int, tile_blocks: int) -> None:
+    """Raise ValueError unless `chunk` is a power of two and a multiple of 4 * tile_blocks."""
+    tile = 4 * tile_blocks
+    if tile_blocks <= 0 or chunk <= 0 or chunk % tile or chunk & (chunk - 1):
+        raise ValueError(
+            f"chunk must be a power of two and a multiple of 4 * tile_blocks = {tile}, "
+            f"got {chunk}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernel variants.
+
+def _int32_halves(word: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The (low, high) int32 halves of int64 words (the descriptor packs int32 pairs)."""
+    low = (word & 0xFFFFFFFF).astype(np.int64)
+    high = ((word >> 32) & 0xFFFFFFFF).astype(np.int64)
+    return low - (low >> 31 << 32), high - (high >> 31 << 32)
+
+
+def row_distributions(rows: np.ndarray) -> np.ndarray:
+    """The distribution code of each descriptor row (n, DESC_WORDS)."""
+    return _int32_halves(rows[:, DESC_DIST.value])[0]  # noqa: F405
+
+
+def row_is_strided(rows: np.ndarray) -> np.ndarray:
+    """Whether each descriptor row takes the strided path: anything but one dim of memory and
+    contract stride 1 (``Layout.is_contiguous`` of fastinit.plan, read from the row)."""
+    ndim = _int32_halves(rows[:, DESC_NDIM.value])[0]  # noqa: F405
+    return ~((ndim == 1) & (rows[:, DESC_STRIDE.value] == 1)  # noqa: F405
+             & (rows[:, DESC_GLOBAL_STRIDE.value] == 1))  # noqa: F405
+
+
+def row_variants(rows: np.ndarray) -> np.ndarray:
+    """Each row's kernel variant code: 2 * distribution + strided (``variant_of_code``)."""
+    return 2 * row_distributions(rows) + row_is_strided(rows)
+
+
+def variant_of_code(code: int) -> tuple[int, bool]:
+    """(distribution, strided) of a variant code of ``row_variants``."""
+    return code // 2, bool(code % 2)
+
+
+def f64_math(dist: int, dtype: torch.dtype) -> bool:
+    """Whether a variant computes in fp64 (2 elements per Philox block)."""
+    return dtype == torch.float64 or dist in (Distribution.TRUNC_NORMAL_FP64,
+                                              Distribution.TRUNC_NORMAL_TAIL)
+
+
+def _chunks(rows: np.ndarray, dtype: torch.dtype, chunk: int) -> np.ndarray:
+    """Programs of each row: a contiguous one is cut in contract-index space (chunk c covers the
+    Philox blocks of [first // PB + c * CHUNK / PB, ...)), a strided one in its local row-major
+    order."""
+    numel = rows[:, DESC_NUMEL.value]  # noqa: F405
+    first = rows[:, DESC_FIRST_INDEX.value]  # noqa: F405
+    per_block = np.array([2 if f64_math(int(d), dtype) else 4
+                          for d in row_distributions(rows)], dtype=np.int64)
+    span = np.where(row_is_strided(rows), numel, first % per_block + numel)
+    return np.where(numel == 0, 0, -(-span // chunk))
+
+
+def build_block_map(rows: np.ndarray, dtype: torch.dtype,
+                    chunk: int) -> tuple[np.ndarray, list[int]]:
+    """The block map and its groups for descriptor rows (n, DESC_WORDS) of output `dtype`.
+
+    Returns:
+        (block_map, groups): block_map (programs, 2), int64, one (descriptor row, chunk) pair
+        per program, the programs of one kernel variant together; groups, flat
+        [variant code, programs, ...] in block map order, one pair per variant present.
+    """
+    counts = _chunks(rows, dtype, chunk)
+    variants = row_variants(rows)
+    order = np.argsort(variants, kind="stable")
+    row_of = np.repeat(order, counts[order])
+    block_map = np.empty((len(row_of), 2), dtype=np.int64)
+    block_map[:, 0] = row_of
+    starts = np.cumsum(counts[order]) - counts[order]
+    block_map[:, 1] = np.arange(len(row_of), dtype=np.int64) - np.repeat(starts, counts[order])
+    groups = []
+    for code in np.unique(variants[counts > 0]):
+        groups += [int(code), int(counts[variants == code].sum())]
+    return block_map, groups
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation.
+
+_DIST_CODES = range(int(min(Distribution)), int(max(Distribution)) + 1)  # as the C++ check
+
+
+def _check_row(i: int, row: list, t: torch.Tensor, device, dtype, dtype_code: int,
+               esize: int) -> None:
+    """check_table on descriptor row i (Python ints) over tensor t."""
+    size_at, stride_at = DESC_SIZE.value, DESC_STRIDE.value  # noqa: F405
+    global_at = DESC_GLOBAL_STRIDE.value  # noqa: F405
+    where = f"descriptor {i}: "
+    dist_word, ndim = row[DESC_DIST.value], row[DESC_NDIM.value] & 0xFFFFFFFF  # noqa: F405
+    dist, code = dist_word & 0xFFFFFFFF, (dist_word >> 32) & 0xFFFFFFFF  # int32 pairs:
+    dist, code, ndim = (x - (x >> 31 << 32) for x in (dist, code, ndim))  # low half first
+    if dist not in _DIST_CODES:
+        raise ValueError(f"{where}dist: unknown distribution code {dist}")
+    if t.device != device or t.dtype != dtype or code != dtype_code:
+        raise ValueError(f"{where}dtype: code {code} for a {t.dtype} tensor on {t.device}; "
+                         f"one launch writes {dtype} (code {dtype_code}) on {device}")
+    numel, first = row[DESC_NUMEL.value], row[DESC_FIRST_INDEX.value]  # noqa: F405
+    if numel < 0 or first < 0:
+        raise ValueError(f"{where}numel {numel} and first_index {first} must be >= 0")
+    if not 1 <= ndim <= MAX_DIMS.value:  # noqa: F405
+        raise ValueError(f"{where}ndim: {ndim} is outside [1, {MAX_DIMS.value}]")  # noqa: F405
+    sizes = row[size_at:size_at + ndim]
+    strides = row[stride_at:stride_at + ndim]
+    global_strides = row[global_at:global_at + ndim]
+    if min(sizes + strides + global_strides) < 0:
+        raise ValueError(f"{where}sizes {sizes}, strides {strides} and global strides "
+                         f"{global_strides} must be >= 0")
+    if math.prod(sizes) != numel:
+        raise ValueError(f"{where}numel: {numel} differs from the product of its sizes, "
+                         f"{math.prod(sizes)}")
+    if not numel:
+        return
+    storage = t.untyped_storage()
+    address = t.data_ptr()
+    if address == 0 or storage.data_ptr() == 0:
+        raise ValueError(f"{where}data: null address for {numel} elements "
+                         f"(a tensor without storage)")
+    if address % esize:
+        raise ValueError(f"{where}data: address {address} is not aligned to the "
+                         f"{esize}-byte elements of its dtype")
+    span = 1 + sum((k - 1) * st for k, st in zip(t.shape, t.stride())) if t.numel() else 0
+    room = storage.nbytes() // esize - t.storage_offset()
+    if span > room:
+        raise ValueError(f"{where}data: a tensor spanning {span} elements does not fit the "
+                         f"{room} elements of its storage from its storage offset")
+    offset = row[DESC_BASE_OFFSET.value]  # noqa: F405
+    last = offset + sum((k - 1) * st for k, st in zip(sizes, strides))
+    if offset < 0 or last >= span:
+        raise ValueError(
+            f"{where}data: elements [{offset}, {last}] from the tensor's first element lie "
+            f"outside the tensor, elements [0, {span - 1}]")
+
+
+def check_table(targets: Sequence[torch.Tensor], table: np.ndarray) -> None:
+    """Refuse, before any launch, a table that would make the kernel write outside its tensors.
+
+    The checks of the C++ modules (csrc/descriptor_check.h) on each descriptor row, plus the
+    bounds that an element offset allows checking: row i, over targets[i], has a known
+    distribution code and the dtype code of the targets' one dtype, numel >= 0, first_index >= 0,
+    ndim in [1, MAX_DIMS], sizes and strides >= 0 with numel their sizes' product; for numel > 0
+    its tensor has allocated storage at an address aligned for its dtype and holding the
+    tensor's span (its first to its last element), and every element the row reaches lies
+    inside that span. Every block map row names a descriptor row and a chunk >= 0.
+
+    Args:
+        targets: the tensors of the launch, one per descriptor row, on one device, one dtype.
+        table: the int64 table of ``triton_fill``: the descriptor rows, then the block map.
+
+    Raises:
+        ValueError: naming the first bad row and its bad field.
+    """
+    n = len(targets)
+    if not n:
+        raise ValueError("a Triton launch needs at least one tensor")
+    words = DESC_WORDS.value  # noqa: F405
+    if table.ndim != 1 or table.size < n * words or (table.size - n * words) % 2:
+        raise ValueError(f"table of {table.size} int64 words is not {n} descriptor rows of "
+                         f"{words} words and a block map of (descriptor, chunk) pairs")
+    device, dtype = targets[0].device, targets[0].dtype
+    dtype_code = int(DTYPE_CODES[dtype])
+    esize = targets[0].element_size()
+    rows = table[:n * words].reshape(n, words).tolist()
+    with torch._C.DisableTorchFunction():  # looks at tensors' storage, not at their memory
+        for i, (row, t) in enumerate(zip(rows, targets)):
+            _check_row(i, row, t, device, dtype, dtype_code, esize)
+    block_map = table[n * words:].reshape(-1, 2)
+    bad = (block_map[:, 0] < 0) | (block_map[:, 0] >= n) | (block_map[:, 1] < 0)
+    if bad.any():
+        program = int(np.argmax(bad))
+        raise ValueError(f"block map row {program}: {block_map[program].tolist()} is not a "
+                         f"(descriptor in [0, {n}), chunk >= 0) pair")
+
+
+def check_groups(n_rows: int, table: np.ndarray, groups: Sequence[int]) -> None:
+    """Refuse groups that do not match the block map of a table that passed ``check_table``:
+    the groups' programs must add up to the block map's, and every program of a group must
+    name a row of that group's variant (a contiguous variant on a strided row would write
+    past it).
+
+    Raises:
+        ValueError: naming the first bad group or program.
+    """
+    words = DESC_WORDS.value  # noqa: F405
+    if len(groups) % 2 or any(c < 0 for c in groups[1::2]):
+        raise ValueError(f"groups must be (variant, programs >= 0) pairs, got {list(groups)}")
+    block_map = table[n_rows * words:].reshape(-1, 2)
+    if sum(groups[1::2]) != len(block_map):
+        raise ValueError(f"groups cover {sum(groups[1::2])} programs, the block map has "
+                         f"{len(block_map)}")
+    variants = row_variants(table[:n_rows * words].reshape(n_rows, words))
+    expected = np.repeat(np.asarray(groups[0::2], dtype=np.int64),
+                         np.asarray(groups[1::2], dtype=np.int64))
+    bad = variants[block_map[:, 0]] != expected
+    if bad.any():
+        program = int(np.argmax(bad))
+        raise ValueError(
+            f"block map row {program}: descriptor {int(block_map[program, 0])} has variant "
+            f"{int(variants[block_map[program, 0]])} (2 * distribution + strided), its group "
+            f"says {int(expected[program])}")
