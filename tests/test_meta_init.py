@@ -217,4 +217,8 @@ def test_client_models_from_meta_init_have_their_constructor_distributions(libra
     factory = (_torchvision if library == "torchvision" else _timm)(name)
     ref = built(factory, "plain")
     assert mismatches(built(factory, "meta_init"), ref) == {}
-    assert mismatches(built(factory, "meta"), ref)  # the negative control fails
+    assert mismatches(built(factory, "to_empty"), ref)  # the negative control fails
+    if (library, name) != ("timm", "resnet50"):
+        # plain meta loses the constructor's init; timm's ResNet does its init in an
+        # init_weights() method, which materialize runs, so it has the same distributions
+        assert mismatches(built(factory, "meta"), ref)
