@@ -39,13 +39,21 @@ def _bind_dtensor_names() -> bool:
     return True
 
 
+# Tensor classes that are never a DTensor: answered without a look at torch.distributed.
+_NOT_DTENSOR_TYPES = frozenset({torch.Tensor, torch.nn.Parameter})
+
+
 def is_dtensor(t) -> bool:
+    if type(t) in _NOT_DTENSOR_TYPES:
+        return False
     return _bind_dtensor_names() and isinstance(t, DTensor)
 
 
 def local_tensor(t: torch.Tensor) -> torch.Tensor:
     """The memory this rank writes: a DTensor's local shard, or the tensor itself."""
-    return t.to_local() if is_dtensor(t) else t
+    if type(t) in _NOT_DTENSOR_TYPES:
+        return t
+    return t.to_local() if _bind_dtensor_names() and isinstance(t, DTensor) else t
 
 
 def is_sharded(t) -> bool:
