@@ -19,8 +19,7 @@ from torch import Tensor
 
 from .contract import Distribution, U64_MASK, check_generator, check_seed, draw_seed
 from .errors import NotATensorError, UnsupportedLayoutError
-from .backends import fill_whole_natively
-from .fused import active_recorder, records_meta, run_now, submit
+from .fused import records_meta, run_now, submit
 from .plan import check_storage, has_real_storage, make_fill
 from .registry import INITIALISERS, TORCH_INIT_FUNCTIONS
 
@@ -220,9 +219,7 @@ def fill_random(tensor, dist, params, generator, seed) -> Tensor:
     check_generator(generator)
     if writes_nothing(tensor) or tensor.numel() == 0:
         return tensor
-    seed = check_seed(resolve_seed(generator, seed))
-    if active_recorder() is None and fill_whole_natively(tensor, dist, params, seed):
-        return tensor  # a plain CPU tensor (no negative bit): one native call, nothing between
+    seed = resolve_seed(generator, seed)
     with torch._C.DisableTorchFunction():
         negated_half_open = tensor.is_neg() and dist == Distribution.UNIFORM and math.isfinite(params[2])
     if negated_half_open:

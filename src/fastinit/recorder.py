@@ -103,6 +103,18 @@ class Pending:
         return dataclasses.replace(self.fill, tensor=self.memory)
 
 
+class _FillWords:
+    """A recorded fill's `describe_fill` words, formatted only when read."""
+
+    __slots__ = ("dist", "params")
+
+    def __init__(self, dist: int, params: Sequence[float]) -> None:
+        self.dist, self.params = dist, params
+
+    def __str__(self) -> str:
+        return describe_fill(self.dist, self.params)
+
+
 class _StorageFills:
     """The pending fills of one storage, sorted by first byte. `widest` bounds the length of
     every fill held, so the fills that can overlap [lo, hi) start in (lo - widest, hi)."""
@@ -162,7 +174,7 @@ class Recorder:
         self.recorded = 0
         self.dropped = 0
         self.flushes = 0
-        self._writes: dict[object, list[tuple[Footprint, str, bool]]] = {}
+        self._writes: dict[object, list[tuple[Footprint, object, bool]]] = {}  # text: str()
         self.elements_filled = 0  # elements fastinit's fills wrote
         self.unreachable = 0      # fills skipped: no one can read their memory
         self.elements_other = 0   # elements other in-place operations wrote
@@ -197,7 +209,7 @@ class Recorder:
             self._order += 1
             self._pending[p.order] = p
             index.insert(p)
-            self._log(f.tensor, footprint, describe_fill(f.dist, f.params), by_fastinit=True)
+            self._log(f.tensor, footprint, _FillWords(f.dist, f.params), by_fastinit=True)
             self.recorded += 1
 
     def _drop_covered(self, footprint: Footprint) -> None:
@@ -346,7 +358,7 @@ class Recorder:
         text = None
         for fp, what, _ in self._writes.get(footprint.key, ()):
             if fp.covers(footprint):
-                text = what
+                text = str(what)
             elif fp.overlaps(footprint):
                 text = f"{text}; then {what} on part" if text else f"{what} on part"
         return text
