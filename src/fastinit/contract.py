@@ -119,6 +119,18 @@ def seeds_from(generator: torch.Generator) -> Iterator[None]:
         _seed_source.generator = previous
 
 
+_seed_buffers = threading.local()
+
+
+def _seed_buffer() -> torch.Tensor:
+    """This thread's one-element int64 CPU tensor that single seed draws are written into."""
+    buffer = getattr(_seed_buffers, "buffer", None)
+    if buffer is None:
+        with torch._C.DisableTorchFunction():
+            buffer = _seed_buffers.buffer = torch.empty(1, dtype=torch.int64, device="cpu")
+    return buffer
+
+
 def draw_seed(generator: torch.Generator | None) -> int:
     """The seed of one drop-in call, drawn from `generator` (default: the CPU generator, or the
     one `seeds_from` gives this thread).
@@ -141,6 +153,9 @@ def draw_seeds(generator: torch.Generator | None, count: int) -> list[int]:
         # a real draw even inside FakeTensorMode (whole-model init of fake tensors draws its
         # seed as it does for meta tensors; drop-in fills of fake tensors draw none)
         if torch._C._get_dispatch_mode(torch._C._TorchDispatchModeKey.FAKE) is None:
+            if count == 1:  # torch.randint's own draw (random_ of an empty tensor), allocated once
+                with torch._C.DisableTorchFunction():
+                    return [_seed_buffer().random_(0, 2**63 - 1, generator=generator).item()]
             drawn = torch.randint(0, 2**63 - 1, (count,), generator=generator, device="cpu")
         else:
             with unset_fake_temporarily():

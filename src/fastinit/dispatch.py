@@ -27,8 +27,9 @@ from .registry import INITIALISERS, TORCH_INIT_FUNCTIONS
 def _torch_fills_layout(tensor: Tensor) -> bool:
     """True for the tensors torch.nn.init fills and fastinit leaves to it: sparse, nested,
     mkldnn and quantized tensors (fastinit writes strided dense memory only)."""
-    return (tensor.layout != torch.strided or tensor.is_nested or tensor.is_mkldnn
-            or tensor.is_quantized)
+    with torch._C.DisableTorchFunction():  # fastinit's own look at the metadata
+        return (tensor.layout != torch.strided or tensor.is_nested or tensor.is_mkldnn
+                or tensor.is_quantized)
 
 
 def _delegate_to_torch(fn_name: str, tensor: Tensor, args: tuple, kwargs: dict) -> Tensor:
@@ -217,11 +218,14 @@ def writes_nothing(tensor: Tensor) -> bool:
 
 def fill_random(tensor, dist, params, generator, seed) -> Tensor:
     check_generator(generator)
-    if writes_nothing(tensor) or tensor.numel() == 0:
+    if writes_nothing(tensor):
         return tensor
+    with torch._C.DisableTorchFunction():  # fastinit's own look at the metadata
+        if tensor.numel() == 0:
+            return tensor
+        negative = tensor.is_neg()
     seed = resolve_seed(generator, seed)
-    with torch._C.DisableTorchFunction():
-        negated_half_open = tensor.is_neg() and dist == Distribution.UNIFORM and math.isfinite(params[2])
+    negated_half_open = negative and dist == Distribution.UNIFORM and math.isfinite(params[2])
     if negated_half_open:
         # a half-open fp16 / bf16 uniform has no exactly negated parameters (docs/contract.md):
         # a plain tensor gets the values, and torch copies them into the negative view

@@ -258,7 +258,10 @@ def check_storage(tensor: torch.Tensor) -> None:
 
 def check_no_internal_overlap(tensor: torch.Tensor, fn_name: str) -> None:
     check_placements(tensor, fn_name)
-    if torch._debug_has_internal_overlap(local_tensor(tensor)) == 1:
+    local = local_tensor(tensor)
+    with torch._C.DisableTorchFunction():  # fastinit's own look at the metadata
+        overlapping = torch._debug_has_internal_overlap(local) == 1
+    if overlapping:
         raise UnsafeTargetError(
             f"{fn_name}: tensor of shape {tuple(tensor.shape)} with strides {tensor.stride()}: "
             + OVERLAP_MESSAGE
@@ -295,15 +298,17 @@ def check_same_device(tensors: Sequence[torch.Tensor], fn_name: str) -> None:
 
 def make_fill(tensor, dist, params, seed, stream=0, first_index=0) -> Fill:
     """The Fill of `tensor`; a negative view becomes its plain view with negated parameters."""
-    dist = Distribution(dist)
+    if type(dist) is not Distribution:
+        dist = Distribution(dist)
     params = [float(p) for p in params]
     if dist == Distribution.UNIFORM and len(params) == 2:  # [scale, shift]: no half-open limit
         params.append(math.inf)
     with torch._C.DisableTorchFunction():  # fastinit's own view, not a user's access
         if tensor.is_neg():
             tensor, params = tensor._neg_view(), negated_params(dist, params)
-    return Fill(tensor, dist, tuple(params), check_seed(seed), check_seed(stream),
-                int(first_index))
+    stream = 0 if type(stream) is int and stream == 0 else check_seed(stream)
+    return Fill(tensor, dist, tuple(params), check_seed(seed), stream,
+                first_index if type(first_index) is int else int(first_index))
 
 
 def descriptor_fills(fills: Sequence[Fill]) -> list[Fill]:

@@ -61,7 +61,8 @@ def _fmt(x: float) -> str:
 
 def check_random_target(tensor: Tensor, fn_name: str, allow_complex: bool = False) -> None:
     """A random fill's target: a dtype the contract fills, no elements sharing memory."""
-    check_float_dtype(tensor, fn_name, allow_complex)
+    with torch._C.DisableTorchFunction():  # fastinit's own look at the metadata
+        check_float_dtype(tensor, fn_name, allow_complex)
     check_no_internal_overlap(tensor, fn_name)
 
 
@@ -69,15 +70,16 @@ def uniform_plan(fn_name, tensor, a, b) -> tuple[Distribution, list]:
     """Validate a uniform fill of `tensor` on [a, b); return its contract parameters. A complex
     tensor gets real and imaginary parts each in U(a, b), as torch's uniform_."""
     check_random_target(tensor, fn_name, allow_complex=True)
-    for name, side, bound in (("a", "from", a), ("b", "to", b)):
-        # torch's wording ("from/to is out of bounds for <dtype>") for nan and inf bounds
-        if isinstance(bound, (int, float)) and not math.isfinite(bound):
-            raise InitValueError(
-                f"{fn_name}: {name} must be finite, got {name}={bound}: "
-                f"{side} is out of bounds for {tensor.dtype}"
-            )
-    check_finite(fn_name, a=a, b=b)
-    a, b = float(a), float(b)
+    if not (type(a) is float and type(b) is float and math.isfinite(a) and math.isfinite(b)):
+        for name, side, bound in (("a", "from", a), ("b", "to", b)):
+            # torch's wording ("from/to is out of bounds for <dtype>") for nan and inf bounds
+            if isinstance(bound, (int, float)) and not math.isfinite(bound):
+                raise InitValueError(
+                    f"{fn_name}: {name} must be finite, got {name}={bound}: "
+                    f"{side} is out of bounds for {tensor.dtype}"
+                )
+        check_finite(fn_name, a=a, b=b)
+        a, b = float(a), float(b)
     if a > b:
         raise InitValueError(
             f"uniform_ expects to return a [from, to) range, but found from={_fmt(a)} > to={_fmt(b)}"

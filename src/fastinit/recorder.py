@@ -105,6 +105,18 @@ class Pending:
         return dataclasses.replace(self.fill, tensor=self.memory)
 
 
+class _FillWords:
+    """A recorded fill's `describe_fill` words, formatted only when read."""
+
+    __slots__ = ("dist", "params")
+
+    def __init__(self, dist: int, params: Sequence[float]) -> None:
+        self.dist, self.params = dist, params
+
+    def __str__(self) -> str:
+        return describe_fill(self.dist, self.params)
+
+
 class _StorageFills:
     """The pending fills of one storage, sorted by first byte. `widest` bounds the length of
     every fill held, so the fills that can overlap [lo, hi) start in (lo - widest, hi)."""
@@ -229,7 +241,7 @@ class Recorder:
             self._order += 1
             self._pending[p.order] = p
             index.insert(p)
-            self._log(f.tensor, footprint, describe_fill(f.dist, f.params), by_fastinit=True)
+            self._log(f.tensor, footprint, _FillWords(f.dist, f.params), by_fastinit=True)
             self.recorded += 1
 
     def _drop_covered(self, footprint: Footprint) -> None:
@@ -386,7 +398,7 @@ class Recorder:
         text = None
         for fp, what, _ in self._overlapping_writes(footprint):
             if fp.covers(footprint):
-                text = what
+                text = str(what)
             else:
                 text = f"{text}; then {what} on part" if text else f"{what} on part"
         return text

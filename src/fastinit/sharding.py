@@ -41,14 +41,20 @@ def _bind_dtensor_names() -> bool:
     return True
 
 
+# Tensor classes that are never a DTensor: answered without a look at torch.distributed.
+_NOT_DTENSOR_TYPES = frozenset({torch.Tensor, torch.nn.Parameter})
+
+
 def is_dtensor(t) -> bool:
+    if type(t) in _NOT_DTENSOR_TYPES:
+        return False
     return _bind_dtensor_names() and isinstance(t, DTensor)
 
 
 def local_tensor(t: torch.Tensor) -> torch.Tensor:
     """The memory this rank writes: a DTensor's local shard (of an `indexed` DTensor: the part
     of the indexed tensor's shard it holds), or the tensor itself."""
-    if not is_dtensor(t):
+    if type(t) in _NOT_DTENSOR_TYPES or not is_dtensor(t):
         return t
     part = getattr(t, _INDEXED_PART, None)
     return t.to_local() if part is None else part[0]

@@ -143,15 +143,13 @@ def execute(fills: Sequence[Fill]) -> None:
     tensors are planned, checked and filled by the C++ backend in one native call
     (`_fill_natively`); the others are planned here (plan.descriptor_fills).
     """
-    inference_refused = not torch.is_inference_mode_enabled()
     if len(fills) == 1:  # one whole plain CPU tensor (a drop-in call): the native path alone
         f = fills[0]
-        if (f.layout is None and f.first_index == 0 and _natively_planned(f.tensor, f.dist)
-                and has_real_storage(f.tensor) and f.tensor.numel()
-                and not (inference_refused and f.tensor.is_inference())):
-            _fill_natively([(f.tensor, f.dist, f.params, f.seed, f.stream)])
-            _increment_version((f.tensor,))
+        if (f.layout is None and f.first_index == 0 and has_real_storage(f.tensor)
+                and f.tensor.numel() and fill_whole_natively(f.tensor, f.dist, f.params, f.seed,
+                                                             f.stream)):
             return
+    inference_refused = not torch.is_inference_mode_enabled()
     fills = [f for f in fills if has_real_storage(f.tensor)]
     for f in fills:
         if inference_refused and local_tensor(f.tensor).is_inference():
@@ -182,6 +180,28 @@ def execute(fills: Sequence[Fill]) -> None:
         for f in fills:
             if f.tensor.numel():
                 torch.autograd.graph.increment_version(local_tensor(f.tensor))
+
+
+def fill_whole_natively(tensor: torch.Tensor, dist: int, params: Sequence[float], seed: int,
+                        stream: int = 0) -> bool:
+    """Fill a whole non-empty tensor with real storage in one native call, when the C++ backend
+    plans it (`_natively_planned`) and it is no inference tensor outside inference mode; else
+    write nothing and return False (`execute` runs it, or raises torch's error).
+
+    Args:
+        tensor: the tensor, all of it from contract index 0.
+        dist, params, seed, stream: the fill's, checked (see plan.make_fill); a uniform's
+            parameters are [scale, shift, limit].
+
+    Returns:
+        Whether the tensor was filled.
+    """
+    if not _natively_planned(tensor, dist) or (
+            tensor.is_inference() and not torch.is_inference_mode_enabled()):
+        return False
+    _fill_natively([(tensor, dist, params, seed, stream)])
+    _increment_version((tensor,))
+    return True
 
 
 # torch's version counter bump of tensors written in place (a sequence of them)
