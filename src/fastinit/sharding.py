@@ -30,7 +30,7 @@ def _bind_dtensor_names() -> bool:
     if sys.modules.get(DTENSOR_MODULE) is None:
         return False
     from torch.distributed.tensor import DTensor as dtensor_type, Partial, Replicate, Shard
-    # private to torch (tested on 2.13 and 2.14): checked where used, see _private_helper
+    # private to torch (tested on 2.11 to 2.15): checked where used, see _private_helper
     from torch.distributed.tensor import _utils as _dtensor_utils
     try:  # FSDP2 over a tensor-parallel dim shards the same dim twice: (_StridedShard(0), Shard(0))
         from torch.distributed.tensor.placement_types import _StridedShard
@@ -87,7 +87,7 @@ def _private_helper(owner, name: str):
     if helper is None:
         raise TorchVersionError(
             f"fastinit's sharded init uses torch's private DTensor helper {name}, which torch "
-            f"{torch.__version__} does not have; fastinit supports torch 2.13 and 2.14")
+            f"{torch.__version__} does not have; fastinit supports torch 2.11 to 2.15")
     return helper
 
 
