@@ -3,7 +3,7 @@ gets the distribution the package's own init intends, from fastinit, written onc
 outside the block changes.
 
 timm imports torchvision, and PyPI's torchvision needs a CUDA build of torch: these tests run in
-the second test environment (`scripts/test_torch_2_14.sh`, torch 2.14.1 + torchvision 0.29.1 +
+the second test environment (`scripts/test_torch.sh 2.14.1`, torch 2.14.1 + torchvision 0.29.1 +
 timm 1.0.31, which CI runs too) and skip elsewhere, saying why.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ except Exception as e:  # ImportError, or torchvision's RuntimeError beside a CP
 pytestmark = pytest.mark.skipif(
     CLIENTS_IMPORT_ERROR is not None,
     reason=f"timm / torchvision do not import here ({CLIENTS_IMPORT_ERROR}); "
-           "scripts/test_torch_2_14.sh runs these tests with torch 2.14.1 + torchvision + timm")
+           "scripts/test_torch.sh 2.14.1 runs these tests with torch 2.14.1 + torchvision + timm")
 
 
 def _build(make):
