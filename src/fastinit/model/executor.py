@@ -56,16 +56,17 @@ def _stream(ti: TensorInit) -> int:
 
 def execute_inits(inits: list[TensorInit], seed: int, result: InitResult) -> None:
     fills, structured, int_constants = [], [], []
-    for ti in inits:
-        if ti.tensor.is_meta:
-            continue
-        if ti.plan is None:
-            structured.append(ti)
-        elif ti.tensor.dtype not in DTYPE_CODES and ti.plan[0] == Distribution.CONSTANT:
-            int_constants.append(ti)  # integer, bool and complex constants: torch's fill_
-        else:
-            fills.append(make_fill(ti.tensor, ti.plan[0], ti.plan[1], seed, _stream(ti)))
-        (result.structured if ti.plan is None else result.fused).append(ti.name)
+    with torch._C.DisableTorchFunction():  # fastinit's own look at the tensors' metadata
+        for ti in inits:
+            if ti.tensor.is_meta:
+                continue
+            if ti.plan is None:
+                structured.append(ti)
+            elif ti.tensor.dtype not in DTYPE_CODES and ti.plan[0] == Distribution.CONSTANT:
+                int_constants.append(ti)  # integer, bool and complex constants: torch's fill_
+            else:
+                fills.append(make_fill(ti.tensor, ti.plan[0], ti.plan[1], seed, _stream(ti)))
+            (result.structured if ti.plan is None else result.fused).append(ti.name)
     submit(fills)
     with torch.no_grad():
         for ti in int_constants:
@@ -101,11 +102,12 @@ def run_pass(module: nn.Module, seed: Optional[int], prefix: str, rules_for, cal
          own_first: bool = False, initialised: frozenset = frozenset()) -> InitResult:
     """`initialised`: ids of tensors that already hold their values (the pass skips them)."""
     result = InitResult(seed=resolve_seed(seed))
-    inits, tensors = collect(module, prefix, rules_for)
-    inits = [ti for ti in inits if id(ti.tensor) not in initialised]
-    plan_all(inits)  # every error is raised here, before anything is written
-    covered = {id(ti.tensor) for ti in inits} | initialised
-    own = own_init_modules(module, prefix, covered) if call_own else []
+    with torch._C.DisableTorchFunction():  # fastinit's own look at the tensors' metadata
+        inits, tensors = collect(module, prefix, rules_for)
+        inits = [ti for ti in inits if id(ti.tensor) not in initialised]
+        plan_all(inits)  # every error is raised here, before anything is written
+        covered = {id(ti.tensor) for ti in inits} | initialised
+        own = own_init_modules(module, prefix, covered) if call_own else []
 
     def call_own_resets():
         for name, mod in own:
