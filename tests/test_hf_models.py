@@ -285,20 +285,21 @@ def assert_written_once(model: nn.Module, writes: WriteCounts) -> int:
 
 
 def poison_allocations(monkeypatch) -> None:
-    """Every floating tensor `torch.empty_like` makes from here on (materialize allocates the
-    meta model's tensors with it) starts as NaN, so an element nothing writes shows as NaN
-    whatever the allocator hands out. The NaN fill runs with function modes off: it is not a
-    write the counts below see."""
-    original = torch.empty_like
+    """Every floating tensor `torch.empty` or `torch.empty_like` makes from here on (materialize
+    allocates the meta model's tensors with them) starts as NaN, so an element nothing writes
+    shows as NaN whatever the allocator hands out. The NaN fill runs with function modes off:
+    it is not a write the counts below see."""
+    def poisoned(original):
+        def allocate(*args, **kwargs):
+            out = original(*args, **kwargs)
+            if out.is_floating_point() and not out.is_meta:
+                with torch._C.DisableTorchFunction():
+                    out.fill_(float("nan"))
+            return out
+        return allocate
 
-    def empty_like(*args, **kwargs):
-        out = original(*args, **kwargs)
-        if out.is_floating_point() and not out.is_meta:
-            with torch._C.DisableTorchFunction():
-                out.fill_(float("nan"))
-        return out
-
-    monkeypatch.setattr(torch, "empty_like", empty_like)
+    monkeypatch.setattr(torch, "empty_like", poisoned(torch.empty_like))
+    monkeypatch.setattr(torch, "empty", poisoned(torch.empty))
 
 
 def test_poisoned_allocations_show_unwritten_tensors(monkeypatch):

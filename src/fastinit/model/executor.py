@@ -20,7 +20,7 @@ from ..fused import run_now, submit
 from ..registry import BY_SPEC_KIND
 from ..plan import DTYPE_CODES, make_fill
 from ..sharding import local_index, local_tensor
-from .names import stream_name
+from .names import named_tensors, own_tensors, stream_name
 from .rules import Rules, TensorInit, collect, default_rules_for, user_rules
 
 
@@ -56,16 +56,17 @@ def _stream(ti: TensorInit) -> int:
 
 def execute_inits(inits: list[TensorInit], seed: int, result: InitResult) -> None:
     fills, structured, int_constants = [], [], []
-    for ti in inits:
-        if ti.tensor.is_meta:
-            continue
-        if ti.plan is None:
-            structured.append(ti)
-        elif ti.tensor.dtype not in DTYPE_CODES and ti.plan[0] == Distribution.CONSTANT:
-            int_constants.append(ti)  # integer, bool and complex constants: torch's fill_
-        else:
-            fills.append(make_fill(ti.tensor, ti.plan[0], ti.plan[1], seed, _stream(ti)))
-        (result.structured if ti.plan is None else result.fused).append(ti.name)
+    with torch._C.DisableTorchFunction():  # fastinit's own look at the tensors' metadata
+        for ti in inits:
+            if ti.tensor.is_meta:
+                continue
+            if ti.plan is None:
+                structured.append(ti)
+            elif ti.tensor.dtype not in DTYPE_CODES and ti.plan[0] == Distribution.CONSTANT:
+                int_constants.append(ti)  # integer, bool and complex constants: torch's fill_
+            else:
+                fills.append(make_fill(ti.tensor, ti.plan[0], ti.plan[1], seed, _stream(ti)))
+            (result.structured if ti.plan is None else result.fused).append(ti.name)
     submit(fills)
     with torch.no_grad():
         for ti in int_constants:
@@ -74,9 +75,10 @@ def execute_inits(inits: list[TensorInit], seed: int, result: InitResult) -> Non
             BY_SPEC_KIND[ti.spec.kind].execute(ti.tensor, seed, _stream(ti), run_now,
                                                **ti.spec.kwargs)
         for ti in inits:
-            padding_idx = getattr(ti.owner, "padding_idx", None)
-            if (isinstance(ti.owner, (nn.Embedding, nn.EmbeddingBag)) and padding_idx is not None
-                    and ti.tensor is ti.owner.weight and not ti.tensor.is_meta):
+            if not isinstance(ti.owner, (nn.Embedding, nn.EmbeddingBag)):
+                continue
+            padding_idx = ti.owner.padding_idx
+            if padding_idx is not None and ti.tensor is ti.owner.weight and not ti.tensor.is_meta:
                 row = local_index(ti.tensor, 0, padding_idx)  # a shard may not hold the row
                 if row is not None:
                     local_tensor(ti.tensor)[row].fill_(0)
@@ -90,7 +92,7 @@ def own_init_modules(module: nn.Module, prefix: str, covered: set[int]) -> list[
     """Modules no rule covers that hold tensors of their own and can reset them."""
     out = []
     for name, mod in module.named_modules(prefix=prefix):
-        own = list(mod.parameters(recurse=False)) + list(mod.buffers(recurse=False))
+        own = own_tensors(mod)
         if own and any(id(t) not in covered for t in own) and callable(getattr(mod, "reset_parameters", None)):
             out.append((name, mod))
     return out
@@ -100,11 +102,12 @@ def run_pass(module: nn.Module, seed: Optional[int], prefix: str, rules_for, cal
          own_first: bool = False, initialised: frozenset = frozenset()) -> InitResult:
     """`initialised`: ids of tensors that already hold their values (the pass skips them)."""
     result = InitResult(seed=resolve_seed(seed))
-    inits, tensors = collect(module, prefix, rules_for)
-    inits = [ti for ti in inits if id(ti.tensor) not in initialised]
-    plan_all(inits)  # every error is raised here, before anything is written
-    covered = {id(ti.tensor) for ti in inits} | initialised
-    own = own_init_modules(module, prefix, covered) if call_own else []
+    with torch._C.DisableTorchFunction():  # fastinit's own look at the tensors' metadata
+        inits, tensors = collect(module, prefix, rules_for)
+        inits = [ti for ti in inits if id(ti.tensor) not in initialised]
+        plan_all(inits)  # every error is raised here, before anything is written
+        covered = {id(ti.tensor) for ti in inits} | initialised
+        own = own_init_modules(module, prefix, covered) if call_own else []
 
     def call_own_resets():
         for name, mod in own:
@@ -116,7 +119,7 @@ def run_pass(module: nn.Module, seed: Optional[int], prefix: str, rules_for, cal
     execute_inits(inits, result.seed, result)
     if not own_first:
         call_own_resets()
-    covered |= {id(t) for _, mod in own for t in list(mod.parameters()) + list(mod.buffers())}
+    covered |= {id(t) for _, mod in own for t in named_tensors(mod).values()}
     result.untouched = [name for name, t in tensors.items() if id(t) not in covered]
     return result
 

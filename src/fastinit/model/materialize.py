@@ -19,6 +19,14 @@ from .recipes import NotReplayable
 from .rules import Rules, collect, default_rules_for, user_rules
 
 
+def _empty_on(t: torch.Tensor, device) -> torch.Tensor:
+    """`torch.empty_like(t, device=device)`; a plain dense tensor without empty_like's layout
+    logic (on meta, a Python decomposition)."""
+    if type(t) in (torch.Tensor, nn.Parameter) and t.layout == torch.strided and t.is_contiguous():
+        return torch.empty(t.shape, dtype=t.dtype, device=device)
+    return torch.empty_like(t, device=device)
+
+
 def _allocate(module: nn.Module, device, dtype: Optional[torch.dtype], reinit: bool) -> list[str]:
     """Allocate every meta tensor (and with `reinit` every parameter) uninitialised on `device`
     (what to_empty does); a tensor that already holds a value moves there and keeps it. Returns
@@ -29,7 +37,7 @@ def _allocate(module: nn.Module, device, dtype: Optional[torch.dtype], reinit: b
         (lambda t: t.is_meta)
     kept = [name for name, t in named_tensors(module).items() if not missing(t)]
     aliases = tied_aliases(module)
-    module._apply(lambda t: torch.empty_like(t, device=device) if missing(t) else t.to(device))
+    module._apply(lambda t: _empty_on(t, device) if missing(t) else t.to(device))
     for owner, slot, local, first in aliases:  # _apply unties tied tensors: tie them again
         getattr(owner, slot)[local] = lookup(module, first)
     return kept

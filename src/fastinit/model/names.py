@@ -7,6 +7,13 @@ from torch import nn
 
 
 def lookup(module: nn.Module, local: str):
+    """The attribute `local` ("weight", "out_proj.bias") of `module`, or None."""
+    if "." not in local and not hasattr(type(module), local) and local not in module.__dict__:
+        t = module._parameters.get(local)  # where Module.__getattr__ looks first
+        if t is None:
+            t = module._buffers.get(local)
+        if t is not None:
+            return t
     obj = module
     for part in local.split("."):
         obj = getattr(obj, part, None)
@@ -15,9 +22,41 @@ def lookup(module: nn.Module, local: str):
     return obj
 
 
+# nn.Module's own walks: a model that overrides one (FSDP1 renames its parameters) is walked
+# through its own methods.
+_MODULE_WALKS = (nn.Module.named_parameters, nn.Module.named_buffers, nn.Module.named_modules)
+
+
 def named_tensors(module: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
-    """Every parameter and buffer by its first fully qualified name (tied tensors once)."""
-    return dict(list(module.named_parameters(prefix=prefix)) + list(module.named_buffers(prefix=prefix)))
+    """Every parameter and buffer by its first fully qualified name (tied tensors once): the
+    parameters as `named_parameters` lists them, then the buffers as `named_buffers` does."""
+    cls = type(module)
+    if (cls.named_parameters, cls.named_buffers, cls.named_modules) != _MODULE_WALKS:
+        return dict(list(module.named_parameters(prefix=prefix)) +
+                    list(module.named_buffers(prefix=prefix)))
+    # one walk, by id (a tensor's hash would go through any active torch function mode)
+    params: dict[str, torch.Tensor] = {}
+    buffers: dict[str, torch.Tensor] = {}
+    seen_params: set[int] = set()
+    seen_buffers: set[int] = set()
+    for mod_name, mod in module.named_modules(prefix=prefix):
+        dot = mod_name + "." if mod_name else ""
+        for local, t in mod._parameters.items():
+            if t is not None and id(t) not in seen_params:
+                seen_params.add(id(t))
+                params[dot + local] = t
+        for local, t in mod._buffers.items():
+            if t is not None and id(t) not in seen_buffers:
+                seen_buffers.add(id(t))
+                buffers[dot + local] = t
+    params.update(buffers)
+    return params
+
+
+def own_tensors(module: nn.Module) -> list[torch.Tensor]:
+    """The parameters and buffers `module` holds itself (not its submodules')."""
+    return [t for t in module._parameters.values() if t is not None] + \
+        [t for t in module._buffers.values() if t is not None]
 
 
 def tied_aliases(module: nn.Module) -> list[tuple[nn.Module, str, str, str]]:
@@ -47,6 +86,8 @@ def stream_name(name: str) -> str:
     """The name a tensor's stream is derived from: its fully qualified name without the segments
     of torch's wrappers (`WRAPPER_SEGMENTS`), so that a wrapped model gets the values of the
     unwrapped one ("_orig_mod.layers.0._checkpoint_wrapped_module.w" -> "layers.0.w")."""
+    if "_orig_mod" not in name and "_wrapped_module" not in name:
+        return name  # no wrapper segment in it
     parts = name.split(".")
     kept = [p for p in parts if p not in WRAPPER_SEGMENTS]
     return name if len(kept) == len(parts) else ".".join(kept)

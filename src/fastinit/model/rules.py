@@ -25,12 +25,15 @@ def _fan_in_bound(weight: torch.Tensor) -> float:
     return 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
 
 
+_LINEAR_WEIGHT = spec.kaiming_uniform(a=SQRT5)
+
+
 def _linear_like(m) -> dict:
-    rules = {"weight": spec.kaiming_uniform(a=SQRT5)}
-    if getattr(m, "bias", None) is not None:
-        bound = _fan_in_bound(m.weight)
-        rules["bias"] = spec.uniform(-bound, bound)
-    return rules
+    bias = getattr(m, "bias", None)
+    if bias is None:
+        return {"weight": _LINEAR_WEIGHT}
+    bound = _fan_in_bound(m.weight)
+    return {"weight": _LINEAR_WEIGHT, "bias": spec.uniform(-bound, bound)}
 
 
 def _bilinear(m) -> dict:
@@ -87,17 +90,26 @@ if hasattr(nn, "RMSNorm"):
     DEFAULT_RULES[nn.RMSNorm] = _affine
 
 
+# module class -> (its reset_parameters when it was looked up, its default layer type or None)
+_layer_type_cache: dict[type, tuple[object, Optional[type]]] = {}
+
+
 def default_layer_type(module: nn.Module) -> Optional[type]:
     """The layer type of DEFAULT_RULES whose default `module` gets; None when there is none or
     its class overrides that type's reset_parameters (a subclass with its own init: its
     reset_parameters runs instead)."""
-    for cls in type(module).__mro__:
+    module_cls = type(module)
+    reset = getattr(module_cls, "reset_parameters", None)
+    cached = _layer_type_cache.get(module_cls)
+    if cached is not None and cached[0] is reset:
+        return cached[1]
+    found = None
+    for cls in module_cls.__mro__:
         if cls in DEFAULT_RULES:
-            if getattr(type(module), "reset_parameters", None) is not \
-                    getattr(cls, "reset_parameters", None):
-                return None
-            return cls
-    return None
+            found = cls if reset is getattr(cls, "reset_parameters", None) else None
+            break
+    _layer_type_cache[module_cls] = (reset, found)
+    return found
 
 
 def default_rules_for(module: nn.Module) -> Optional[dict]:
@@ -106,7 +118,7 @@ def default_rules_for(module: nn.Module) -> Optional[dict]:
     return None if cls is None else DEFAULT_RULES[cls](module)
 
 
-@dataclass
+@dataclass(slots=True)
 class TensorInit:
     """One parameter or buffer of the pass: its name, tensor, spec and contract plan."""
 
@@ -131,10 +143,13 @@ def collect(module: nn.Module, prefix: str, rules_for: Callable[[nn.Module, str]
             t = lookup(mod, local)
             if not isinstance(t, torch.Tensor):
                 continue  # a missing bias (None) is fine
-            name = first_name.get(id(t), f"{mod_name}.{local}" if mod_name else local)
+            name = first_name.get(id(t))
+            if name is None:
+                name = f"{mod_name}.{local}" if mod_name else local
             if name in assigned:
                 continue  # an ancestor's rule (or a tied alias) already covers it
-            assigned[name] = TensorInit(name, t, spec.as_spec(sp), owner=mod)
+            assigned[name] = TensorInit(name, t, sp if type(sp) is spec.Spec else spec.as_spec(sp),
+                                        owner=mod)
     return list(assigned.values()), tensors
 
 
