@@ -227,12 +227,19 @@ def writes_nothing(tensor: Tensor) -> bool:
 
 def fill_random(tensor, dist, params, generator, seed) -> Tensor:
     check_generator(generator)
-    if writes_nothing(tensor):
-        return tensor
-    with torch._C.DisableTorchFunction():  # fastinit's own look at the metadata
-        if tensor.numel() == 0:
+    if type(tensor) in PLAIN_TENSOR_TYPES:  # the common case: one look at the metadata
+        with torch._C.DisableTorchFunction():
+            if tensor.numel() == 0 or torch._is_functional_tensor(tensor) or (
+                    tensor.is_meta and not records_meta()):
+                return tensor
+            negative = tensor.is_neg()
+    else:
+        if writes_nothing(tensor):
             return tensor
-        negative = tensor.is_neg()
+        with torch._C.DisableTorchFunction():  # fastinit's own look at the metadata
+            if tensor.numel() == 0:
+                return tensor
+            negative = tensor.is_neg()
     seed = resolve_seed(generator, seed)
     negated_half_open = negative and dist == Distribution.UNIFORM and math.isfinite(params[2])
     if negated_half_open:

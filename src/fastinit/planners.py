@@ -23,7 +23,8 @@ from .contract import (
 )
 from .errors import InitValueError, ZeroStdError
 from .gains import _calculate_correct_fan, _calculate_fan_in_and_fan_out, calculate_gain
-from .plan import DTYPE_CODES, check_finite, check_float_dtype, check_no_internal_overlap
+from .plan import (DTYPE_CODES, PLAIN_TENSOR_TYPES, check_finite, check_float_dtype,
+                   check_no_internal_overlap)
 
 # JAX / Keras: the std of a standard normal truncated to [-2, 2].
 TRUNCATED_NORMAL_STD_CORRECTION = 0.87962566103423978
@@ -63,6 +64,8 @@ def check_random_target(tensor: Tensor, fn_name: str, allow_complex: bool = Fals
     """A random fill's target: a dtype the contract fills, no elements sharing memory."""
     with torch._C.DisableTorchFunction():  # fastinit's own look at the metadata
         check_float_dtype(tensor, fn_name, allow_complex)
+        if type(tensor) in PLAIN_TENSOR_TYPES and tensor.is_contiguous():
+            return  # (no DTensor placements to check, and dense memory overlaps nothing)
     check_no_internal_overlap(tensor, fn_name)
 
 
