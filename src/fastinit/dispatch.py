@@ -228,9 +228,9 @@ def writes_nothing(tensor: Tensor) -> bool:
 def fill_random(tensor, dist, params, generator, seed) -> Tensor:
     check_generator(generator)
     if type(tensor) in PLAIN_TENSOR_TYPES:  # the common case: one look at the metadata
-        with torch._C.DisableTorchFunction():
-            if tensor.numel() == 0 or torch._is_functional_tensor(tensor) or (
-                    tensor.is_meta and not records_meta()):
+        with torch._C.DisableTorchFunction():  # (writes_nothing, for a plain tensor)
+            if tensor.numel() == 0 or (not records_meta() if tensor.is_meta
+                                       else torch._is_functional_tensor(tensor)):
                 return tensor
             negative = tensor.is_neg()
     else:
