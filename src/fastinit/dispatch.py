@@ -20,7 +20,7 @@ from torch import Tensor
 from .contract import Distribution, U64_MASK, check_generator, check_seed, draw_seed
 from .errors import NotATensorError, UnsupportedLayoutError
 from .fused import records_meta, run_now, submit
-from .plan import check_storage, has_real_storage, make_fill
+from .plan import PLAIN_TENSOR_TYPES, check_storage, has_real_storage, make_fill
 from .registry import INITIALISERS, TORCH_INIT_FUNCTIONS
 
 
@@ -180,6 +180,15 @@ def _traced_call(fn: Callable, tensor: Tensor, args: tuple, kwargs: dict) -> Ten
 def _eager_call(fn: Callable, tensor: Tensor, args: tuple, kwargs: dict) -> Tensor:
     """A drop-in call run eagerly: refuses a non-tensor as torch does, hands the layouts it does
     not fill to torch.nn.init, refuses a freed or shrunk storage, then runs `fn`."""
+    if type(tensor) in PLAIN_TENSOR_TYPES:  # the common case: one look at the metadata
+        with torch._C.DisableTorchFunction():
+            dense = tensor.layout == torch.strided and not (
+                tensor.is_nested or tensor.is_mkldnn or tensor.is_quantized)
+            real = dense and not (tensor.is_meta or torch._is_functional_tensor(tensor))
+        if real:
+            check_storage(tensor)  # a freed (FSDP) or shrunk storage: torch's error, no write
+        if dense:
+            return fn(tensor, *args, **kwargs)
     if not isinstance(tensor, Tensor):
         raise NotATensorError(
             f"{fn.__name__}: expected a torch.Tensor, got {type(tensor).__module__}."
@@ -218,12 +227,19 @@ def writes_nothing(tensor: Tensor) -> bool:
 
 def fill_random(tensor, dist, params, generator, seed) -> Tensor:
     check_generator(generator)
-    if writes_nothing(tensor):
-        return tensor
-    with torch._C.DisableTorchFunction():  # fastinit's own look at the metadata
-        if tensor.numel() == 0:
+    if type(tensor) in PLAIN_TENSOR_TYPES:  # the common case: one look at the metadata
+        with torch._C.DisableTorchFunction():  # (writes_nothing, for a plain tensor)
+            if tensor.numel() == 0 or (not records_meta() if tensor.is_meta
+                                       else torch._is_functional_tensor(tensor)):
+                return tensor
+            negative = tensor.is_neg()
+    else:
+        if writes_nothing(tensor):
             return tensor
-        negative = tensor.is_neg()
+        with torch._C.DisableTorchFunction():  # fastinit's own look at the metadata
+            if tensor.numel() == 0:
+                return tensor
+            negative = tensor.is_neg()
     seed = resolve_seed(generator, seed)
     negated_half_open = negative and dist == Distribution.UNIFORM and math.isfinite(params[2])
     if negated_half_open:

@@ -23,7 +23,8 @@ from .contract import (
 )
 from .errors import InitValueError, ZeroStdError
 from .gains import _calculate_correct_fan, _calculate_fan_in_and_fan_out, calculate_gain
-from .plan import DTYPE_CODES, check_finite, check_float_dtype, check_no_internal_overlap
+from .plan import (DTYPE_CODES, PLAIN_TENSOR_TYPES, check_finite, check_float_dtype,
+                   check_no_internal_overlap)
 
 # JAX / Keras: the std of a standard normal truncated to [-2, 2].
 TRUNCATED_NORMAL_STD_CORRECTION = 0.87962566103423978
@@ -63,6 +64,8 @@ def check_random_target(tensor: Tensor, fn_name: str, allow_complex: bool = Fals
     """A random fill's target: a dtype the contract fills, no elements sharing memory."""
     with torch._C.DisableTorchFunction():  # fastinit's own look at the metadata
         check_float_dtype(tensor, fn_name, allow_complex)
+        if type(tensor) in PLAIN_TENSOR_TYPES and tensor.is_contiguous():
+            return  # (no DTensor placements to check, and dense memory overlaps nothing)
     check_no_internal_overlap(tensor, fn_name)
 
 
@@ -84,18 +87,20 @@ def uniform_plan(fn_name, tensor, a, b) -> tuple[Distribution, list]:
         raise InitValueError(
             f"uniform_ expects to return a [from, to) range, but found from={_fmt(a)} > to={_fmt(b)}"
         )
-    finfo = _finfo(tensor.dtype)
+    with torch._C.DisableTorchFunction():  # fastinit's own look at the metadata
+        dtype = tensor.dtype
+    finfo = _finfo(dtype)
     for side, bound in (("from", a), ("to", b)):
         if not finfo.min <= bound <= finfo.max:
             raise InitValueError(
-                f"{fn_name}: {side} is out of bounds for {tensor.dtype}, got {side}={_fmt(bound)}"
+                f"{fn_name}: {side} is out of bounds for {dtype}, got {side}={_fmt(bound)}"
             )
     if b - a > finfo.max:
         raise InitValueError(
-            f"{fn_name}: uniform_ expects to-from <= {_fmt(finfo.max)} for {tensor.dtype}, but "
+            f"{fn_name}: uniform_ expects to-from <= {_fmt(finfo.max)} for {dtype}, but "
             f"found to={_fmt(b)} and from={_fmt(a)} which result in to-from to exceed the limit"
         )
-    return Distribution.UNIFORM, uniform_params(a, b, tensor.dtype)
+    return Distribution.UNIFORM, uniform_params(a, b, dtype)
 
 
 def normal_plan(fn_name, tensor, mean, std) -> tuple[Distribution, list]:
@@ -105,9 +110,11 @@ def normal_plan(fn_name, tensor, mean, std) -> tuple[Distribution, list]:
     check_finite(fn_name, mean=mean, std=std)
     if std < 0:
         raise InitValueError(f"normal expects std >= 0.0, but found std {_fmt(std)}")
-    if tensor.is_complex():
+    with torch._C.DisableTorchFunction():  # fastinit's own look at the metadata
+        dtype = tensor.dtype
+    if dtype.is_complex:
         std = float(std) / math.sqrt(2)
-    return normal_fill_params(mean, std, tensor.dtype)
+    return normal_fill_params(mean, std, dtype)
 
 
 def trunc_normal_plan(fn_name, tensor, mean, std, a, b, warn=True,

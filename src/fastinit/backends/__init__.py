@@ -145,9 +145,8 @@ def execute(fills: Sequence[Fill]) -> None:
     """
     if len(fills) == 1:  # one whole plain CPU tensor (a drop-in call): the native path alone
         f = fills[0]
-        if (f.layout is None and f.first_index == 0 and has_real_storage(f.tensor)
-                and f.tensor.numel() and fill_whole_natively(f.tensor, f.dist, f.params, f.seed,
-                                                             f.stream)):
+        if f.layout is None and f.first_index == 0 and fill_whole_natively(
+                f.tensor, f.dist, f.params, f.seed, f.stream):
             return
     inference_refused = not torch.is_inference_mode_enabled()
     fills = [f for f in fills if has_real_storage(f.tensor)]
@@ -184,9 +183,10 @@ def execute(fills: Sequence[Fill]) -> None:
 
 def fill_whole_natively(tensor: torch.Tensor, dist: int, params: Sequence[float], seed: int,
                         stream: int = 0) -> bool:
-    """Fill a whole non-empty tensor with real storage in one native call, when the C++ backend
-    plans it (`_natively_planned`) and it is no inference tensor outside inference mode; else
-    write nothing and return False (`execute` runs it, or raises torch's error).
+    """Fill a whole tensor in one native call, when the C++ backend plans it
+    (`_natively_planned`), it is non-empty with real storage and no inference tensor outside
+    inference mode; else write nothing and return False (`execute` runs it, or raises torch's
+    error). One look at the tensor's metadata decides all of it.
 
     Args:
         tensor: the tensor, all of it from contract index 0.
@@ -196,16 +196,30 @@ def fill_whole_natively(tensor: torch.Tensor, dist: int, params: Sequence[float]
     Returns:
         Whether the tensor was filled.
     """
-    if not _natively_planned(tensor, dist) or (
-            tensor.is_inference() and not torch.is_inference_mode_enabled()):
+    if type(tensor) not in PLAIN_TENSOR_TYPES or not _native_backend_selected() \
+            or dist in HOST_DISTRIBUTIONS:
         return False
-    _fill_natively([(tensor, dist, params, seed, stream)])
+    with torch._C.DisableTorchFunction():  # fastinit's own look at the metadata
+        code = _NATIVE_DTYPE_CODES.get(tensor.dtype)
+        if (code is None or tensor.device.type != "cpu" or tensor.dim() > MAX_DIMS
+                or tensor.is_neg() or not tensor.numel() or torch._is_functional_tensor(tensor)
+                or (tensor.is_inference() and not torch.is_inference_mode_enabled())):
+            return False
+        row = _native_row(tensor, code, dist, params, seed, stream)
+    _fill_rows([row])
     _increment_version((tensor,))
     return True
 
 
 # torch's version counter bump of tensors written in place (a sequence of them)
 _increment_version = torch._C._increment_version
+# dtype -> the contract's dtype code, as the native call takes it
+_NATIVE_DTYPE_CODES = {dtype: int(code) for dtype, code in DTYPE_CODES.items()}
+
+
+def _native_backend_selected() -> bool:
+    return (_selected in ("auto", "cpu") and _environment_error is None
+            and _CPU.IMPORT_ERROR is None)
 
 
 def _natively_planned(tensor: torch.Tensor, dist: int) -> bool:
@@ -214,21 +228,27 @@ def _natively_planned(tensor: torch.Tensor, dist: int) -> bool:
     descriptor holds, a distribution the backends compute, the cpu backend selected for it."""
     return (type(tensor) in PLAIN_TENSOR_TYPES and tensor.device.type == "cpu"
             and tensor.dtype in DTYPE_CODES and dist not in HOST_DISTRIBUTIONS
-            and _selected in ("auto", "cpu") and _environment_error is None
-            and _CPU.IMPORT_ERROR is None and tensor.dim() <= MAX_DIMS and not tensor.is_neg())
+            and _native_backend_selected() and tensor.dim() <= MAX_DIMS and not tensor.is_neg())
+
+
+def _native_row(tensor, code, dist, params, seed, stream) -> tuple:
+    """The native call's row of one whole tensor (see _fill_rows)."""
+    storage = tensor.untyped_storage()
+    return (tensor.data_ptr(), storage.data_ptr(), storage.nbytes(), tensor.storage_offset(),
+            tensor.shape, tensor.stride(), code, int(dist), params, seed, stream)
 
 
 def _fill_natively(rows: Sequence[tuple]) -> None:
-    """Fill (tensor, dist, params, seed, stream) rows, each tensor whole, in one native call: the
-    C++ code checks every storage's bounds and alignment, collapses the dims and packs the
-    descriptors, then fills (csrc/cpu/plan_cpu.h); nothing is written unless all pass. The
-    caller bumps the tensors' version counters."""
-    batch = []
-    for tensor, dist, params, seed, stream in rows:
-        storage = tensor.untyped_storage()
-        batch.append((tensor.data_ptr(), storage.data_ptr(), storage.nbytes(),
-                      tensor.storage_offset(), tensor.shape, tensor.stride(),
-                      int(DTYPE_CODES[tensor.dtype]), int(dist), params, seed, stream))
+    """Fill (tensor, dist, params, seed, stream) rows, each tensor whole, in one native call
+    (see _fill_rows). The caller bumps the tensors' version counters."""
+    _fill_rows([_native_row(tensor, _NATIVE_DTYPE_CODES[tensor.dtype], dist, params, seed, stream)
+                for tensor, dist, params, seed, stream in rows])
+
+
+def _fill_rows(batch: list) -> None:
+    """One native call over rows of whole tensors: the C++ code checks every storage's bounds
+    and alignment, collapses the dims and packs the descriptors, then fills
+    (csrc/cpu/plan_cpu.h); nothing is written unless all pass."""
     try:
         _CPU.fill_tensors(batch)
     except IndexError as exc:  # a storage's bounds, in torch's words
