@@ -29,11 +29,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     tr.section("fastinit ratios (medians, same run)")
     tr.write_line(f"{'group':<34}{'fastinit G/s':>14}{'torch G/s':>11}{'fill_ G/s':>11}"
                   f"{'vs torch':>10}{'of fill_':>10}")
-    for group, (arms, numel) in sorted(_arm_medians(session.benchmarks).items()):
+    # a benchmark without a group (the host-cost cases) has the group None: sorted by name
+    for group, (arms, numel) in sorted(_arm_medians(session.benchmarks).items(),
+                                       key=lambda item: str(item[0])):
         if not {"fastinit", "torch"} <= arms.keys():
             continue
         ours, theirs, fill = arms["fastinit"], arms["torch"], arms.get("fill_")
         fill_cols = f"{numel / fill / 1e9:>11.3f}" if fill else f"{'-':>11}"
         fraction = f"{100 * fill / ours:>9.0f}%" if fill else f"{'-':>10}"
-        tr.write_line(f"{group:<34}{numel / ours / 1e9:>14.3f}{numel / theirs / 1e9:>11.3f}"
+        tr.write_line(f"{str(group):<34}{numel / ours / 1e9:>14.3f}{numel / theirs / 1e9:>11.3f}"
                       f"{fill_cols}{theirs / ours:>9.1f}x{fraction}")
