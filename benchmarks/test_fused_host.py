@@ -9,31 +9,20 @@ arms interleaved round by round in one run (medians in extra_info["median_s"]):
 * torchvision / timm CNNs, where installed;
 * a Qwen2-MoE-shaped Hugging Face model (hidden 32, 64 experts, 4 layers).
 """
-import statistics
-import time
 
 import pytest
 import torch
 from torch import nn
 
 import fastinit
+from interleave import interleaved
 
 ROUNDS = 3
 
 
-def interleaved(benchmark, arms: dict, rounds: int = ROUNDS) -> dict:
-    """Median seconds of each arm, the arms run in turn each round; recorded in extra_info."""
-    times = {name: [] for name in arms}
-
-    def one_round():
-        for name, fn in arms.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-
-    benchmark.pedantic(one_round, rounds=rounds, iterations=1, warmup_rounds=1)
-    medians = {name: statistics.median(ts) for name, ts in times.items()}
-    benchmark.extra_info.update(median_s=medians, numel=0)
+def timed(benchmark, arms: dict, rounds: int = ROUNDS) -> dict:
+    """`interleaved`, one call per arm and round, its medians printed."""
+    medians = interleaved(benchmark, arms, 1, rounds, 1, numel=0)
     print(f"\n{benchmark.name}: " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in medians.items()))
     return medians
 
@@ -50,7 +39,7 @@ def linears():
 
 
 def test_1000_linears(benchmark):
-    m = interleaved(benchmark, {"plain": linears, "fused": inside_fused(linears)})
+    m = timed(benchmark, {"plain": linears, "fused": inside_fused(linears)})
     benchmark.extra_info["fused_over_plain"] = m["fused"] / m["plain"]
 
 
@@ -62,7 +51,7 @@ def test_host_time_per_tensor(benchmark):
             for t in tensors:
                 fastinit.normal_(t)
 
-    m = interleaved(benchmark, {"fused": fused_pass})
+    m = timed(benchmark, {"fused": fused_pass})
     benchmark.extra_info["us_per_tensor"] = m["fused"] / len(tensors) * 1e6
 
 
@@ -71,7 +60,7 @@ def test_batchnorms(benchmark, n):
     def build():
         return [nn.BatchNorm2d(64) for _ in range(n)]
 
-    m = interleaved(benchmark, {"plain": build, "fused": inside_fused(build)}, rounds=1 if n == 4000 else ROUNDS)
+    m = timed(benchmark, {"plain": build, "fused": inside_fused(build)}, rounds=1 if n == 4000 else ROUNDS)
     benchmark.extra_info["fused_over_plain"] = m["fused"] / m["plain"]
 
 
@@ -88,7 +77,7 @@ def test_cnn(benchmark, library, name):
     else:
         timm = pytest.importorskip("timm")
         build = lambda: timm.create_model(name)  # noqa: E731
-    m = interleaved(benchmark, {"plain": build, "fused": inside_fused(build)})
+    m = timed(benchmark, {"plain": build, "fused": inside_fused(build)})
     benchmark.extra_info["plain_over_fused"] = m["plain"] / m["fused"]
 
 
@@ -102,5 +91,5 @@ def test_qwen2_moe_shaped(benchmark):
     def build():
         return transformers.Qwen2MoeForCausalLM(config)
 
-    m = interleaved(benchmark, {"plain": build, "fused": inside_fused(build)})
+    m = timed(benchmark, {"plain": build, "fused": inside_fused(build)})
     benchmark.extra_info["plain_over_fused"] = m["plain"] / m["fused"]

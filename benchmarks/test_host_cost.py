@@ -19,8 +19,6 @@ in `extra_info["median_s"]` and in the ratio table at the end. Not part of CI's 
 import math
 import os
 import statistics
-import subprocess
-import sys
 import time
 
 import pytest
@@ -28,6 +26,7 @@ import torch
 from torch import nn
 
 import fastinit
+from interleave import interleaved, one_core_busy
 
 ROUNDS = 15
 WARMUP_ROUNDS = 2
@@ -37,41 +36,14 @@ SMALL_CALLS = 500      # calls per round of the 16x16 drop-in
 LAYERS = 1000
 
 
-def interleaved(benchmark, arms: dict, calls: int, group: str, **info) -> dict:
-    """Median seconds per call of each arm, rounds interleaved; recorded for the ratio table."""
-    seconds = {name: [] for name in arms}
-    order = list(arms)
-
-    def one_round():
-        for name in order:
-            call = arms[name]
-            start = time.perf_counter()
-            for _ in range(calls):
-                call()
-            seconds[name].append((time.perf_counter() - start) / calls)
-        order.append(order.pop(0))
-
-    benchmark.group = group
-    benchmark.pedantic(one_round, rounds=ROUNDS, iterations=1, warmup_rounds=WARMUP_ROUNDS)
-    medians = {name: statistics.median(s[WARMUP_ROUNDS:]) for name, s in seconds.items()}
-    benchmark.extra_info.update(median_s=medians, loadavg=os.getloadavg(),
-                                threads=torch.get_num_threads(), **info)
-    return medians
-
-
 @pytest.fixture(scope="module", params=["idle", "one core busy"])
 def load(request):
     """Nothing more, or another process spinning on a core for the duration of the tests."""
     if request.param == "idle":
         yield request.param
         return
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    time.sleep(0.5)
-    try:
+    with one_core_busy():
         yield request.param
-    finally:
-        busy.kill()
-        busy.wait()
 
 
 def test_dropin_small_kaiming_uniform(benchmark, load):
@@ -80,7 +52,8 @@ def test_dropin_small_kaiming_uniform(benchmark, load):
     interleaved(benchmark, {
         "fastinit": lambda: fastinit.kaiming_uniform_(w, a=a),
         "torch": lambda: torch.nn.init.kaiming_uniform_(w, a=a),
-    }, SMALL_CALLS, f"kaiming_uniform_ 16x16 fp32, {load}", numel=w.numel(), load=load)
+    }, SMALL_CALLS, ROUNDS, WARMUP_ROUNDS, f"kaiming_uniform_ 16x16 fp32, {load}",
+        numel=w.numel(), load=load)
 
 
 @pytest.mark.parametrize("size", list(SIZES))
@@ -91,8 +64,8 @@ def test_dropin_by_size(benchmark, load, size, case):
     t.fill_(0.0)
     ours, theirs = getattr(fastinit, case), getattr(torch.nn.init, case)
     interleaved(benchmark, {"fastinit": lambda: ours(t), "torch": lambda: theirs(t)},
-                max(1, CALL_ELEMENTS // numel), f"{case} {size} fp32, {load}", numel=numel,
-                load=load)
+                max(1, CALL_ELEMENTS // numel), ROUNDS, WARMUP_ROUNDS,
+                f"{case} {size} fp32, {load}", numel=numel, dtype="float32", load=load)
 
 
 def linears(device=None):
@@ -111,7 +84,8 @@ def test_reset_parameters_1000_linear(benchmark):
     interleaved(benchmark, {
         "fastinit": lambda: fastinit.reset_parameters(model),
         "torch": lambda: torch_reset(model),
-    }, 1, f"reset_parameters {LAYERS} x Linear(16, 16)", numel=LAYERS * 272)
+    }, 1, ROUNDS, WARMUP_ROUNDS, f"reset_parameters {LAYERS} x Linear(16, 16)",
+        numel=LAYERS * 272)
 
 
 def test_materialize_1000_linear(benchmark):
