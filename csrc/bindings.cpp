@@ -33,7 +33,8 @@ using TensorTuple = std::tuple<uint64_t, uint64_t, uint64_t, int64_t, std::vecto
                                std::vector<int64_t>, int32_t, int32_t, std::vector<double>,
                                uint64_t, uint64_t>;
 
-int fill_tensors(const std::vector<TensorTuple>& tensors, int num_threads) {
+// Every tensor planned (plan_cpu.h) and every descriptor checked, or an exception.
+std::vector<fastinit::FillDescriptor> planned(const std::vector<TensorTuple>& tensors) {
   std::vector<fastinit::FillDescriptor> descriptors;
   descriptors.reserve(tensors.size());
   for (const TensorTuple& t : tensors) {
@@ -42,10 +43,23 @@ int fill_tensors(const std::vector<TensorTuple>& tensors, int num_threads) {
                               std::get<8>(t), std::get<9>(t), std::get<10>(t)};
     descriptors.push_back(fastinit::plan_tensor(plan));
   }
-  const int64_t count = static_cast<int64_t>(descriptors.size());
-  fastinit::check_descriptors(descriptors.data(), count);
+  fastinit::check_descriptors(descriptors.data(), static_cast<int64_t>(descriptors.size()));
+  return descriptors;
+}
+
+int fill_tensors(const std::vector<TensorTuple>& tensors, int num_threads) {
+  const std::vector<fastinit::FillDescriptor> descriptors = planned(tensors);
   py::gil_scoped_release release;
-  return fastinit::fill_cpu(descriptors.data(), count, num_threads);
+  return fastinit::fill_cpu(descriptors.data(), static_cast<int64_t>(descriptors.size()),
+                            num_threads);
+}
+
+// The same planning as fill_tensors, without the fill: the packed, checked descriptors (for a
+// launch on another device: the Triton backend's descriptor rows).
+py::bytes plan_tensors(const std::vector<TensorTuple>& tensors) {
+  const std::vector<fastinit::FillDescriptor> descriptors = planned(tensors);
+  return py::bytes(reinterpret_cast<const char*>(descriptors.data()),
+                   descriptors.size() * sizeof(fastinit::FillDescriptor));
 }
 
 std::array<uint32_t, 4> philox(std::array<uint32_t, 4> counter, std::array<uint32_t, 2> key) {
@@ -69,6 +83,9 @@ PYBIND11_MODULE(_C, m) {
         "Every tensor is checked first (storage bounds: IndexError with torch's message; a bad "
         "layout or descriptor: ValueError), its dims collapsed and its descriptor packed; "
         "nothing is written unless all pass. Returns the number of threads that ran the fill.");
+  m.def("plan_tensors", &plan_tensors, py::arg("tensors"),
+        "Plan whole dense tensors as fill_tensors does (the same tuples, the same checks) and "
+        "return their packed descriptors as bytes, without filling.");
   m.def("philox4x32_10", &philox, py::arg("counter"), py::arg("key"),
         "Philox4x32-10 of one counter and key (for known-answer tests).");
   m.def("simd_level", &fastinit::cpu_simd_level);

@@ -20,6 +20,7 @@ from fastinit import plan  # noqa: E402
 from fastinit.backends import cpu, reference  # noqa: E402
 from fastinit.backends import triton as triton_backend  # noqa: E402
 from fastinit.kernels import launch_table  # noqa: E402
+from fastinit.kernels.contract_numbers import DESC_BASE_OFFSET  # noqa: E402
 from fastinit.contract_numbers import DESCRIPTOR_WORDS  # noqa: E402
 from fastinit.plan import make_fill  # noqa: E402
 
@@ -374,3 +375,29 @@ def test_groups_that_do_not_match_the_rows_raise():
     assert torch.isnan(buffer).all()
     launch([fill.tensor], table)
     assert torch.equal(target, expected_values(make_fill(target, dist, params, 1)))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: torch.empty(4, 4), lambda: torch.empty(4, 4).t(), lambda: torch.empty(8, 6)[2:5, 1:4],
+    lambda: torch.empty(3, 1, 5), lambda: torch.empty(2, 3, 4, 5).permute(0, 2, 1, 3),
+    lambda: torch.empty(7, dtype=torch.bfloat16),
+    lambda: torch.empty(10, 10, dtype=torch.float64)[::2, ::3],
+], ids=["contiguous", "transposed", "sliced", "unit-dim", "permuted", "bf16", "stepped-fp64"])
+def test_rows_planned_natively_equal_the_python_packing(make):
+    # whole tensors' rows come from one native call (_C.plan_tensors); they are the bytes the
+    # Python packing gives, with the element offset of element 0 (0) in the data word
+    t = make()
+    cases = distributions(t.dtype)
+    fills = [make_fill(t, *cases[name], 123, stream)
+             for stream, name in enumerate(("uniform", "constant", "normal", "trunc_normal"))]
+    rows = triton_backend.descriptor_rows(fills)
+    assert triton_backend.natively_packed(fills) is not None
+    expected = np.frombuffer(plan.pack_descriptors(fills), dtype=np.int64).reshape(len(fills), -1)
+    expected = expected.copy()
+    expected[:, DESC_BASE_OFFSET.value] = 0
+    assert np.array_equal(rows, expected)
+
+
+def test_rows_of_tensors_without_memory_are_packed_in_python():
+    fills = [make_fill(torch.empty(4, 4, device="meta"), plan.Distribution.NORMAL, [0.0, 1.0], 1)]
+    assert triton_backend.natively_packed(fills) is None

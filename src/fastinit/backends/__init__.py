@@ -13,7 +13,7 @@ import importlib
 import os
 import warnings
 from collections import OrderedDict
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 
@@ -236,6 +236,36 @@ def _native_row(tensor, code, dist, params, seed, stream) -> tuple:
     storage = tensor.untyped_storage()
     return (tensor.data_ptr(), storage.data_ptr(), storage.nbytes(), tensor.storage_offset(),
             tensor.shape, tensor.stride(), code, int(dist), params, seed, stream)
+
+
+def natively_packed(fills: Sequence[Fill]) -> Optional[bytes]:
+    """The packed descriptors of `fills`, planned in one native call, when every fill is a
+    whole plain tensor (no layout of its own, from contract index 0, a real floating dtype, no
+    negative bit, at most as many dims as a descriptor holds) on any device; else None, and the
+    caller packs them in Python (`plan.pack_descriptors`), which gives the same bytes.
+
+    Args:
+        fills: checked fills (storage, overlap) of one launch.
+
+    Returns:
+        The descriptors as bytes, or None.
+    """
+    if _CPU.IMPORT_ERROR is not None:
+        return None
+    rows = []
+    with torch._C.DisableTorchFunction():  # fastinit's own look at the metadata
+        for f in fills:
+            t = f.tensor
+            code = _NATIVE_DTYPE_CODES.get(t.dtype)
+            if (f.layout is not None or f.first_index or type(t) not in PLAIN_TENSOR_TYPES
+                    or code is None or t.dim() > MAX_DIMS or t.is_neg()
+                    or f.dist in HOST_DISTRIBUTIONS or torch._is_functional_tensor(t)):
+                return None
+            rows.append(_native_row(t, code, f.dist, f.params, f.seed, f.stream))
+    try:
+        return _CPU.plan_tensors(rows)
+    except (IndexError, ValueError):  # the Python packing raises the error with its context
+        return None
 
 
 def _fill_natively(rows: Sequence[tuple]) -> None:

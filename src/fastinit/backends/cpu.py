@@ -49,5 +49,21 @@ def fill_tensors(tensors: Sequence[tuple]) -> None:
     _C.fill_tensors(tensors, torch.get_num_threads())
 
 
+def plan_tensors(tensors: Sequence[tuple]) -> bytes:
+    """Plan whole dense tensors as `fill_tensors` does, without filling them (for a launch on
+    another device).
+
+    Args:
+        tensors: one tuple per tensor, as in `fill_tensors`.
+
+    Returns:
+        Their packed, checked descriptors (``_C.DESCRIPTOR_SIZE`` bytes each).
+
+    Raises:
+        IndexError, ValueError: as `fill_tensors`.
+    """
+    return _C.plan_tensors(tensors)
+
+
 def simd_level() -> str:
     return _C.simd_level()

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..plan import Fill, has_real_storage, pack_descriptors
-from . import check_not_capturing
+from . import check_not_capturing, natively_packed
 
 NAME = "triton"
 
@@ -50,6 +50,11 @@ def descriptor_rows(fills: Sequence[Fill]) -> np.ndarray:
     tensor's first element (the layout's offset). The rows hold no address, so they can be
     built for tensors that have none yet (a compiler's); ``triton_fill`` rebases them on the
     launch's first tensor."""
+    packed = natively_packed(fills)
+    if packed is not None:  # whole tensors: their element 0 is the descriptor's data
+        desc = np.frombuffer(packed, dtype=np.int64).reshape(len(fills), -1).copy()
+        desc[:, DESC_BASE_OFFSET.value] = 0
+        return desc
     desc = np.frombuffer(pack_descriptors(fills), dtype=np.int64).reshape(len(fills), -1).copy()
     addresses = desc[:, DESC_BASE_OFFSET.value]  # packed: data_ptr + offset * element size
     desc[:, DESC_BASE_OFFSET.value] = [(int(a) - f.tensor.data_ptr()) // f.tensor.element_size()
