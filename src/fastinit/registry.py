@@ -100,6 +100,36 @@ def _structured_plan(check_shape: Callable) -> Callable:
     return plan
 
 
+# Planners that serve the drop-in function and its whole-model spec alike (their messages do not
+# name the function).
+def _xavier_uniform(t, gain=1.0):
+    return p.xavier_plan(t, gain, uniform=True)
+
+
+def _xavier_normal(t, gain=1.0):
+    return p.xavier_plan(t, gain, uniform=False)
+
+
+def _kaiming_uniform(t, a=0, mode="fan_in", nonlinearity="leaky_relu"):
+    return p.kaiming_plan(t, a, mode, nonlinearity, uniform=True)
+
+
+def _kaiming_normal(t, a=0, mode="fan_in", nonlinearity="leaky_relu"):
+    return p.kaiming_plan(t, a, mode, nonlinearity, uniform=False)
+
+
+def _lecun_uniform(t):
+    return p.variance_scaling_plan(t, 1.0, "fan_in", "uniform")
+
+
+def _lecun_normal(t):
+    return p.variance_scaling_plan(t, 1.0, "fan_in", "truncated_normal")
+
+
+def _variance_scaling(t, scale=1.0, mode="fan_in", distribution="truncated_normal"):
+    return p.variance_scaling_plan(t, scale, mode, distribution)
+
+
 _FASTINIT_ONLY = "fastinit-only (JAX / Keras semantics); torch.nn.init has no such function"
 
 INITIALISERS: dict[str, Initialiser] = {e.name: e for e in (
@@ -140,32 +170,14 @@ INITIALISERS: dict[str, Initialiser] = {e.name: e for e in (
         "dirac_", "dirac_", _structured_plan(p.check_dirac_shape),
         "dirac", _structured_spec("dirac", lambda t, groups=1: p.check_dirac_shape(t, groups)),
         _no_gain, structured.dirac_fill),
-    Initialiser(
-        "xavier_uniform_", "xavier_uniform_",
-        lambda t, gain=1.0: p.xavier_plan(t, gain, uniform=True),
-        "xavier_uniform", lambda t, gain=1.0: p.xavier_plan(t, gain, uniform=True),
-        _gain_argument),
-    Initialiser(
-        "xavier_normal_", "xavier_normal_",
-        lambda t, gain=1.0: p.xavier_plan(t, gain, uniform=False),
-        "xavier_normal", lambda t, gain=1.0: p.xavier_plan(t, gain, uniform=False),
-        _gain_argument),
-    Initialiser(
-        "kaiming_uniform_", "kaiming_uniform_",
-        lambda t, a=0, mode="fan_in", nonlinearity="leaky_relu": p.kaiming_plan(
-            t, a, mode, nonlinearity, uniform=True),
-        "kaiming_uniform",
-        lambda t, a=0, mode="fan_in", nonlinearity="leaky_relu": p.kaiming_plan(
-            t, a, mode, nonlinearity, uniform=True),
-        _kaiming_gain),
-    Initialiser(
-        "kaiming_normal_", "kaiming_normal_",
-        lambda t, a=0, mode="fan_in", nonlinearity="leaky_relu": p.kaiming_plan(
-            t, a, mode, nonlinearity, uniform=False),
-        "kaiming_normal",
-        lambda t, a=0, mode="fan_in", nonlinearity="leaky_relu": p.kaiming_plan(
-            t, a, mode, nonlinearity, uniform=False),
-        _kaiming_gain),
+    Initialiser("xavier_uniform_", "xavier_uniform_", _xavier_uniform, "xavier_uniform",
+                _xavier_uniform, _gain_argument),
+    Initialiser("xavier_normal_", "xavier_normal_", _xavier_normal, "xavier_normal",
+                _xavier_normal, _gain_argument),
+    Initialiser("kaiming_uniform_", "kaiming_uniform_", _kaiming_uniform, "kaiming_uniform",
+                _kaiming_uniform, _kaiming_gain),
+    Initialiser("kaiming_normal_", "kaiming_normal_", _kaiming_normal, "kaiming_normal",
+                _kaiming_normal, _kaiming_gain),
     Initialiser(
         "orthogonal_", "orthogonal_",
         _structured_plan(lambda t, gain=1.0: p.check_orthogonal_shape(t)),
@@ -176,24 +188,12 @@ INITIALISERS: dict[str, Initialiser] = {e.name: e for e in (
         _structured_plan(lambda t, sparsity, std=0.01: p.check_2d_shape(t)),
         execute=structured.sparse_fill,
         note="no spec: a sparse matrix's zeros are per column of the whole matrix"),
-    Initialiser(
-        "lecun_uniform_", None,
-        lambda t: p.variance_scaling_plan(t, 1.0, "fan_in", "uniform"),
-        "lecun_uniform", lambda t: p.variance_scaling_plan(t, 1.0, "fan_in", "uniform"),
-        _no_gain, note=_FASTINIT_ONLY),
-    Initialiser(
-        "lecun_normal_", None,
-        lambda t: p.variance_scaling_plan(t, 1.0, "fan_in", "truncated_normal"),
-        "lecun_normal", lambda t: p.variance_scaling_plan(t, 1.0, "fan_in", "truncated_normal"),
-        _no_gain, note=_FASTINIT_ONLY),
-    Initialiser(
-        "variance_scaling_", None,
-        lambda t, scale=1.0, mode="fan_in", distribution="truncated_normal": (
-            p.variance_scaling_plan(t, scale, mode, distribution)),
-        "variance_scaling",
-        lambda t, scale=1.0, mode="fan_in", distribution="truncated_normal": (
-            p.variance_scaling_plan(t, scale, mode, distribution)),
-        _no_gain, note=_FASTINIT_ONLY),
+    Initialiser("lecun_uniform_", None, _lecun_uniform, "lecun_uniform", _lecun_uniform, _no_gain,
+                note=_FASTINIT_ONLY),
+    Initialiser("lecun_normal_", None, _lecun_normal, "lecun_normal", _lecun_normal, _no_gain,
+                note=_FASTINIT_ONLY),
+    Initialiser("variance_scaling_", None, _variance_scaling, "variance_scaling",
+                _variance_scaling, _no_gain, note=_FASTINIT_ONLY),
 )}
 
 # The entries by whole-model spec kind.
