@@ -13,7 +13,7 @@ import importlib
 import os
 import warnings
 from collections import OrderedDict
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 
@@ -147,7 +147,7 @@ def execute(fills: Sequence[Fill], dense: Sequence[tuple] = ()) -> None:
         fills: the fills.
         dense: more whole tensors for that native call, as (tensor, dtype code, dist, params,
             seed, stream) rows with what make_fill checks checked, each tensor accepted by
-            `dense_native_code`.
+            `dense_native_codes`.
     """
     if len(fills) == 1 and not dense:  # one whole plain CPU tensor (a drop-in call): the native path alone
         f = fills[0]
@@ -179,7 +179,10 @@ def execute(fills: Sequence[Fill], dense: Sequence[tuple] = ()) -> None:
         if native or dense:  # whole plain CPU tensors: planned, checked and filled in one native call
             _fill_rows([_native_row(f.tensor, _NATIVE_DTYPE_CODES[f.tensor.dtype], f.dist, f.params,
                                     f.seed, f.stream) for f in native] +
-                       [_native_row(*row) for row in dense])
+                       [(t.data_ptr(), storage.data_ptr(), storage.nbytes(), t.storage_offset(),
+                         t.shape, t.stride(), code, dist, params, seed, stream)
+                        for t, code, dist, params, seed, stream in dense
+                        for storage in (t.untyped_storage(),)])  # _native_row, inlined
             if dense:
                 _increment_version(tuple(row[0] for row in dense))
         for backend, device, group in runs:
@@ -241,15 +244,14 @@ def _natively_planned(tensor: torch.Tensor, dist: int) -> bool:
             and _native_backend_selected() and tensor.dim() <= MAX_DIMS and not tensor.is_neg())
 
 
-def dense_native_code() -> Optional[Callable[[torch.Tensor], Optional[int]]]:
-    """What `execute` fills as a `dense` row, decided for one tensor at a time: a function
-    giving a tensor's dtype code when the C++ backend plans and fills all of it as one dense run
-    (a plain CPU tensor, contiguous, non-empty, a real floating dtype, no negative bit, not
-    functional, not an inference tensor outside inference mode as it is now), else None. Call
-    the function under `torch._C.DisableTorchFunction()`.
+def dense_native_codes(tensors: Sequence[torch.Tensor]) -> Optional[list]:
+    """Which of `tensors` `execute` may take as `dense` rows: for each, its dtype code when the
+    C++ backend plans and fills all of it as one dense run (a plain CPU tensor, contiguous,
+    non-empty, a real floating dtype, no negative bit, not functional, not an inference tensor
+    outside inference mode), else None.
 
     Returns:
-        The function, or None when the C++ backend does not fill CPU tensors under the current
+        The codes, or None when the C++ backend does not fill CPU tensors under the current
         selection.
     """
     if not _native_backend_selected():
@@ -257,15 +259,14 @@ def dense_native_code() -> Optional[Callable[[torch.Tensor], Optional[int]]]:
     inference_ok = torch.is_inference_mode_enabled()
     codes = _NATIVE_DTYPE_CODES
     is_functional = torch._is_functional_tensor
-
-    def code_of(t: torch.Tensor) -> Optional[int]:
-        if (type(t) not in PLAIN_TENSOR_TYPES or not t.is_cpu or not t.is_contiguous()
-                or t.is_neg() or not t.numel() or is_functional(t)
-                or (not inference_ok and t.is_inference())):
-            return None
-        return codes.get(t.dtype)
-
-    return code_of
+    out = []
+    with torch._C.DisableTorchFunction():  # fastinit's own look at the metadata
+        for t in tensors:
+            out.append(None if (type(t) not in PLAIN_TENSOR_TYPES or not t.is_cpu
+                                or not t.is_contiguous() or t.is_neg() or not t.numel()
+                                or is_functional(t) or (not inference_ok and t.is_inference()))
+                       else codes.get(t.dtype))
+    return out
 
 
 def _native_row(tensor, code, dist, params, seed, stream) -> tuple:

@@ -10,13 +10,13 @@ are initialised once, under their first name.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import torch
 from torch import nn
 
 from ..contract import Distribution, check_seed, draw_seed, stream_for_name
-from ..backends import HOST_DISTRIBUTIONS, dense_native_code, execute
+from ..backends import HOST_DISTRIBUTIONS, dense_native_codes, execute
 from ..fused import active_recorder, run_now, submit
 from ..recorder import storage_key
 from ..registry import BY_SPEC_KIND
@@ -53,23 +53,22 @@ _STREAMS_CACHED = 1 << 16
 _streams: dict[str, int] = {}  # tensor name -> its stream
 
 
-def plan_all(inits: list[TensorInit], dense_ok: Optional[Callable[[torch.Tensor], bool]] = None
+def plan_all(inits: list[TensorInit], dense_ok: Union[bool, Callable[[torch.Tensor], bool]] = False
              ) -> None:
     """Every tensor's plan; every error is raised here, before anything is written.
 
-    With `dense_ok` (which tensors may go to the native call now), the tensors that
-    `backends.dense_native_code` accepts get `dense` too, planned once per (spec, shape, dtype)
+    With `dense_ok` (True, or which tensors may go to the native call now), the tensors that
+    `backends.dense_native_codes` accepts get `dense` too, planned once per (spec, shape, dtype)
     in the pass: for such a tensor the plan depends on nothing else."""
-    code_of = None if dense_ok is None else dense_native_code()
-    if code_of is None:
+    codes = dense_native_codes([ti.tensor for ti in inits]) if dense_ok else None
+    if codes is None:
         for ti in inits:
             ti.plan = ti.spec.plan(ti.tensor, ti.name)
         return
     plans: dict[tuple, tuple] = {}  # (id(spec), shape, dtype code) -> (plan, dense)
-    for ti in inits:
+    for ti, code in zip(inits, codes):
         t = ti.tensor
-        code = code_of(t)
-        if code is None or not dense_ok(t):
+        if code is None or (dense_ok is not True and not dense_ok(t)):
             ti.plan = ti.spec.plan(t, ti.name)
             continue
         key = (id(ti.spec), t.shape, code)
@@ -162,18 +161,18 @@ def own_init_modules(modules: list[tuple[str, nn.Module]], covered: set[int]
     return out
 
 
-def _dense_now(own_block: bool) -> Optional[Callable[[torch.Tensor], bool]]:
-    """Which tensors the pass may write in its native call now, or None: all of them outside
-    a `fused()` block; inside one the caller owns (`own_block`, not a dry run), those whose
-    memory holds no pending fill (the block would write them later, in their order); else none
-    (the block records every fill)."""
+def _dense_now(own_block: bool) -> Union[bool, Callable[[torch.Tensor], bool]]:
+    """Which tensors the pass may write in its native call now: all (True) outside a `fused()`
+    block; inside one the caller owns (`own_block`, not a dry run), those whose memory holds no
+    pending fill (the block would write them later, in their order); else none (False: the
+    block records every fill)."""
     recorder = active_recorder()
     if recorder is None:
-        return lambda t: True
+        return True
     if not own_block or recorder.dry_run:
-        return None
+        return False
     if not recorder.pending:
-        return lambda t: True
+        return True
     return lambda t: not recorder.has_pending(storage_key(t))
 
 

@@ -8,6 +8,19 @@ import torch
 from torch import nn
 
 
+_plain_attributes: dict[tuple[type, str], bool] = {}
+
+
+def plain_attribute(cls: type, local: str) -> bool:
+    """Whether attribute `local` of a module of class `cls` is found where Module.__getattr__
+    looks (`_parameters`, `_buffers`): a name without dots that the class does not define."""
+    key = (cls, local)
+    plain = _plain_attributes.get(key)
+    if plain is None:
+        plain = _plain_attributes[key] = "." not in local and not hasattr(cls, local)
+    return plain
+
+
 def lookup(module: nn.Module, local: str):
     """The attribute `local` ("weight", "out_proj.bias") of `module`, or None."""
     if "." not in local and not hasattr(type(module), local) and local not in module.__dict__:

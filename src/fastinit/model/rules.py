@@ -13,7 +13,7 @@ from torch import nn
 from .. import spec
 from ..errors import InitValueError
 from ..gains import _calculate_fan_in_and_fan_out
-from .names import lookup, named_tensors, walk
+from .names import lookup, named_tensors, plain_attribute, walk
 
 
 SQRT5 = math.sqrt(5.0)
@@ -95,7 +95,14 @@ def _no_inputs(m) -> tuple:
 
 
 def _weight_shape_and_bias(m) -> tuple:
-    return tuple(m.weight.shape), getattr(m, "bias", None) is None
+    params = m._parameters
+    cls = type(m)
+    weight = params.get("weight") if plain_attribute(cls, "weight") else None
+    if weight is None:
+        weight = m.weight
+    bias = params["bias"] if "bias" in params and plain_attribute(cls, "bias") else \
+        getattr(m, "bias", None)
+    return tuple(weight.shape), bias is None
 
 
 # What each default rule reads of its module: modules of one layer type with equal inputs get
@@ -183,20 +190,25 @@ def collect(module: nn.Module, prefix: str, rules_for: Callable[[nn.Module, str]
     tensors = named_tensors(module, prefix, modules)
     first_name = {id(t): name for name, t in tensors.items()}
     assigned: dict[str, TensorInit] = {}
+    Spec = spec.Spec
     for mod_name, mod in modules:
         rules = rules_for(mod, mod_name)
         if rules is None:
             continue
+        dot = mod_name + "." if mod_name else ""
         for local, sp in rules.items():
-            t = lookup(mod, local)
-            if not isinstance(t, torch.Tensor):
-                continue  # a missing bias (None) is fine
+            t = mod._parameters.get(local) if plain_attribute(type(mod), local) and \
+                local not in mod.__dict__ else None
+            if t is None:
+                t = lookup(mod, local)
+                if not isinstance(t, torch.Tensor):
+                    continue  # a missing bias (None) is fine
             name = first_name.get(id(t))
             if name is None:
-                name = f"{mod_name}.{local}" if mod_name else local
+                name = dot + local
             if name in assigned:
                 continue  # an ancestor's rule (or a tied alias) already covers it
-            assigned[name] = TensorInit(name, t, sp if type(sp) is spec.Spec else spec.as_spec(sp),
+            assigned[name] = TensorInit(name, t, sp if type(sp) is Spec else spec.as_spec(sp),
                                         owner=mod)
     return list(assigned.values()), tensors
 
