@@ -196,9 +196,10 @@ def collect(module: nn.Module, prefix: str, rules_for: Callable[[nn.Module, str]
         if rules is None:
             continue
         dot = mod_name + "." if mod_name else ""
+        cls, params, attributes = type(mod), mod._parameters, mod.__dict__
         for local, sp in rules.items():
-            t = mod._parameters.get(local) if plain_attribute(type(mod), local) and \
-                local not in mod.__dict__ else None
+            t = params.get(local) if plain_attribute(cls, local) and local not in attributes \
+                else None
             if t is None:
                 t = lookup(mod, local)
                 if not isinstance(t, torch.Tensor):
