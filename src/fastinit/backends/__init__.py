@@ -135,15 +135,21 @@ def backend_for(device: torch.device):
     return module
 
 
-def execute(fills: Sequence[Fill]) -> None:
+def execute(fills: Sequence[Fill], dense: Sequence[tuple] = ()) -> None:
     """Run validated fills: one backend call per (device, dtype) group, in place.
 
     Fills of tensors without real storage (meta, fake, functional) are dropped; every other
     tensor's storage is checked, for all fills, before any backend writes. Whole plain CPU
     tensors are planned, checked and filled by the C++ backend in one native call
-    (`_fill_natively`); the others are planned here (plan.descriptor_fills).
+    (`_fill_rows`); the others are planned here (plan.descriptor_fills).
+
+    Args:
+        fills: the fills.
+        dense: more whole tensors for that native call, as (tensor, dtype code, dist, params,
+            seed, stream) rows with what make_fill checks checked, each tensor accepted by
+            `dense_native_codes`.
     """
-    if len(fills) == 1:  # one whole plain CPU tensor (a drop-in call): the native path alone
+    if len(fills) == 1 and not dense:  # one whole plain CPU tensor (a drop-in call): the native path alone
         f = fills[0]
         if f.layout is None and f.first_index == 0 and fill_whole_natively(
                 f.tensor, f.dist, f.params, f.seed, f.stream):
@@ -170,8 +176,15 @@ def execute(fills: Sequence[Fill]) -> None:
     runs = [(_module("reference") if host_only else backend_for(device), device, group)
             for (device, _, host_only), group in groups.items()]
     with torch.no_grad():
-        if native:  # whole plain CPU tensors: planned, checked and filled in one native call
-            _fill_natively([(f.tensor, f.dist, f.params, f.seed, f.stream) for f in native])
+        if native or dense:  # whole plain CPU tensors: planned, checked and filled in one native call
+            _fill_rows([_native_row(f.tensor, _NATIVE_DTYPE_CODES[f.tensor.dtype], f.dist, f.params,
+                                    f.seed, f.stream) for f in native] +
+                       [(t.data_ptr(), storage.data_ptr(), storage.nbytes(), t.storage_offset(),
+                         t.shape, t.stride(), code, dist, params, seed, stream)
+                        for t, code, dist, params, seed, stream in dense
+                        for storage in (t.untyped_storage(),)])  # _native_row, inlined
+            if dense:
+                _increment_version(tuple(row[0] for row in dense))
         for backend, device, group in runs:
             backend.run(group)
             if group[0].dist not in HOST_DISTRIBUTIONS:
@@ -231,6 +244,31 @@ def _natively_planned(tensor: torch.Tensor, dist: int) -> bool:
             and _native_backend_selected() and tensor.dim() <= MAX_DIMS and not tensor.is_neg())
 
 
+def dense_native_codes(tensors: Sequence[torch.Tensor]) -> Optional[list]:
+    """Which of `tensors` `execute` may take as `dense` rows: for each, its dtype code when the
+    C++ backend plans and fills all of it as one dense run (a plain CPU tensor, contiguous,
+    non-empty, a real floating dtype, no negative bit, not functional, not an inference tensor
+    outside inference mode), else None.
+
+    Returns:
+        The codes, or None when the C++ backend does not fill CPU tensors under the current
+        selection.
+    """
+    if not _native_backend_selected():
+        return None
+    inference_ok = torch.is_inference_mode_enabled()
+    codes = _NATIVE_DTYPE_CODES
+    is_functional = torch._is_functional_tensor
+    out = []
+    with torch._C.DisableTorchFunction():  # fastinit's own look at the metadata
+        for t in tensors:
+            out.append(None if (type(t) not in PLAIN_TENSOR_TYPES or not t.is_cpu
+                                or not t.is_contiguous() or t.is_neg() or not t.numel()
+                                or is_functional(t) or (not inference_ok and t.is_inference()))
+                       else codes.get(t.dtype))
+    return out
+
+
 def _native_row(tensor, code, dist, params, seed, stream) -> tuple:
     """The native call's row of one whole tensor (see _fill_rows)."""
     storage = tensor.untyped_storage()
@@ -266,13 +304,6 @@ def natively_packed(fills: Sequence[Fill]) -> Optional[bytes]:
         return _CPU.plan_tensors(rows)
     except (IndexError, ValueError):  # the Python packing raises the error with its context
         return None
-
-
-def _fill_natively(rows: Sequence[tuple]) -> None:
-    """Fill (tensor, dist, params, seed, stream) rows, each tensor whole, in one native call
-    (see _fill_rows). The caller bumps the tensors' version counters."""
-    _fill_rows([_native_row(tensor, _NATIVE_DTYPE_CODES[tensor.dtype], dist, params, seed, stream)
-                for tensor, dist, params, seed, stream in rows])
 
 
 def _fill_rows(batch: list) -> None:
