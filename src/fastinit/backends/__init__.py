@@ -145,8 +145,8 @@ def execute(fills: Sequence[Fill]) -> None:
     """
     if len(fills) == 1:  # one whole plain CPU tensor (a drop-in call): the native path alone
         f = fills[0]
-        if f.layout is None and f.first_index == 0 and fill_whole_natively(
-                f.tensor, f.dist, f.params, f.seed, f.stream):
+        if f.layout is None and f.first_index == 0 and f.stream == 0 and fill_whole_natively(
+                f.tensor, f.dist, f.params, f.seed):
             return
     inference_refused = not torch.is_inference_mode_enabled()
     fills = [f for f in fills if has_real_storage(f.tensor)]
@@ -181,20 +181,29 @@ def execute(fills: Sequence[Fill]) -> None:
                 torch.autograd.graph.increment_version(local_tensor(f.tensor))
 
 
-def fill_whole_natively(tensor: torch.Tensor, dist: int, params: Sequence[float], seed: int,
-                        stream: int = 0) -> bool:
-    """Fill a whole tensor in one native call, when the C++ backend plans it
+def fill_whole_natively(tensor: torch.Tensor, dist: int, params: Sequence[float],
+                        seed: Optional[int], *, generator: Optional[torch.Generator] = None
+                        ) -> bool:
+    """Fill a whole tensor (stream 0) in one native call, when the C++ backend plans it
     (`_natively_planned`), it is non-empty with real storage and no inference tensor outside
-    inference mode; else write nothing and return False (`execute` runs it, or raises torch's
-    error). One look at the tensor's metadata decides all of it.
+    inference mode; else draw nothing, write nothing and return False (`execute` runs it, or
+    raises torch's error). One look at the tensor's metadata decides all of it; the native call
+    then checks the storage's bounds and alignment before the seed is drawn.
 
     Args:
         tensor: the tensor, all of it from contract index 0.
-        dist, params, seed, stream: the fill's, checked (see plan.make_fill); a uniform's
-            parameters are [scale, shift, limit].
+        dist, params: the fill's, checked (see plan.make_fill); a uniform's parameters are
+            [scale, shift, limit].
+        seed: the fill's seed, checked; None: one draw from `generator`
+            (`contract.draw_seed`), once the checks have passed.
+        generator: where a seed of None is drawn from.
 
     Returns:
         Whether the tensor was filled.
+
+    Raises:
+        UnsafeTargetError: the tensor's elements lie outside its storage (torch's message);
+            nothing is drawn or written.
     """
     if type(tensor) not in PLAIN_TENSOR_TYPES or not _native_backend_selected() \
             or dist in HOST_DISTRIBUTIONS:
@@ -205,8 +214,14 @@ def fill_whole_natively(tensor: torch.Tensor, dist: int, params: Sequence[float]
                 or tensor.is_neg() or not tensor.numel() or torch._is_functional_tensor(tensor)
                 or (tensor.is_inference() and not torch.is_inference_mode_enabled())):
             return False
-        row = _native_row(tensor, code, dist, params, seed, stream)
-    _fill_rows([row])
+        storage = tensor.untyped_storage()
+        try:
+            _CPU.fill_tensor(tensor.data_ptr(), storage.data_ptr(), storage.nbytes(),
+                             tensor.storage_offset(), tensor.shape, tensor.stride(), code,
+                             int(dist), params, seed, generator)
+        except IndexError as exc:  # the storage's bounds, in torch's words
+            raise UnsafeTargetError(str(exc)) from None
+    _last_run["cpu"] = _CPU.NAME
     _increment_version((tensor,))
     return True
 
