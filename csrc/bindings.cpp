@@ -57,18 +57,19 @@ int fill_tensors(const std::vector<TensorTuple>& tensors, int num_threads) {
 }
 
 // One whole tensor (a drop-in call): planned and checked as fill_tensors does, then, only when
-// every check has passed, its seed (`seed`, else the int `draw_seed()` returns), then filled. The
-// GIL is released only for a fill large enough to be cut into chunks; a small one is shorter
-// than the release.
+// every check has passed, its seed (`seed`, else the int `draw_seed(generator)` returns), then
+// filled. The GIL is released only for a fill large enough to be cut into chunks; a small one
+// is shorter than the release.
 int fill_tensor(uint64_t data, uint64_t storage_data, uint64_t storage_nbytes,
                 int64_t storage_offset, std::vector<int64_t> sizes, std::vector<int64_t> strides,
                 int32_t dtype, int32_t dist, std::vector<double> params,
-                std::optional<uint64_t> seed, const py::object& draw_seed, int num_threads) {
+                std::optional<uint64_t> seed, uint64_t stream, const py::object& draw_seed,
+                const py::object& generator, int num_threads) {
   fastinit::FillDescriptor d = fastinit::plan_tensor(
       {data, storage_data, storage_nbytes, storage_offset, std::move(sizes), std::move(strides),
-       dtype, dist, std::move(params), 0, 0});
+       dtype, dist, std::move(params), 0, stream});
   fastinit::check_descriptors(&d, 1);
-  d.seed = seed ? *seed : draw_seed().cast<uint64_t>();
+  d.seed = seed ? *seed : draw_seed(generator).cast<uint64_t>();
   if (d.numel < fastinit::cpu::kChunkElements) return fastinit::fill_cpu(&d, 1, num_threads);
   py::gil_scoped_release release;
   return fastinit::fill_cpu(&d, 1, num_threads);
@@ -106,11 +107,12 @@ PYBIND11_MODULE(_C, m) {
   m.def("fill_tensor", &fill_tensor, py::arg("data"), py::arg("storage_data"),
         py::arg("storage_nbytes"), py::arg("storage_offset"), py::arg("sizes"),
         py::arg("strides"), py::arg("dtype"), py::arg("dist"), py::arg("params"),
-        py::arg("seed"), py::arg("draw_seed"), py::arg("num_threads") = 0,
-        "Plan and fill one whole dense tensor (stream 0), its fields as one tuple of "
+        py::arg("seed"), py::arg("stream"), py::arg("draw_seed"), py::arg("generator"),
+        py::arg("num_threads") = 0,
+        "Plan and fill one whole dense tensor, its fields as one tuple of "
         "fill_tensors. Every check of fill_tensors comes first (IndexError, ValueError; "
         "nothing drawn or written); then the seed: `seed`, or when it is None the int "
-        "draw_seed() returns. Returns the number of threads that ran the fill.");
+        "draw_seed(generator) returns. Returns the number of threads that ran the fill.");
   m.def("plan_tensors", &plan_tensors, py::arg("tensors"),
         "Plan whole dense tensors as fill_tensors does (the same tuples, the same checks) and "
         "return their packed descriptors as bytes, without filling.");

@@ -145,8 +145,8 @@ def execute(fills: Sequence[Fill]) -> None:
     """
     if len(fills) == 1:  # one whole plain CPU tensor (a drop-in call): the native path alone
         f = fills[0]
-        if f.layout is None and f.first_index == 0 and f.stream == 0 and fill_whole_natively(
-                f.tensor, f.dist, f.params, f.seed):
+        if f.layout is None and f.first_index == 0 and fill_whole_natively(
+                f.tensor, f.dist, f.params, f.seed, f.stream):
             return
     inference_refused = not torch.is_inference_mode_enabled()
     fills = [f for f in fills if has_real_storage(f.tensor)]
@@ -182,9 +182,9 @@ def execute(fills: Sequence[Fill]) -> None:
 
 
 def fill_whole_natively(tensor: torch.Tensor, dist: int, params: Sequence[float],
-                        seed: Optional[int], *, generator: Optional[torch.Generator] = None
-                        ) -> bool:
-    """Fill a whole tensor (stream 0) in one native call, when the C++ backend plans it
+                        seed: Optional[int], stream: int = 0, *,
+                        generator: Optional[torch.Generator] = None) -> bool:
+    """Fill a whole tensor in one native call, when the C++ backend plans it
     (`_natively_planned`), it is non-empty with real storage and no inference tensor outside
     inference mode; else draw nothing, write nothing and return False (`execute` runs it, or
     raises torch's error). One look at the tensor's metadata decides all of it; the native call
@@ -192,8 +192,8 @@ def fill_whole_natively(tensor: torch.Tensor, dist: int, params: Sequence[float]
 
     Args:
         tensor: the tensor, all of it from contract index 0.
-        dist, params: the fill's, checked (see plan.make_fill); a uniform's parameters are
-            [scale, shift, limit].
+        dist, params, stream: the fill's, checked (see plan.make_fill); a uniform's parameters
+            are [scale, shift, limit].
         seed: the fill's seed, checked; None: one draw from `generator`
             (`contract.draw_seed`), once the checks have passed.
         generator: where a seed of None is drawn from.
@@ -210,7 +210,7 @@ def fill_whole_natively(tensor: torch.Tensor, dist: int, params: Sequence[float]
         return False
     with torch._C.DisableTorchFunction():  # fastinit's own look at the metadata
         code = _NATIVE_DTYPE_CODES.get(tensor.dtype)
-        if (code is None or tensor.device.type != "cpu" or tensor.dim() > MAX_DIMS
+        if (code is None or not tensor.is_cpu or tensor.dim() > MAX_DIMS
                 or tensor.is_neg() or not tensor.numel() or torch._is_functional_tensor(tensor)
                 or (tensor.is_inference() and not torch.is_inference_mode_enabled())):
             return False
@@ -218,7 +218,7 @@ def fill_whole_natively(tensor: torch.Tensor, dist: int, params: Sequence[float]
         try:
             _CPU.fill_tensor(tensor.data_ptr(), storage.data_ptr(), storage.nbytes(),
                              tensor.storage_offset(), tensor.shape, tensor.stride(), code,
-                             int(dist), params, seed, generator)
+                             int(dist), params, seed, stream, generator)
         except IndexError as exc:  # the storage's bounds, in torch's words
             raise UnsafeTargetError(str(exc)) from None
     _last_run["cpu"] = _CPU.NAME

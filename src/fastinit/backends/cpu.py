@@ -51,8 +51,8 @@ def fill_tensors(tensors: Sequence[tuple]) -> None:
 
 
 def fill_tensor(data, storage_data, storage_nbytes, storage_offset, sizes, strides, dtype, dist,
-                params, seed, generator) -> None:
-    """Plan and fill one whole dense tensor (stream 0) in one native call (see
+                params, seed, stream, generator) -> None:
+    """Plan and fill one whole dense tensor in one native call (see
     ``_C.fill_tensor``), on as many threads as ``torch.get_num_threads()`` gives the calling
     thread; the fields are those of a `fill_tensors` tuple.
 
@@ -64,7 +64,7 @@ def fill_tensor(data, storage_data, storage_nbytes, storage_offset, sizes, strid
         IndexError, ValueError: as `fill_tensors`; nothing is drawn or written.
     """
     _C.fill_tensor(data, storage_data, storage_nbytes, storage_offset, sizes, strides, dtype,
-                   dist, params, seed, lambda: draw_seed(generator), torch.get_num_threads())
+                   dist, params, seed, stream, draw_seed, generator, torch.get_num_threads())
 
 
 def plan_tensors(tensors: Sequence[tuple]) -> bytes:
