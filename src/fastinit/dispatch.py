@@ -232,7 +232,8 @@ def fill_random(tensor, dist, params, generator, seed) -> Tensor:
     (`seed`, else one draw from `generator`), then the fill, run now or recorded by an active
     fused() block. A whole plain CPU tensor outside a block takes one native call
     (backends.fill_whole_natively); a tensor without memory, or an empty one, draws nothing."""
-    check_generator(generator)
+    if generator is not None:
+        check_generator(generator)
     if seed is not None:
         seed = check_seed(seed)
     if type(tensor) in PLAIN_TENSOR_TYPES:  # the common case: one look at the metadata

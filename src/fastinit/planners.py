@@ -174,7 +174,7 @@ def _check_trunc_normal_range(fn_name, tensor, lo, hi) -> None:
 def check_constant_fits(fn_name, tensor, val) -> None:
     """torch's fill_ refuses a finite value that overflows a floating dtype, and so does this."""
     if tensor.dtype in DTYPE_CODES and isinstance(val, (int, float)) and math.isfinite(val) \
-            and abs(val) > torch.finfo(tensor.dtype).max:
+            and abs(val) > _finfo(tensor.dtype).max:
         raise InitValueError(
             f"{fn_name}: value cannot be converted to type {tensor.dtype} without overflow, "
             f"got val={val}"
