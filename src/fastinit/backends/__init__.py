@@ -194,32 +194,47 @@ def execute(fills: Sequence[Fill], dense: Sequence[tuple] = ()) -> None:
                 torch.autograd.graph.increment_version(local_tensor(f.tensor))
 
 
-def fill_whole_natively(tensor: torch.Tensor, dist: int, params: Sequence[float], seed: int,
-                        stream: int = 0) -> bool:
+def fill_whole_natively(tensor: torch.Tensor, dist: int, params: Sequence[float],
+                        seed: Optional[int], stream: int = 0, *,
+                        generator: Optional[torch.Generator] = None) -> bool:
     """Fill a whole tensor in one native call, when the C++ backend plans it
     (`_natively_planned`), it is non-empty with real storage and no inference tensor outside
-    inference mode; else write nothing and return False (`execute` runs it, or raises torch's
-    error). One look at the tensor's metadata decides all of it.
+    inference mode; else draw nothing, write nothing and return False (`execute` runs it, or
+    raises torch's error). One look at the tensor's metadata decides all of it; the native call
+    then checks the storage's bounds and alignment before the seed is drawn.
 
     Args:
         tensor: the tensor, all of it from contract index 0.
-        dist, params, seed, stream: the fill's, checked (see plan.make_fill); a uniform's
-            parameters are [scale, shift, limit].
+        dist, params, stream: the fill's, checked (see plan.make_fill); a uniform's parameters
+            are [scale, shift, limit].
+        seed: the fill's seed, checked; None: one draw from `generator`
+            (`contract.draw_seed`), once the checks have passed.
+        generator: where a seed of None is drawn from.
 
     Returns:
         Whether the tensor was filled.
+
+    Raises:
+        UnsafeTargetError: the tensor's elements lie outside its storage (torch's message);
+            nothing is drawn or written.
     """
     if type(tensor) not in PLAIN_TENSOR_TYPES or not _native_backend_selected() \
             or dist in HOST_DISTRIBUTIONS:
         return False
     with torch._C.DisableTorchFunction():  # fastinit's own look at the metadata
         code = _NATIVE_DTYPE_CODES.get(tensor.dtype)
-        if (code is None or tensor.device.type != "cpu" or tensor.dim() > MAX_DIMS
+        if (code is None or not tensor.is_cpu or tensor.dim() > MAX_DIMS
                 or tensor.is_neg() or not tensor.numel() or torch._is_functional_tensor(tensor)
                 or (tensor.is_inference() and not torch.is_inference_mode_enabled())):
             return False
-        row = _native_row(tensor, code, dist, params, seed, stream)
-    _fill_rows([row])
+        storage = tensor.untyped_storage()
+        try:
+            _CPU.fill_tensor(tensor.data_ptr(), storage.data_ptr(), storage.nbytes(),
+                             tensor.storage_offset(), tensor.shape, tensor.stride(), code,
+                             int(dist), params, seed, stream, generator)
+        except IndexError as exc:  # the storage's bounds, in torch's words
+            raise UnsafeTargetError(str(exc)) from None
+    _last_run["cpu"] = _CPU.NAME
     _increment_version((tensor,))
     return True
 
