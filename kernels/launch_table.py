@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from fastinit.contract import DTYPE_CODES, Distribution
+from fastinit.contract import DTYPE_CODES, Distribution, elements_per_block
 
 from .contract_numbers import *  # noqa: F403  (generated from fastinit.contract_numbers)
 
@@ -47,6 +47,7 @@ class LaunchConfig:
 
 
 DEFAULT_CONFIG = LaunchConfig()
+_DIST_CODES = range(int(min(Distribution)), int(max(Distribution)) + 1)  # as the C++ check
 
 
 @functools.lru_cache(maxsize=None)
@@ -113,8 +114,7 @@ def variant_of_code(code: int) -> tuple[int, bool]:
 
 def f64_math(dist: int, dtype: torch.dtype) -> bool:
     """Whether a variant computes in fp64 (2 elements per Philox block)."""
-    return dtype == torch.float64 or dist in (Distribution.TRUNC_NORMAL_FP64,
-                                              Distribution.TRUNC_NORMAL_TAIL)
+    return elements_per_block(dist, dtype) == 2
 
 
 def _chunks(rows: np.ndarray, dtype: torch.dtype, chunk: int) -> np.ndarray:
@@ -123,8 +123,8 @@ def _chunks(rows: np.ndarray, dtype: torch.dtype, chunk: int) -> np.ndarray:
     order."""
     numel = rows[:, DESC_NUMEL.value]  # noqa: F405
     first = rows[:, DESC_FIRST_INDEX.value]  # noqa: F405
-    per_block = np.array([2 if f64_math(int(d), dtype) else 4
-                          for d in row_distributions(rows)], dtype=np.int64)
+    two = [code for code in _DIST_CODES if elements_per_block(code, dtype) == 2]
+    per_block = np.where(np.isin(row_distributions(rows), two), 2, 4)
     span = np.where(row_is_strided(rows), numel, first % per_block + numel)
     return np.where(numel == 0, 0, -(-span // chunk))
 
@@ -155,7 +155,6 @@ def build_block_map(rows: np.ndarray, dtype: torch.dtype,
 # ---------------------------------------------------------------------------------------------
 # Validation.
 
-_DIST_CODES = range(int(min(Distribution)), int(max(Distribution)) + 1)  # as the C++ check
 # Beyond this, int64 sums and products of a row's or a tensor's words may have wrapped: such
 # rows go to the exact check (Python integers), which refuses them (no span comes near it).
 _WRAP_GUARD = float(2**62)
