@@ -1,8 +1,8 @@
 """The GPU kernels compiled ahead of time, without a GPU (scripts/gpu_static_report.py): every
 Triton variant and CUDA kernel for sm_80 and sm_90 uses at most 128 registers and spills
 nothing, each Triton variant compiles in at most 10 s, and ptxas run again on a reported PTX
-file (Triton's, and the PTX nvcc kept) gives the report's figures. Skips only where Triton's bundled ptxas (Triton) or nvcc
-(CUDA) is absent.
+file (Triton's, and the PTX nvcc kept) gives the report's figures. Skips only where Triton's
+bundled ptxas (Triton) or nvcc (CUDA) is absent.
 """
 import importlib.util
 import json
