@@ -222,9 +222,10 @@ def _check_row(i: int, row: list, t: torch.Tensor, device, dtype, dtype_code: in
             f"outside the tensor, elements [0, {span - 1}]")
 
 
-def _tensor_spans(shapes: list, strides: list) -> tuple[np.ndarray, np.ndarray]:
-    """Each tensor's span in elements, from its first to its last (0 when empty), as int64
-    (wrapped beyond int64) and as float64 (for the wrap guard)."""
+def _strided_spans(tensors: list) -> tuple[np.ndarray, np.ndarray]:
+    """Each tensor's span in elements, from its first to its last (0 when empty), in int64, and
+    whether that may have wrapped (a sum past _WRAP_GUARD)."""
+    shapes, strides = [t.shape for t in tensors], [t.stride() for t in tensors]
     ndims = np.fromiter(map(len, shapes), np.int64, count=len(shapes))
     total = int(ndims.sum())
     sizes = np.fromiter(itertools.chain.from_iterable(shapes), np.int64, count=total)
@@ -236,7 +237,7 @@ def _tensor_spans(shapes: list, strides: list) -> tuple[np.ndarray, np.ndarray]:
     span = 1 + sums[ends] - sums[ends - ndims]      # its tensor's sum wherever that fits
     span_f = 1 + np.bincount(owner, weights=terms.astype(np.float64), minlength=len(shapes))
     empty = np.bincount(owner[sizes == 0], minlength=len(shapes)) > 0
-    return np.where(empty, 0, span), np.where(empty, 0.0, span_f)
+    return np.where(empty, 0, span), ~empty & (span_f > _WRAP_GUARD)
 
 
 def _rows_to_check(rows: np.ndarray, targets: Sequence[torch.Tensor], device, dtype,
@@ -247,13 +248,16 @@ def _rows_to_check(rows: np.ndarray, targets: Sequence[torch.Tensor], device, dt
     pass ``_check_row``, so its first refusal among the rows returned is the table's first."""
     try:
         facts = [(t.device == device and t.dtype == dtype, t.data_ptr(), s.data_ptr(),
-                  s.nbytes(), t.storage_offset(), t.shape, t.stride())
+                  s.nbytes(), t.storage_offset(), t.numel() if t.is_contiguous() else -1)
                  for t in targets for s in (t.untyped_storage(),)]
-        same, address, storage_address, storage_bytes, storage_offset = (
-            np.array(column, dtype=np.int64) for column in list(zip(*facts))[:5])
+        same, address, storage_address, storage_bytes, storage_offset, span = (
+            np.array(column, dtype=np.int64) for column in zip(*facts))
     except (RuntimeError, OverflowError):  # no storage to look at, or an address past int64
         return np.arange(len(targets))
-    span, span_f = _tensor_spans([f[5] for f in facts], [f[6] for f in facts])
+    strided = np.flatnonzero(span < 0)  # a contiguous tensor's span is its numel
+    wrapped = np.zeros(len(targets), dtype=bool)
+    if strided.size:
+        span[strided], wrapped[strided] = _strided_spans([targets[i] for i in strided.tolist()])
     dist, code = _int32_halves(rows[:, DESC_DIST.value])  # noqa: F405
     ndim = _int32_halves(rows[:, DESC_NDIM.value])[0]  # noqa: F405
     numel, first = rows[:, DESC_NUMEL.value], rows[:, DESC_FIRST_INDEX.value]  # noqa: F405
@@ -276,7 +280,7 @@ def _rows_to_check(rows: np.ndarray, targets: Sequence[torch.Tensor], device, dt
                | (sizes.astype(np.float64).prod(axis=1) > _WRAP_GUARD))
     room = storage_bytes // esize - storage_offset
     refused |= (numel > 0) & ((address == 0) | (storage_address == 0) | (address % esize != 0)
-                              | (span > room) | (span_f > _WRAP_GUARD) | (offset < 0)
+                              | (span > room) | wrapped | (offset < 0)
                               | (last >= span) | (last_f > _WRAP_GUARD))
     return np.flatnonzero(refused)
 

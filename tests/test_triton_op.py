@@ -479,12 +479,26 @@ def test_the_row_screen_refuses_exactly_what_the_exact_check_refuses(monkeypatch
     product[8 * WORDS + DESCRIPTOR_WORDS["size"]] = 2**32
     product[8 * WORDS + DESCRIPTOR_WORDS["size"] + 1] = 2**32
     cases += [(targets, wrapped), (targets, product)]
+    for row in range(n):  # each row moved one element past either end of its tensor
+        for delta in (1, -1):
+            moved = good.copy()
+            moved[row * WORDS + DATA] += delta
+            cases.append((targets, moved))
+    for row in range(len(makers)):  # each kind of tensor, its storage just long enough or not
+        for short in (0, 1):
+            t = targets[row]
+            alone = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype)
+            alone.untyped_storage().resize_(alone.untyped_storage().nbytes() - 4 * short)
+            cases.append((targets[:row] + [alone] + targets[row + 1:], good))
     screened = [_refusal(t, table) for t, table in cases]
     monkeypatch.setattr(launch_table, "SCREEN_MIN_ROWS", 10**9)  # every row checked exactly
     exact = [_refusal(t, table) for t, table in cases]
     assert screened == exact
-    assert exact[-2].startswith("descriptor 4: data: elements")
-    assert exact[-1].startswith("descriptor 8: numel: 0 differs")
+    assert exact[300].startswith("descriptor 4: data: elements")
+    assert exact[301].startswith("descriptor 8: numel: 0 differs")
+    assert all(m and m.startswith(f"descriptor {i // 2}: data: ")
+               for i, m in enumerate(exact[302:302 + 2 * n]))
+    assert [m is None for m in exact[-2 * len(makers):]] == [True, False] * len(makers)
     refused = sum(m is not None for m in exact)
-    assert 100 < refused < len(cases) - 30, refused
+    assert 150 < refused < len(cases) - 30, refused
     assert len({m.split(":")[1] for m in exact if m}) >= 5  # many different fields refused
