@@ -47,7 +47,6 @@ class LaunchConfig:
 
 
 DEFAULT_CONFIG = LaunchConfig()
-_DIST_CODES = range(int(min(Distribution)), int(max(Distribution)) + 1)  # as the C++ check
 
 
 @functools.lru_cache(maxsize=None)
@@ -162,6 +161,7 @@ def build_block_map(rows: np.ndarray, dtype: torch.dtype,
 # ---------------------------------------------------------------------------------------------
 # Validation.
 
+_DIST_CODES = range(int(min(Distribution)), int(max(Distribution)) + 1)  # as the C++ check
 # Beyond this, int64 sums and products of a row's or a tensor's words may have wrapped: such
 # rows go to the exact check (Python integers), which refuses them (no span comes near it).
 _WRAP_GUARD = float(2**62)
