@@ -388,9 +388,16 @@ class Recorder:
         return kept
 
     def execute(self, fills: Sequence[Fill]) -> None:
+        elements, meta = 0, False
         with _DisableTorchFunction():
+            for f in fills:
+                t = f.tensor if type(f.tensor) in PLAIN_TENSOR_TYPES else local_tensor(f.tensor)
+                if t.is_meta:
+                    meta = True
+                else:
+                    elements += t.numel()
+        if meta:
             fills = [f for f in fills if not local_tensor(f.tensor).is_meta]
-            elements = sum(local_tensor(f.tensor).numel() for f in fills)
         backends.execute(fills)
         self.elements_filled += elements
 

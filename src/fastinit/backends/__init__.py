@@ -148,6 +148,8 @@ def execute(fills: Sequence[Fill]) -> None:
         if f.layout is None and f.first_index == 0 and fill_whole_natively(
                 f.tensor, f.dist, f.params, f.seed, f.stream):
             return
+    if _fill_all_natively(fills):  # whole plain CPU tensors: one look at each, one native call
+        return
     inference_refused = not torch.is_inference_mode_enabled()
     fills = [f for f in fills if has_real_storage(f.tensor)]
     for f in fills:
@@ -273,6 +275,39 @@ def _fill_natively(rows: Sequence[tuple]) -> None:
     (see _fill_rows). The caller bumps the tensors' version counters."""
     _fill_rows([_native_row(tensor, _NATIVE_DTYPE_CODES[tensor.dtype], dist, params, seed, stream)
                 for tensor, dist, params, seed, stream in rows])
+
+
+def _fill_all_natively(fills: Sequence[Fill]) -> bool:
+    """Fill whole tensors in one native call (a fused pass of many small tensors), when every
+    fill is one the C++ backend plans (the conditions of `_natively_planned`, the backend's
+    selection looked at once: a whole plain CPU tensor from contract index 0) with allocated
+    storage, no functional tensor and no inference tensor outside inference mode; else write
+    nothing and return False (`execute` runs them its general way, or raises its error).
+    Returns whether the tensors were filled."""
+    if not _native_backend_selected():
+        return False
+    rows = []
+    inference_refused = not torch.is_inference_mode_enabled()
+    is_functional = torch._is_functional_tensor
+    with torch._C.DisableTorchFunction():  # fastinit's own look at the metadata
+        for f in fills:
+            t = f.tensor
+            code = _NATIVE_DTYPE_CODES.get(t.dtype)
+            if (code is None or f.layout is not None or f.first_index
+                    or type(t) not in PLAIN_TENSOR_TYPES or not t.is_cpu
+                    or f.dist in HOST_DISTRIBUTIONS or t.dim() > MAX_DIMS or t.is_neg()
+                    or is_functional(t) or (inference_refused and t.is_inference())):
+                return False
+            storage = t.untyped_storage()
+            data = storage.data_ptr()
+            if not data or not t.numel():  # freed storage: execute raises its error
+                return False
+            rows.append((t.data_ptr(), data, storage.nbytes(), t.storage_offset(), t.shape,
+                         t.stride(), code, int(f.dist), f.params, f.seed, f.stream))
+    if rows:
+        _fill_rows(rows)
+        _increment_version([f.tensor for f in fills])
+    return True
 
 
 def _fill_rows(batch: list) -> None:
