@@ -19,7 +19,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from .contract import DTYPE_CODES
-from .plan import PLAIN_TENSOR_TYPES, check_storage
+from .plan import PLAIN_TENSOR_TYPES
 from .qr import qr_on_one_thread
 from .recorder import Footprint, Recorder
 from .routines import ONE_THREAD_QR_ROUTINES, SKIPPED, follow_up, recognise, routine
@@ -279,8 +279,7 @@ class Interceptor(TorchFunctionMode):
         as fastinit's constant_ would round it (torch's fill_ rounds alike); else write nothing
         and return False (the fill is recorded). A freed storage raises as a recorded call does.
         """
-        rec = self.recorder
-        if rec.dry_run or type(t) not in PLAIN_TENSOR_TYPES or not (
+        if self.recorder.dry_run or type(t) not in PLAIN_TENSOR_TYPES or not (
                 type(value) is float or (type(value) is int and abs(value) <= 1 << 53)):
             return False
         with torch._C.DisableTorchFunction():  # fastinit's own look at the metadata
@@ -290,14 +289,7 @@ class Interceptor(TorchFunctionMode):
                     or t.is_meta or t.is_neg() or t.is_inference()
                     or torch._is_functional_tensor(t)):
                 return False
-            footprint = Footprint.of(t)
-            if rec.has_pending(footprint.key):
-                return False
-            check_storage(t)
-            with torch.no_grad():
-                t.fill_(value)
-        rec.log_constant(t, value, footprint)
-        return True
+        return self.recorder.fill_constant_at_once(t, value)
 
     def _classified_other(self, func, args, kwargs):
         return self._other(func, _Op(func.__name__), args, kwargs)

@@ -19,7 +19,7 @@ import torch
 
 from . import backends
 from .contract import Distribution, constant_params, describe_fill
-from .plan import PLAIN_TENSOR_TYPES, Fill
+from .plan import PLAIN_TENSOR_TYPES, Fill, check_storage
 from .sharding import is_dtensor, local_tensor
 
 _DisableTorchFunction = torch._C.DisableTorchFunction
@@ -295,13 +295,40 @@ class Recorder:
             if not by_fastinit and footprint.key[0] != "meta":
                 self.elements_other += local_tensor(tensor).numel()
 
+    def fill_constant_at_once(self, tensor: torch.Tensor, value) -> bool:
+        """Fill `tensor` with `value` now, as torch's fill_, and log it as fastinit's constant
+        fill, unless a fill is pending in its memory (then write nothing and return False).
+        The caller has checked the rest: a small dense plain tensor of a floating dtype with
+        real memory, and a value it holds.
+
+        Raises:
+            UnsafeTargetError: its storage is freed or too small (torch's words).
+        """
+        with _DisableTorchFunction():
+            footprint = _footprint(tensor)
+            if footprint.key in self._by_storage:
+                return False
+            storage = tensor.untyped_storage()
+            if not storage.data_ptr() or footprint.hi > storage.nbytes():
+                check_storage(tensor)  # raises: torch's fill_ would write there (a crash)
+            no_grad = tensor.requires_grad and torch.is_grad_enabled()  # torch.nn.init's
+            if no_grad:
+                torch._C._set_grad_enabled(False)
+            try:
+                tensor.fill_(value)
+            finally:
+                if no_grad:
+                    torch._C._set_grad_enabled(True)
+        self.log_constant(tensor, value, footprint)
+        return True
+
     def log_constant(self, tensor: torch.Tensor, value, footprint: Footprint) -> None:
-        """Log a constant fill of all of `tensor` (a plain tensor, not meta) run at once."""
+        """Log a constant fill of all of `tensor` (a plain tensor, not meta, `footprint` its
+        footprint) that ran at once. The log holds `tensor`: its memory stays valid."""
         self.recorded += 1
         with _DisableTorchFunction():
-            self._log.append((footprint, (Distribution.CONSTANT, value, tensor.dtype), True,
-                              tensor.detach()))
             self.elements_filled += tensor.numel()
+            self._log.append((footprint, (Distribution.CONSTANT, value, tensor.dtype), True, tensor))
 
     def moved(self, tensor: torch.Tensor, old: Optional[Footprint]) -> None:
         """`tensor`'s memory was replaced (``.data = ``, ``set_``): what was written to it stays
