@@ -18,7 +18,6 @@ from torch import nn
 
 import fastinit
 from fastinit import backends
-from fastinit.recorder import Recorder
 
 ORIGINAL_INIT = {name: getattr(torch.nn.init, name) for name in torch.nn.init.__all__}
 
@@ -34,23 +33,16 @@ def assert_bitwise(a: torch.Tensor, b: torch.Tensor) -> None:
 
 @pytest.fixture
 def written(monkeypatch):
-    """Counts the elements fastinit's fills write: through the backends' execute, or at once
-    (a small constant fill, see interceptor._constant_at_once, logged as it runs)."""
+    """Counts the elements the backends write (every fastinit fill goes through execute)."""
     count = {"elements": 0, "calls": 0}
     real = backends.execute
-    real_log_constant = Recorder.log_constant
 
     def counting(fills):
         count["elements"] += sum(f.tensor.numel() for f in fills)
         count["calls"] += 1
         return real(fills)
 
-    def counting_at_once(self, tensor, value, footprint):
-        count["elements"] += tensor.numel()
-        return real_log_constant(self, tensor, value, footprint)
-
     monkeypatch.setattr(backends, "execute", counting)
-    monkeypatch.setattr(Recorder, "log_constant", counting_at_once)
     return count
 
 
@@ -139,13 +131,12 @@ def test_tensor_methods_are_recorded(route, written):
 
 
 def test_fill_and_zero_are_constant_fills():
-    a, b = torch.empty(100, 100), torch.empty(100, 100, dtype=torch.bfloat16)
+    a, b = torch.empty(10, 10), torch.empty(10, 10, dtype=torch.bfloat16)
     with fastinit.fused() as recorder:
         a.fill_(0.5)
         b.zero_()
         assert len(recorder.pending) == 2
     assert (a == 0.5).all() and (b == 0).all()
-    assert recorder.describe(a) == "constant(0.5)" and recorder.describe(b) == "constant(0)"
 
 
 def test_a_leaf_requiring_grad_outside_no_grad_raises_as_in_torch():
@@ -223,10 +214,8 @@ def test_overwrites_are_dropped_and_values_equal_one_by_one(written):
     for name, ref in model.state_dict().items():
         assert_bitwise(got[name], ref)
     parameters = sum(t.numel() for t in got.values())
-    # every element written once, but the LayerNorm's weight: its constructor's ones_ (a small
-    # constant fill, nothing pending in its memory) ran at once, and so did the later ones_
-    assert in_block == parameters + 64
-    assert recorder.dropped == 4  # two weights, two biases
+    assert in_block == parameters  # every element written once
+    assert recorder.dropped == 5  # two weights, two biases, the LayerNorm's weight
 
 
 def test_a_partial_fill_runs_after_the_earlier_fill(written):
@@ -561,77 +550,3 @@ def test_write_log_queries_on_a_flat_buffer_of_many_parameters(monkeypatch):
         + ["add_ on part", "mul_ on part", "constant(0) on part"])
     assert not recorder.by_fastinit(flat)
     assert not recorder.wrote(torch.empty(4))  # negative control: memory the block never wrote
-
-
-# --- small constant fills run at once ----------------------------------------------------------
-
-
-def test_a_small_constant_fill_runs_at_once_and_is_logged_as_fastinits(written):
-    """BatchNorm's buffers and affine parameters: small constant fills with nothing pending in
-    their memory run at once, with fastinit's values, logged as fastinit's fills."""
-    with fastinit.fused() as recorder:
-        bn = nn.BatchNorm2d(64)
-        assert recorder.pending == []  # nothing recorded: every fill ran
-        assert (bn.weight == 1).all() and (bn.running_var == 1).all() and (bn.bias == 0).all()
-        for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var):
-            assert recorder.by_fastinit(t) and recorder.describe(t) in ("constant(1)", "constant(0)")
-        assert not recorder.wrote(torch.empty(3))  # negative control
-    assert written["elements"] == 4 * 64 + 2 * 64  # the buffers' factories, then their fills
-    for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
-        for value in (0.1, -0.0, 1 / 3, 1e-8, 2 ** -24, -7):
-            with fastinit.fused():
-                got = torch.empty(5, dtype=dtype).fill_(value)
-            assert_bitwise(got, fastinit.constant_(torch.empty(5, dtype=dtype), value))
-
-
-def test_a_constant_fill_run_at_once_then_covered_by_a_recorded_fill():
-    torch.manual_seed(0)
-    with fastinit.fused() as recorder:
-        w = torch.empty(8, 8)
-        nn.init.zeros_(w)                     # at once
-        nn.init.normal_(w, std=0.5)           # recorded: the pass writes it last
-        assert len(recorder.pending) == 1
-        assert recorder.describe(w) == "normal(mean=0, std=0.5)" and recorder.by_fastinit(w)
-        w[0].add_(1.0)
-        v = torch.empty(8)
-        v.fill_(2.0)                          # at once
-        v[2:4].zero_()                        # at once too: a part, nothing pending there
-        assert recorder.describe(v) == "constant(2); then constant(0) on part"
-    torch.manual_seed(0)
-    ref = fastinit.normal_(torch.empty(8, 8), std=0.5)
-    ref[0] += 1.0
-    assert_bitwise(w, ref)
-    assert_bitwise(v, torch.tensor([2.0, 2.0, 0.0, 0.0, 2.0, 2.0, 2.0, 2.0]))
-
-
-def test_a_constant_fill_over_pending_memory_is_recorded(written):
-    """A constant fill of memory that holds a pending fill is recorded: it drops the fills it
-    covers, and a part of a pending fill runs after it in the pass."""
-    with fastinit.fused() as recorder:
-        w = torch.empty(4, 4)
-        fastinit.normal_(w, seed=1)
-        w.zero_()                             # covers the pending normal_: dropped
-        u = torch.empty(4, 4)
-        fastinit.normal_(u, seed=2)
-        u[1].fill_(3.0)                       # part of a pending fill: a later phase
-        assert recorder.dropped == 1 and len(recorder.pending) == 3
-    assert written["elements"] == 16 + 16 + 4
-    assert (w == 0).all()
-    ref = fastinit.normal_(torch.empty(4, 4), seed=2)
-    ref[1] = 3.0
-    assert_bitwise(u, ref)
-
-
-def test_constant_fills_that_do_not_run_at_once_keep_their_errors():
-    with fastinit.fused():
-        with pytest.raises(fastinit.InitValueError, match="overflow"):
-            nn.init.constant_(torch.empty(4, dtype=torch.float16), 1e6)
-        t = torch.empty(4)
-        t.untyped_storage().resize_(0)        # freed (as by FSDP)
-        with pytest.raises(RuntimeError, match="not allocated"):
-            nn.init.zeros_(t)
-    with fastinit.fused(dry_run=True) as recorder:  # a dry run writes nothing
-        m = torch.full((4,), 7.0)
-        nn.init.ones_(m)
-        assert len(recorder.pending) == 1
-    assert (m == 7).all()

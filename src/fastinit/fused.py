@@ -21,10 +21,7 @@ records, with fastinit's values (the values of the drop-in function given the sa
 Each call is validated and draws its seed when it is made, exactly as it would alone. A recorded
 fill that a later write covers entirely before anything reads it is dropped (its seed draw has
 happened, so every value and the generator state are those of running the calls one by one),
-so every element is written once. The exception is a constant fill (``zeros_``, ``ones_``,
-``constant_``, ``fill_``, ``zero_``, ``torch.zeros`` / ``ones``) of a small tensor whose memory
-holds no pending fill: it runs at once, as torch's own fill (the same values), and is logged as
-fastinit's; a later write of that memory writes it again. Any other operation that reads a pending tensor, or lets its
+so every element is written once. Any other operation that reads a pending tensor, or lets its
 memory escape torch (``data_ptr``, ``untyped_storage``, ``type``, ``numpy``, serialisation),
 first runs the fills pending in the memory it touches, so it sees the values it would have seen;
 fills of other memory stay pending. Views and aliases

@@ -18,8 +18,8 @@ from typing import Iterable, Optional, Sequence
 import torch
 
 from . import backends
-from .contract import Distribution, constant_params, describe_fill
-from .plan import PLAIN_TENSOR_TYPES, Fill, check_storage
+from .contract import describe_fill
+from .plan import PLAIN_TENSOR_TYPES, Fill
 from .sharding import is_dtensor, local_tensor
 
 _DisableTorchFunction = torch._C.DisableTorchFunction
@@ -187,14 +187,9 @@ class _StorageWrites:
 
 
 def _words(what) -> str:
-    """A logged write in words: an operation's name, a fill's (dist, params) or a constant
-    fill's (CONSTANT, value, dtype), formatted only when read."""
-    if isinstance(what, str):
-        return what
-    if len(what) == 3:
-        dist, value, dtype = what
-        return describe_fill(dist, constant_params(value, dtype))
-    return describe_fill(*what)
+    """A logged write in words: an operation's name, or a fill's (dist, params), formatted
+    only when read."""
+    return what if isinstance(what, str) else describe_fill(*what)
 
 
 class Recorder:
@@ -286,49 +281,13 @@ class Recorder:
         if index is not None and index.overlapping(footprint):
             self.flush({footprint.key})
 
-    def log_write(self, tensor: torch.Tensor, what, by_fastinit: bool = False) -> None:
-        """Log a write of all of `tensor`: `what` is the operation's name, or for a fill done
-        at once its (dist, params) or a constant's (CONSTANT, value, dtype)."""
+    def log_write(self, tensor: torch.Tensor, what: str, by_fastinit: bool = False) -> None:
+        """Log a write of all of `tensor` by the operation `what`."""
         footprint = Footprint.of(tensor)
         if footprint is not None:
             self._log.append((footprint, what, by_fastinit, _alias(tensor)))
             if not by_fastinit and footprint.key[0] != "meta":
                 self.elements_other += local_tensor(tensor).numel()
-
-    def fill_constant_at_once(self, tensor: torch.Tensor, value) -> bool:
-        """Fill `tensor` with `value` now, as torch's fill_, and log it as fastinit's constant
-        fill, unless a fill is pending in its memory (then write nothing and return False).
-        The caller has checked the rest: a small dense plain tensor of a floating dtype with
-        real memory, and a value it holds.
-
-        Raises:
-            UnsafeTargetError: its storage is freed or too small (torch's words).
-        """
-        with _DisableTorchFunction():
-            footprint = _footprint(tensor)
-            if footprint.key in self._by_storage:
-                return False
-            storage = tensor.untyped_storage()
-            if not storage.data_ptr() or footprint.hi > storage.nbytes():
-                check_storage(tensor)  # raises: torch's fill_ would write there (a crash)
-            no_grad = tensor.requires_grad and torch.is_grad_enabled()  # torch.nn.init's
-            if no_grad:
-                torch._C._set_grad_enabled(False)
-            try:
-                tensor.fill_(value)
-            finally:
-                if no_grad:
-                    torch._C._set_grad_enabled(True)
-        self.log_constant(tensor, value, footprint)
-        return True
-
-    def log_constant(self, tensor: torch.Tensor, value, footprint: Footprint) -> None:
-        """Log a constant fill of all of `tensor` (a plain tensor, not meta, `footprint` its
-        footprint) that ran at once. The log holds `tensor`: its memory stays valid."""
-        self.recorded += 1
-        with _DisableTorchFunction():
-            self.elements_filled += tensor.numel()
-            self._log.append((footprint, (Distribution.CONSTANT, value, tensor.dtype), True, tensor))
 
     def moved(self, tensor: torch.Tensor, old: Optional[Footprint]) -> None:
         """`tensor`'s memory was replaced (``.data = ``, ``set_``): what was written to it stays
