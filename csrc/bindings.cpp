@@ -4,10 +4,12 @@
 #include <pybind11/stl.h>
 
 #include <array>
+#include <optional>
 #include <tuple>
 #include <vector>
 
 #include "cpu/fill_cpu.h"
+#include "cpu/fill_range.h"
 #include "cpu/plan_cpu.h"
 #include "descriptor_check.h"
 #include "fastinit/fill.h"
@@ -54,6 +56,25 @@ int fill_tensors(const std::vector<TensorTuple>& tensors, int num_threads) {
                             num_threads);
 }
 
+// One whole tensor (a drop-in call): planned and checked as fill_tensors does, then, only when
+// every check has passed, its seed (`seed`, else the int `draw_seed(generator)` returns), then
+// filled. The GIL is released only for a fill of at least one whole chunk (kChunkElements); a
+// smaller one takes less time than the release and reacquisition.
+int fill_tensor(uint64_t data, uint64_t storage_data, uint64_t storage_nbytes,
+                int64_t storage_offset, std::vector<int64_t> sizes, std::vector<int64_t> strides,
+                int32_t dtype, int32_t dist, std::vector<double> params,
+                std::optional<uint64_t> seed, uint64_t stream, const py::object& draw_seed,
+                const py::object& generator, int num_threads) {
+  fastinit::FillDescriptor d = fastinit::plan_tensor(
+      {data, storage_data, storage_nbytes, storage_offset, std::move(sizes), std::move(strides),
+       dtype, dist, std::move(params), 0, stream});
+  fastinit::check_descriptors(&d, 1);
+  d.seed = seed ? *seed : draw_seed(generator).cast<uint64_t>();
+  if (d.numel < fastinit::cpu::kChunkElements) return fastinit::fill_cpu(&d, 1, num_threads);
+  py::gil_scoped_release release;
+  return fastinit::fill_cpu(&d, 1, num_threads);
+}
+
 // The same planning as fill_tensors, without the fill: the packed, checked descriptors (for a
 // launch on another device: the Triton backend's descriptor rows).
 py::bytes plan_tensors(const std::vector<TensorTuple>& tensors) {
@@ -83,6 +104,15 @@ PYBIND11_MODULE(_C, m) {
         "Every tensor is checked first (storage bounds: IndexError with torch's message; a bad "
         "layout or descriptor: ValueError), its dims collapsed and its descriptor packed; "
         "nothing is written unless all pass. Returns the number of threads that ran the fill.");
+  m.def("fill_tensor", &fill_tensor, py::arg("data"), py::arg("storage_data"),
+        py::arg("storage_nbytes"), py::arg("storage_offset"), py::arg("sizes"),
+        py::arg("strides"), py::arg("dtype"), py::arg("dist"), py::arg("params"),
+        py::arg("seed"), py::arg("stream"), py::arg("draw_seed"), py::arg("generator"),
+        py::arg("num_threads") = 0,
+        "Plan and fill one whole dense tensor, its fields as one tuple of "
+        "fill_tensors. Every check of fill_tensors comes first (IndexError, ValueError; "
+        "nothing drawn or written); then the seed: `seed`, or when it is None the int "
+        "draw_seed(generator) returns. Returns the number of threads that ran the fill.");
   m.def("plan_tensors", &plan_tensors, py::arg("tensors"),
         "Plan whole dense tensors as fill_tensors does (the same tuples, the same checks) and "
         "return their packed descriptors as bytes, without filling.");

@@ -33,16 +33,29 @@ def assert_bitwise(a: torch.Tensor, b: torch.Tensor) -> None:
 
 @pytest.fixture
 def written(monkeypatch):
-    """Counts the elements the backends write (every fastinit fill goes through execute)."""
-    count = {"elements": 0, "calls": 0}
-    real = backends.execute
+    """Counts the elements the backends write (every fastinit fill goes through execute, or a
+    drop-in call's one native call, fill_whole_natively, which execute also uses)."""
+    count = {"elements": 0, "calls": 0, "executing": False}
+    real, real_native = backends.execute, backends.fill_whole_natively
 
     def counting(fills):
         count["elements"] += sum(f.tensor.numel() for f in fills)
         count["calls"] += 1
-        return real(fills)
+        count["executing"] = True
+        try:
+            return real(fills)
+        finally:
+            count["executing"] = False
+
+    def counting_native(tensor, *args, **kwargs):
+        filled = real_native(tensor, *args, **kwargs)
+        if filled and not count["executing"]:
+            count["elements"] += tensor.numel()
+            count["calls"] += 1
+        return filled
 
     monkeypatch.setattr(backends, "execute", counting)
+    monkeypatch.setattr(backends, "fill_whole_natively", counting_native)
     return count
 
 

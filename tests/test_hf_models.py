@@ -208,14 +208,26 @@ class WriteCounts(TorchFunctionMode):
         super().__init__()
         self.counts: dict[int, torch.Tensor] = {}
         self.busy = False
-        original = backends.execute
+        original, original_native = backends.execute, backends.fill_whole_natively
+        executing = []
 
         def execute(fills, *args, **kwargs):
             for f in fills:
                 self.add(f.tensor)
-            return original(fills, *args, **kwargs)
+            executing.append(True)
+            try:
+                return original(fills, *args, **kwargs)
+            finally:
+                executing.pop()
+
+        def fill_whole_natively(tensor, *args, **kwargs):  # a drop-in call's one native call
+            filled = original_native(tensor, *args, **kwargs)
+            if filled and not executing:
+                self.add(tensor)
+            return filled
 
         monkeypatch.setattr(backends, "execute", execute)
+        monkeypatch.setattr(backends, "fill_whole_natively", fill_whole_natively)
 
     def add(self, t: torch.Tensor) -> None:
         if t.is_meta or t.numel() == 0:

@@ -346,6 +346,9 @@ class Recording:
     def fill_tensors(self, tensors, num_threads):
         teams.append(self.module.fill_tensors(tensors, num_threads))
         return teams[-1]
+    def fill_tensor(self, *args):
+        teams.append(self.module.fill_tensor(*args))
+        return teams[-1]
 
 cpu._C = Recording(cpu._C)
 

@@ -631,6 +631,12 @@ INDEX_WRITES = {  # name -> write of row `i` of `w`, as init code does it
     "chained zero_": lambda w, i: w[i][1:3].zero_(),
     # rows on both ranks for rows 11 and 12: each rank fills its own
     "setitem rows": lambda w, i: w.__setitem__(slice(max(0, i % 13 - 5), i % 13 + 1), 0.5),
+    # slices whose rows span several ranks' shards: each rank fills its own rows
+    "normal_ rows": lambda w, i: fastinit.normal_(w[i % 13 // 2:i % 13 // 2 + 7], 0.0, 3.0, seed=SEED),
+    "uniform_ block": lambda w, i: fastinit.uniform_(w[i % 13 // 2:, 1:4], -1.0, 1.0, seed=SEED),
+    "zero_ rows": lambda w, i: w[i % 13 // 2:i % 13 // 2 + 7].zero_(),
+    "chained fill_ rows": lambda w, i: w[i % 13 // 2:][1:6].fill_(-1.5),
+    "setitem in rows": lambda w, i: w[i % 13 // 2:i % 13 // 2 + 7].__setitem__((slice(1, 5), 2), 4.0),
 }
 HF_PAD_IDS = (3, 27)     # vocab 32 on 2 ranks: one padding row on each rank
 
@@ -662,6 +668,38 @@ def case_index_writes(ctx):
                                      "the unsharded result")
             out[_key(name, row)] = _gather(w)
     return out
+
+
+def _spanning_slice_reference() -> dict:
+    w = torch.full((13, 6), SENTINEL)
+    x = w[1:12]
+    fastinit.normal_(x, 0.0, 2.0, seed=SEED)
+    x[2:9].zero_()
+    return {"slice": x.clone(), "weight": w}
+
+
+def case_spanning_slice(ctx):
+    """Inside fused(), a slice of a Shard(0) weight whose rows span every rank: fills of it (and
+    of a slice of it) write each rank's rows with no collective, reading the slice gives its
+    values, and an in-place operation that is not a fill raises instead of losing its write."""
+    from torch.distributed.tensor import Shard, distribute_tensor
+    from fastinit.errors import InitValueError
+    w = distribute_tensor(torch.full((13, 6), SENTINEL), ctx.mesh1, [Shard(0)])
+    with fastinit.fused():
+        with no_collectives():
+            x = w[1:12]
+            fastinit.normal_(x, 0.0, 2.0, seed=SEED)
+            x[2:9].zero_()
+        read = x.full_tensor()  # the slice's own values (a collective: outside the guard)
+        with no_collectives():
+            try:
+                w[1:12].mul_(2.0)
+            except InitValueError as exc:
+                if "span several shards" not in str(exc):
+                    raise
+            else:
+                raise AssertionError("mul_ of a slice spanning shards did not raise")
+    return {"slice": read, "weight": _gather(w)}
 
 
 def _hf_llama(pad_token_id: int):
@@ -749,6 +787,7 @@ CASES = {  # name -> (function, world sizes)
     "fsdp2_tp": (case_fsdp2_tp, (4,)),
     "tp_llama_descriptors": (case_tp_llama_descriptors, (2,)),
     "index_writes": (case_index_writes, WORLDS),
+    "spanning_slice": (case_spanning_slice, WORLDS),
     "hf_llama_pad": (case_hf_llama_pad, (2,)),
     "hf_llama_one_rank_alone": (case_hf_llama_one_rank_alone, (2,)),
 }
@@ -1089,6 +1128,15 @@ def test_index_writes_write_the_shard_that_holds_the_row(launches, world):
     _assert_same(got, want, f"world {world}")
     for row in PAD_ROWS:
         assert (got[_key("zero_", row)][row] == 0).all()
+
+
+@per_world
+def test_slice_spanning_shards_is_written_and_read_without_collectives(launches, world):
+    """A slice whose rows lie on every rank, filled inside fused(): each rank writes its rows,
+    the slice reads its values, the weight equals the unsharded result bitwise; a non-fill
+    in-place operation on it raises (checked in the worker)."""
+    got = launches(world).check("spanning_slice")
+    _assert_same(got, _spanning_slice_reference(), f"world {world}")
 
 
 def _hf_llama_reference(pad: int) -> dict:

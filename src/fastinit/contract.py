@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import struct
 import threading
 import weakref
 from enum import IntEnum
@@ -136,9 +137,21 @@ def draw_seed(generator: torch.Generator | None) -> int:
     one `seeds_from` gives this thread).
 
     Without a generator the draw always comes from that CPU generator, whatever the ambient
-    ``torch.device(...)`` context (meta, cuda) says.
+    ``torch.device(...)`` context (meta, cuda) says. Callers have checked `generator`'s type.
     """
+    if generator is None:
+        generator = getattr(_seed_source, "generator", None)
+    if (generator is None or (type(generator) is torch.Generator
+                              and generator.device.type == "cpu")) \
+            and torch._C._get_dispatch_mode(_FAKE_MODE) is None:
+        # draw_seeds' draw of one seed (torch.randint's: random_ of an empty tensor), into a
+        # tensor allocated once
+        with torch._C.DisableTorchFunction():
+            return _seed_buffer().random_(0, 2**63 - 1, generator=generator).item()
     return draw_seeds(generator, 1)[0]
+
+
+_FAKE_MODE = torch._C._TorchDispatchModeKey.FAKE
 
 
 def draw_seeds(generator: torch.Generator | None, count: int) -> list[int]:
@@ -152,10 +165,7 @@ def draw_seeds(generator: torch.Generator | None, count: int) -> list[int]:
     if generator is None or generator.device.type == "cpu":
         # a real draw even inside FakeTensorMode (whole-model init of fake tensors draws its
         # seed as it does for meta tensors; drop-in fills of fake tensors draw none)
-        if torch._C._get_dispatch_mode(torch._C._TorchDispatchModeKey.FAKE) is None:
-            if count == 1:  # torch.randint's own draw (random_ of an empty tensor), allocated once
-                with torch._C.DisableTorchFunction():
-                    return [_seed_buffer().random_(0, 2**63 - 1, generator=generator).item()]
+        if torch._C._get_dispatch_mode(_FAKE_MODE) is None:
             drawn = torch.randint(0, 2**63 - 1, (count,), generator=generator, device="cpu")
         else:
             with unset_fake_temporarily():
@@ -348,7 +358,15 @@ def _trunc_normal_params(mean, std, alpha, beta, lo, hi, width, dtype) -> tuple[
 
 def constant_params(value: float, dtype: torch.dtype) -> list[float]:
     # Rounded once, here, exactly as torch's fill_ rounds it, so no backend rounds twice.
+    if type(value) is float and math.isfinite(value):  # without a tensor: C's casts, as torch's
+        if dtype == torch.float64:
+            return [value]
+        if dtype == torch.float32 and abs(value) <= FP32_MAX:
+            return [_FP32.unpack(_FP32.pack(value))[0]]
     return [round_to_dtype(value, dtype)]
+
+
+_FP32 = struct.Struct("<f")  # a double rounded to fp32 (round to nearest, ties to even)
 
 
 def describe_parameters(dist: int, params: Sequence[float]) -> str:

@@ -19,7 +19,8 @@ from torch import Tensor
 
 from .contract import Distribution, U64_MASK, check_generator, check_seed, draw_seed
 from .errors import NotATensorError, UnsupportedLayoutError
-from .fused import records_meta, run_now, submit
+from . import backends
+from .fused import active_recorder, records_meta, run_now, submit
 from .plan import PLAIN_TENSOR_TYPES, check_storage, has_real_storage, make_fill
 from .registry import INITIALISERS, TORCH_INIT_FUNCTIONS
 
@@ -179,24 +180,18 @@ def _traced_call(fn: Callable, tensor: Tensor, args: tuple, kwargs: dict) -> Ten
 
 def _eager_call(fn: Callable, tensor: Tensor, args: tuple, kwargs: dict) -> Tensor:
     """A drop-in call run eagerly: refuses a non-tensor as torch does, hands the layouts it does
-    not fill to torch.nn.init, refuses a freed or shrunk storage, then runs `fn`."""
+    not fill to torch.nn.init, then runs `fn`, which checks its arguments before the tensor's
+    storage (a freed or shrunk storage: torch's error, nothing written)."""
     if type(tensor) in PLAIN_TENSOR_TYPES:  # the common case: one look at the metadata
         with torch._C.DisableTorchFunction():
-            dense = tensor.layout == torch.strided and not (
-                tensor.is_nested or tensor.is_mkldnn or tensor.is_quantized)
-            real = dense and not (tensor.is_meta or torch._is_functional_tensor(tensor))
-        if real:
-            check_storage(tensor)  # a freed (FSDP) or shrunk storage: torch's error, no write
-        if dense:
-            return fn(tensor, *args, **kwargs)
-    if not isinstance(tensor, Tensor):
+            if tensor.layout == torch.strided and not (tensor.is_nested or tensor.is_quantized):
+                return fn(tensor, *args, **kwargs)
+    elif not isinstance(tensor, Tensor):
         raise NotATensorError(
             f"{fn.__name__}: expected a torch.Tensor, got {type(tensor).__module__}."
             f"{type(tensor).__qualname__} (not a tensor)")
     if _torch_fills_layout(tensor):
         return _delegate_to_torch(fn.__name__, tensor, args, kwargs)
-    if has_real_storage(tensor):
-        check_storage(tensor)  # a freed (FSDP) or shrunk storage: torch's error, no write
     return fn(tensor, *args, **kwargs)
 
 
@@ -225,9 +220,26 @@ def writes_nothing(tensor: Tensor) -> bool:
     return not has_real_storage(tensor) and not (tensor.is_meta and records_meta())
 
 
+def check_target_storage(tensor: Tensor) -> None:
+    """A tensor with memory: torch's error unless its storage is allocated and holds it all
+    (see plan.check_storage); a tensor without memory has nothing to check."""
+    if has_real_storage(tensor):
+        check_storage(tensor)
+
+
 def fill_random(tensor, dist, params, generator, seed) -> Tensor:
-    check_generator(generator)
+    """Fill `tensor` with a validated random fill (stream 0): its storage checked, then its seed
+    (`seed`, else one draw from `generator`), then the fill, run now or recorded by an active
+    fused() block. A whole plain CPU tensor outside a block takes one native call
+    (backends.fill_whole_natively); a tensor without memory, or an empty one, draws nothing."""
+    if generator is not None:
+        check_generator(generator)
+    if seed is not None:
+        seed = check_seed(seed)
     if type(tensor) in PLAIN_TENSOR_TYPES:  # the common case: one look at the metadata
+        if active_recorder() is None and backends.fill_whole_natively(
+                tensor, dist, params, seed, generator=generator):
+            return tensor
         with torch._C.DisableTorchFunction():  # (writes_nothing, for a plain tensor)
             if tensor.numel() == 0 or (not records_meta() if tensor.is_meta
                                        else torch._is_functional_tensor(tensor)):
@@ -240,6 +252,7 @@ def fill_random(tensor, dist, params, generator, seed) -> Tensor:
             if tensor.numel() == 0:
                 return tensor
             negative = tensor.is_neg()
+    check_target_storage(tensor)
     seed = resolve_seed(generator, seed)
     negated_half_open = negative and dist == Distribution.UNIFORM and math.isfinite(params[2])
     if negated_half_open:
@@ -253,4 +266,3 @@ def fill_random(tensor, dist, params, generator, seed) -> Tensor:
         return tensor
     submit([make_fill(tensor, dist, params, seed)])
     return tensor
-

@@ -49,10 +49,12 @@ from typing import Callable, Iterator, Optional, Sequence
 import torch
 
 from . import backends
+from .contract import describe_fill
 from .interceptor import Interceptor
 from .plan import Fill
 from .recorder import Footprint, Recorder
 from .registry import TORCH_INIT_FUNCTIONS
+from .sharding import indexed_mirrors
 
 _local = threading.local()
 
@@ -85,12 +87,17 @@ def run_now(fills: Sequence[Fill], target: torch.Tensor, what: str) -> None:
 
 
 def submit(fills: Sequence[Fill]) -> None:
-    """Run validated fills now, or record them inside a `fused()` block."""
+    """Run validated fills now, or record them inside a `fused()` block. (A fill of an indexed
+    DTensor with mirrors runs at once: its mirrors are memory the block does not track.)"""
     recorder = active_recorder()
     if recorder is None:
         backends.execute(fills)
     else:
-        recorder.add(fills)
+        for f in fills:
+            if indexed_mirrors(f.tensor):
+                run_now([f], f.tensor, describe_fill(f.dist, f.params))
+            else:
+                recorder.add([f])
 
 
 def _fastinit_functions() -> tuple[dict[Callable, Callable], dict[str, Callable]]:
@@ -137,12 +144,14 @@ def fused(dry_run: bool = False) -> Iterator[Recorder]:
             when the pass that holds it runs, at the latest at the block's end.
 
     On a sharded DTensor (FSDP2, ``Shard`` placements), a basic index that narrows a sharded
-    dim to elements of one shard (``w[padding_idx]``, ``w.data[i]``, a slice within a shard)
-    gives a DTensor whose local tensor is, on the rank holding those elements, a view of its
-    shard (``Partial`` over that mesh dim; the other ranks hold -0.0, so reading it sums to
-    the values). The fills the block records on it (``init.zeros_(w[i])``, ``w[i].zero_()``,
-    ``normal_``, ...), and ``w[index] = value`` with a scalar value for any basic index, write
-    each rank's own part, with no collective. Outside a block, DTensor indexes
+    dim (``w[padding_idx]``, ``w.data[i]``, ``w[3:9]``) gives, with no collective, a DTensor
+    that is ``Partial`` over that mesh dim: where one shard holds the elements, its local
+    tensor on that rank is a view of the shard (the other ranks hold -0.0, so reading it sums
+    to the values); where they span several shards, each rank holds its own copy of its part.
+    The fills made on it (``init.zeros_(w[i])``, ``w[i].zero_()``, ``normal_``, ...), and
+    ``w[index] = value`` with a scalar value for any basic index, write each rank's own part
+    of the shards, with no collective; another in-place operation on a slice that spans shards
+    raises `InitValueError` (its write could reach no shard). Outside a block, DTensor indexes
     as torch does (a gathered copy: writes to it are lost).
 
     An exception raised inside the block does not lose the recorded fills: they run at the

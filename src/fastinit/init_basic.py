@@ -8,9 +8,10 @@ import torch
 from torch import Tensor
 
 from .contract import DTYPE_CODES
-from .dispatch import drop_in, fill_random, writes_nothing
-from .fused import submit
-from .plan import make_fill
+from . import backends
+from .dispatch import check_target_storage, drop_in, fill_random, writes_nothing
+from .fused import active_recorder, submit
+from .plan import PLAIN_TENSOR_TYPES, make_fill
 from .planners import check_constant_fits, trunc_normal_plan
 from .registry import INITIALISERS
 from .sharding import local_tensor
@@ -213,11 +214,24 @@ def constant_(tensor: Tensor, val: float) -> Tensor:
         >>> w = torch.empty(3, 5)
         >>> fastinit.constant_(w, 0.3)
     """
+    return _constant(tensor, val)
+
+
+def _constant(tensor: Tensor, val) -> Tensor:
+    """constant_'s fill, for constant_, ones_ and zeros_: a whole plain contiguous CPU tensor of a
+    floating dtype outside a fused() block in one native call, any other one as torch's fill_ or
+    a submitted fill."""
+    if type(tensor) in PLAIN_TENSOR_TYPES and active_recorder() is None \
+            and not tensor.is_meta and tensor.numel() and tensor.is_contiguous():
+        dist, params = _PLAN["constant_"](tensor, val)  # (its checks come first)
+        if backends.fill_whole_natively(tensor, dist, params, 0):
+            return tensor
     if writes_nothing(tensor):
         return tensor
     check_constant_fits("constant_", tensor, val)
     if tensor.numel() == 0:
         return tensor
+    check_target_storage(tensor)
     if tensor.dtype not in DTYPE_CODES or torch._debug_has_internal_overlap(local_tensor(tensor)) == 1:
         # Integer, bool and complex tensors and expanded views: torch's own fill is the
         # general path (every element gets the same value, so nothing depends on indices).
@@ -242,7 +256,7 @@ def ones_(tensor: Tensor) -> Tensor:
         >>> w = torch.empty(3, 5)
         >>> fastinit.ones_(w)
     """
-    return constant_(tensor, 1.0)
+    return _constant(tensor, 1.0)
 
 
 @drop_in
@@ -259,5 +273,5 @@ def zeros_(tensor: Tensor) -> Tensor:
         >>> w = torch.empty(3, 5)
         >>> fastinit.zeros_(w)
     """
-    return constant_(tensor, 0.0)
+    return _constant(tensor, 0.0)
 

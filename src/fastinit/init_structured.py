@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from .contract import check_generator
-from .dispatch import drop_in, resolve_seed
+from .dispatch import check_target_storage, drop_in, resolve_seed
 from .errors import InitValueError
 from .fused import run_now
 from .plan import check_finite, has_real_storage
@@ -40,6 +40,7 @@ def eye_(tensor: Tensor) -> Tensor:
     """
     _ENTRY["eye_"].plan(tensor)
     check_unsharded(tensor, "eye_")
+    check_target_storage(tensor)
     return _ENTRY["eye_"].execute(tensor)
 
 
@@ -70,6 +71,7 @@ def dirac_(tensor: Tensor, groups: int = 1) -> Tensor:
     if not has_real_storage(tensor):
         return tensor
     check_unsharded(tensor, "dirac_")
+    check_target_storage(tensor)
     return _ENTRY["dirac_"].execute(tensor, groups=groups)
 
 
@@ -117,6 +119,7 @@ def orthogonal_(
     check_random_target(tensor, "orthogonal_")
     check_unsharded(tensor, "orthogonal_")
     check_finite("orthogonal_", gain=gain)
+    check_target_storage(tensor)
     _ENTRY["orthogonal_"].execute(tensor, resolve_seed(generator, seed), 0, run_now, gain=gain)
     return tensor
 
@@ -173,5 +176,6 @@ def sparse_(
         raise InitValueError(f"normal expects std >= 0.0, but found std {std:g}")
     if tensor.numel() == 0:
         return tensor
+    check_target_storage(tensor)
     return _ENTRY["sparse_"].execute(tensor, resolve_seed(generator, seed), 0, run_now,
                                      sparsity=sparsity, std=std)

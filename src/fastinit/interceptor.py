@@ -17,11 +17,12 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from .contract import DTYPE_CODES, Distribution, constant_params
+from .errors import InitValueError
 from .plan import PLAIN_TENSOR_TYPES, Fill, check_storage
 from .qr import qr_on_one_thread
 from .recorder import Footprint, Recorder
 from .routines import ONE_THREAD_QR_ROUTINES, SKIPPED, follow_up, recognise, routine
-from .sharding import index_part, indexed, is_dtensor, is_sharded
+from .sharding import index_part, indexed, indexed_mirrors, is_dtensor, is_sharded, spans_shards
 
 # Operations that read only metadata (shape, dtype, strides, device, property getters such as
 # `.data`, which makes a tracked alias) or make a new tensor from the metadata alone never flush.
@@ -162,8 +163,9 @@ class Interceptor(TorchFunctionMode):
         if is_sharded(t) and _is_basic_index(index) and _fill_value(value):
             ip = index_part(t, index)
             if ip is not None:
-                if ip.part is not None:
-                    self._other(torch.Tensor.fill_, _Op("fill_"), (ip.part, value), {})
+                if ip.part is not None:  # the part, and its mirrors in an indexed DTensor
+                    for part in (ip.part, *(m[ip.local_items] for m in indexed_mirrors(t))):
+                        self._other(torch.Tensor.fill_, _Op("fill_"), (part, value), {})
                 return None
         return self._other(func, op, args, kwargs)
 
@@ -197,6 +199,13 @@ class Interceptor(TorchFunctionMode):
             target = args[0]
         else:
             target = None
+        if target is not None and spans_shards(target):
+            raise InitValueError(
+                f"fastinit.fused: {op.name} would write a slice of a sharded DTensor whose "
+                f"elements span several shards (shape {tuple(target.shape)}); inside fused() such "
+                "a slice is written only by fills (fastinit and torch.nn.init functions, normal_, "
+                "uniform_, fill_, zero_, or `t[index] = number`), each rank its own part. Write "
+                "the full tensor's shards instead, e.g. with `t.to_local()`")
         if rec._by_storage:
             # what the operation reads (an in-place target, `out=` included) runs first; a
             # target it overwrites whole is not read

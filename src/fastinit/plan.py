@@ -17,7 +17,8 @@ from torch._subclasses.functional_tensor import FunctionalTensor
 
 from .contract import DTYPE_CODES, Distribution, check_seed, negated_params
 from .errors import InitValueError, UnsafeTargetError, UnsupportedDtypeError
-from .sharding import check_placements, dim_pieces, global_indices, is_dtensor, local_tensor
+from .sharding import (check_placements, dim_pieces, global_indices, indexed_mirrors, is_dtensor,
+                       local_tensor)
 
 from .contract_numbers import DESCRIPTOR_FORMAT, DESCRIPTOR_SIZE, MAX_DIMS, NUM_PARAMS
 
@@ -325,12 +326,15 @@ def descriptor_fills(fills: Sequence[Fill]) -> list[Fill]:
         local = local_tensor(f.tensor)
         if local.numel() == 0:
             continue
-        with torch._C.DisableTorchFunction():  # fastinit's own views
-            if local.is_complex():
-                out.extend(_complex_fills(f, local))
-                continue
-        out.extend(replace(f, tensor=local, first_index=first, layout=layout)
-                   for layout, first in tensor_layouts(f.tensor, f.first_index))
+        # the part of an indexed DTensor that this rank holds, then its mirrors (same values)
+        for target in (local, *indexed_mirrors(f.tensor)):
+            with torch._C.DisableTorchFunction():  # fastinit's own views
+                if target.is_complex():
+                    out.extend(_complex_fills(f, target))
+                    continue
+            shape, indices = _global_indices(f.tensor)
+            out.extend(replace(f, tensor=target, first_index=first, layout=layout)
+                       for layout, first in index_layouts(target, shape, indices, f.first_index))
     return out
 
 

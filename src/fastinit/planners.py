@@ -60,19 +60,23 @@ def _fmt(x: float) -> str:
     return f"{x:g}"
 
 
-def check_random_target(tensor: Tensor, fn_name: str, allow_complex: bool = False) -> None:
-    """A random fill's target: a dtype the contract fills, no elements sharing memory."""
+def check_random_target(tensor: Tensor, fn_name: str, allow_complex: bool = False) -> torch.dtype:
+    """A random fill's target: a dtype the contract fills, no elements sharing memory. Returns
+    its dtype."""
     with torch._C.DisableTorchFunction():  # fastinit's own look at the metadata
-        check_float_dtype(tensor, fn_name, allow_complex)
+        dtype = tensor.dtype
+        if dtype not in DTYPE_CODES:
+            check_float_dtype(tensor, fn_name, allow_complex)
         if type(tensor) in PLAIN_TENSOR_TYPES and tensor.is_contiguous():
-            return  # (no DTensor placements to check, and dense memory overlaps nothing)
+            return dtype  # (no DTensor placements to check, and dense memory overlaps nothing)
     check_no_internal_overlap(tensor, fn_name)
+    return dtype
 
 
 def uniform_plan(fn_name, tensor, a, b) -> tuple[Distribution, list]:
     """Validate a uniform fill of `tensor` on [a, b); return its contract parameters. A complex
     tensor gets real and imaginary parts each in U(a, b), as torch's uniform_."""
-    check_random_target(tensor, fn_name, allow_complex=True)
+    dtype = check_random_target(tensor, fn_name, allow_complex=True)
     if not (type(a) is float and type(b) is float and math.isfinite(a) and math.isfinite(b)):
         for name, side, bound in (("a", "from", a), ("b", "to", b)):
             # torch's wording ("from/to is out of bounds for <dtype>") for nan and inf bounds
@@ -87,8 +91,6 @@ def uniform_plan(fn_name, tensor, a, b) -> tuple[Distribution, list]:
         raise InitValueError(
             f"uniform_ expects to return a [from, to) range, but found from={_fmt(a)} > to={_fmt(b)}"
         )
-    with torch._C.DisableTorchFunction():  # fastinit's own look at the metadata
-        dtype = tensor.dtype
     finfo = _finfo(dtype)
     for side, bound in (("from", a), ("to", b)):
         if not finfo.min <= bound <= finfo.max:
@@ -106,12 +108,10 @@ def uniform_plan(fn_name, tensor, a, b) -> tuple[Distribution, list]:
 def normal_plan(fn_name, tensor, mean, std) -> tuple[Distribution, list]:
     """Validate a normal fill of `tensor`; return its contract parameters. A complex tensor gets
     independent real and imaginary parts, each N(mean, std^2 / 2), as torch's normal_."""
-    check_random_target(tensor, fn_name, allow_complex=True)
+    dtype = check_random_target(tensor, fn_name, allow_complex=True)
     check_finite(fn_name, mean=mean, std=std)
     if std < 0:
         raise InitValueError(f"normal expects std >= 0.0, but found std {_fmt(std)}")
-    with torch._C.DisableTorchFunction():  # fastinit's own look at the metadata
-        dtype = tensor.dtype
     if dtype.is_complex:
         std = float(std) / math.sqrt(2)
     return normal_fill_params(mean, std, dtype)
@@ -174,7 +174,7 @@ def _check_trunc_normal_range(fn_name, tensor, lo, hi) -> None:
 def check_constant_fits(fn_name, tensor, val) -> None:
     """torch's fill_ refuses a finite value that overflows a floating dtype, and so does this."""
     if tensor.dtype in DTYPE_CODES and isinstance(val, (int, float)) and math.isfinite(val) \
-            and abs(val) > torch.finfo(tensor.dtype).max:
+            and abs(val) > _finfo(tensor.dtype).max:
         raise InitValueError(
             f"{fn_name}: value cannot be converted to type {tensor.dtype} without overflow, "
             f"got val={val}"

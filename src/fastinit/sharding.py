@@ -151,10 +151,31 @@ def dim_pieces(idx) -> list[tuple[int, int, tuple]]:
 # -- basic indexing of a sharded DTensor, without a collective -------------------------------
 # A DTensor made by `indexed()` carries, under this attribute, (the part of it this rank holds:
 # a view of the indexed DTensor's local shard, or an empty tensor; the global indices of its
-# local tensor along each dim; whether this rank holds its elements): `local_tensor` and
-# `global_indices` read them, so fastinit's fills write the indexed tensor's own memory, each
-# rank its own part.
+# local tensor along each dim; whether this rank holds its elements; its mirrors: views, of
+# the same shape as the part, of DTensor memory that holds copies of the part's elements;
+# whether its elements span several shards, see `spans_shards`):
+# `local_tensor` and `global_indices` read them, so fastinit's fills write the indexed tensor's
+# own memory, each rank its own part, and write its mirrors alike (`indexed_mirrors`).
 _INDEXED_PART = "_fastinit_indexed_part"
+
+
+def spans_shards(t) -> bool:
+    """Whether `t` is an `indexed` DTensor whose elements span several shards (the same answer
+    on every rank)."""
+    if type(t) in _NOT_DTENSOR_TYPES:
+        return False
+    part = getattr(t, _INDEXED_PART, None)
+    return part is not None and part[4]
+
+
+def indexed_mirrors(t) -> tuple:
+    """The mirrors of an `indexed` DTensor (see _INDEXED_PART): memory a fill of `t` writes
+    besides its part, with the part's values at the part's global indices. Empty for any
+    other tensor."""
+    if type(t) in _NOT_DTENSOR_TYPES:
+        return ()
+    part = getattr(t, _INDEXED_PART, None)
+    return () if part is None else part[3]
 
 
 def _index_items(index, ndim: int) -> Optional[list]:
@@ -185,6 +206,7 @@ class IndexPart:
         owns: this rank holds every element of ``t[index]`` along the dims the index narrows.
         out_dim: for each dim of `t`, its dim in ``t[index]`` (None where an int removed it).
         wanted: for each dim of `t` the index narrows, the global indices it keeps.
+        local_items: the index of `part` in t's local tensor (`local_tensor`).
     """
 
     shape: tuple
@@ -193,6 +215,7 @@ class IndexPart:
     owns: bool
     out_dim: list
     wanted: dict
+    local_items: tuple
 
 
 def index_part(t, index) -> Optional[IndexPart]:
@@ -253,7 +276,7 @@ def index_part(t, index) -> Optional[IndexPart]:
             part = local_tensor(t)[tuple(local_items)]
         if part.numel() == 0:
             part = None
-    return IndexPart(tuple(out_shape), part, indices, owns, out_dim, wanted)
+    return IndexPart(tuple(out_shape), part, indices, owns, out_dim, wanted, tuple(local_items))
 
 
 def _position(g, k: int) -> Optional[int]:
@@ -280,18 +303,25 @@ def _one_rank_holds(t, mesh_dim: int, keep: range) -> bool:
 
 def indexed(t, index):
     """``t[index]`` for a sharded DTensor `t` and a basic index that narrows a sharded dim,
-    made without a collective: a DTensor whose local tensor is, on the rank(s) holding the
-    elements, a view of t's shard; it is Partial (sum) over the mesh dims whose sharded dim the
-    index narrows (the other ranks hold -0.0, so reading it sums to the values exactly), and
-    keeps t's other placements. fastinit's fills of it write t's shards, each rank its part.
+    made without a collective: a DTensor that is Partial (sum) over the mesh dims whose sharded
+    dim the index narrows, and keeps t's other placements. Where one rank holds every element
+    the index keeps along a sharded dim, its local tensor is, on that rank, a view of t's shard
+    and the other ranks hold -0.0, so reading it sums to the values exactly. Where the kept
+    elements span several shards, each rank's local tensor is its own memory holding -0.0 but
+    at the positions of the elements its shard holds; fastinit's fills of it write t's shards,
+    each rank its part, and those positions of the local tensor alike (its mirror), so reading
+    it sums to the values too. Such a slice holds a copy: a later write of t through another
+    tensor does not show in it, and an in-place operation on it that is not a fill raises
+    inside fused() (the interceptor), as its write could reach no shard.
 
-    Returns None (index as torch does) where the index narrows no sharded dim, where the
-    elements kept along a sharded dim span several shards, or for an index `index_part` maps
-    not."""
+    Returns None (index as torch does) where the index narrows no sharded dim, or for an index
+    `index_part` maps not."""
     ip = index_part(t, index)
     if ip is None:
         return None
-    placements = []
+    # every rank decides alike, from t's placements and shape, whether the elements kept span
+    # several shards (a slice of an indexed DTensor that spans does, conservatively)
+    placements, spans = [], spans_shards(t)
     for mesh_dim, p in enumerate(t.placements):
         if not isinstance(p, _SHARD_TYPES):
             placements.append(p)
@@ -299,21 +329,30 @@ def indexed(t, index):
             new_dim = ip.out_dim[p.dim]
             placements.append(Shard(new_dim) if type(p) is Shard else
                               _StridedShard(new_dim, split_factor=p.split_factor))
-        elif len(ip.wanted[p.dim]) == 1 or _one_rank_holds(t, mesh_dim, ip.wanted[p.dim]):
-            placements.append(Partial())
         else:
-            return None
+            placements.append(Partial())
+            spans = spans or not (len(ip.wanted[p.dim]) == 1
+                                  or _one_rank_holds(t, mesh_dim, ip.wanted[p.dim]))
     if not any(isinstance(p, Partial) for p in placements):
         return None
-    if ip.owns and ip.part is not None:
+    narrowed = {ip.out_dim[d] for d in ip.wanted if ip.out_dim[d] is not None}
+    # this rank holds some of the elements kept along a narrowed dim, others hold the rest
+    partly = ip.part is not None and any(len(ip.indices[d]) != ip.shape[d] for d in narrowed)
+    # the mirrors of an indexed DTensor's part hold these elements too
+    mirrors = [m[ip.local_items] for m in indexed_mirrors(t)] if ip.part is not None else []
+    if ip.owns and ip.part is not None and not partly:
         local = ip.part
     else:
-        local = torch.full(tuple(len(i) for i in ip.indices),
+        local = torch.full(tuple(n if d in narrowed else len(i)
+                                 for d, (n, i) in enumerate(zip(ip.shape, ip.indices))),
                            -0.0 if t.dtype.is_floating_point or t.dtype.is_complex else 0,
                            dtype=t.dtype, device=t.to_local().device)
+        if ip.part is not None:  # the part's positions in this rank's local tensor
+            mirrors.append(local[tuple(slice(i.start, i.stop) if d in narrowed else slice(None)
+                                       for d, i in enumerate(ip.indices))])
     result = DTensor.from_local(local, t.device_mesh, placements, run_check=False,
                                 shape=torch.Size(ip.shape),
                                 stride=torch.empty(ip.shape, device="meta").stride())
     part = ip.part if ip.part is not None else local.new_empty((0,))
-    setattr(result, _INDEXED_PART, (part, ip.indices, ip.owns))
+    setattr(result, _INDEXED_PART, (part, ip.indices, ip.owns, tuple(mirrors), spans))
     return result

@@ -135,20 +135,26 @@ def backend_for(device: torch.device):
     return module
 
 
-def execute(fills: Sequence[Fill]) -> None:
+def execute(fills: Sequence[Fill], dense: Sequence[tuple] = ()) -> None:
     """Run validated fills: one backend call per (device, dtype) group, in place.
 
     Fills of tensors without real storage (meta, fake, functional) are dropped; every other
     tensor's storage is checked, for all fills, before any backend writes. Whole plain CPU
     tensors are planned, checked and filled by the C++ backend in one native call
-    (`_fill_natively`); the others are planned here (plan.descriptor_fills).
+    (`_fill_rows`); the others are planned here (plan.descriptor_fills).
+
+    Args:
+        fills: the fills.
+        dense: more whole tensors for that native call, as (tensor, dtype code, dist, params,
+            seed, stream) rows with what make_fill checks checked, each tensor accepted by
+            `dense_native_codes`.
     """
-    if len(fills) == 1:  # one whole plain CPU tensor (a drop-in call): the native path alone
+    if len(fills) == 1 and not dense:  # one whole plain CPU tensor (a drop-in call): the native path alone
         f = fills[0]
         if f.layout is None and f.first_index == 0 and fill_whole_natively(
                 f.tensor, f.dist, f.params, f.seed, f.stream):
             return
-    if _fill_all_natively(fills):  # whole plain CPU tensors: one look at each, one native call
+    if not dense and _fill_all_natively(fills):  # whole plain CPU tensors: one native call
         return
     inference_refused = not torch.is_inference_mode_enabled()
     fills = [f for f in fills if has_real_storage(f.tensor)]
@@ -172,8 +178,15 @@ def execute(fills: Sequence[Fill]) -> None:
     runs = [(_module("reference") if host_only else backend_for(device), device, group)
             for (device, _, host_only), group in groups.items()]
     with torch.no_grad():
-        if native:  # whole plain CPU tensors: planned, checked and filled in one native call
-            _fill_natively([(f.tensor, f.dist, f.params, f.seed, f.stream) for f in native])
+        if native or dense:  # whole plain CPU tensors: planned, checked and filled in one native call
+            _fill_rows([_native_row(f.tensor, _NATIVE_DTYPE_CODES[f.tensor.dtype], f.dist, f.params,
+                                    f.seed, f.stream) for f in native] +
+                       [(t.data_ptr(), storage.data_ptr(), storage.nbytes(), t.storage_offset(),
+                         t.shape, t.stride(), code, dist, params, seed, stream)
+                        for t, code, dist, params, seed, stream in dense
+                        for storage in (t.untyped_storage(),)])  # _native_row, inlined
+            if dense:
+                _increment_version(tuple(row[0] for row in dense))
         for backend, device, group in runs:
             backend.run(group)
             if group[0].dist not in HOST_DISTRIBUTIONS:
@@ -183,32 +196,47 @@ def execute(fills: Sequence[Fill]) -> None:
                 torch.autograd.graph.increment_version(local_tensor(f.tensor))
 
 
-def fill_whole_natively(tensor: torch.Tensor, dist: int, params: Sequence[float], seed: int,
-                        stream: int = 0) -> bool:
+def fill_whole_natively(tensor: torch.Tensor, dist: int, params: Sequence[float],
+                        seed: Optional[int], stream: int = 0, *,
+                        generator: Optional[torch.Generator] = None) -> bool:
     """Fill a whole tensor in one native call, when the C++ backend plans it
     (`_natively_planned`), it is non-empty with real storage and no inference tensor outside
-    inference mode; else write nothing and return False (`execute` runs it, or raises torch's
-    error). One look at the tensor's metadata decides all of it.
+    inference mode; else draw nothing, write nothing and return False (`execute` runs it, or
+    raises torch's error). One look at the tensor's metadata decides all of it; the native call
+    then checks the storage's bounds and alignment before the seed is drawn.
 
     Args:
         tensor: the tensor, all of it from contract index 0.
-        dist, params, seed, stream: the fill's, checked (see plan.make_fill); a uniform's
-            parameters are [scale, shift, limit].
+        dist, params, stream: the fill's, checked (see plan.make_fill); a uniform's parameters
+            are [scale, shift, limit].
+        seed: the fill's seed, checked; None: one draw from `generator`
+            (`contract.draw_seed`), once the checks have passed.
+        generator: where a seed of None is drawn from.
 
     Returns:
         Whether the tensor was filled.
+
+    Raises:
+        UnsafeTargetError: the tensor's elements lie outside its storage (torch's message);
+            nothing is drawn or written.
     """
     if type(tensor) not in PLAIN_TENSOR_TYPES or not _native_backend_selected() \
             or dist in HOST_DISTRIBUTIONS:
         return False
     with torch._C.DisableTorchFunction():  # fastinit's own look at the metadata
         code = _NATIVE_DTYPE_CODES.get(tensor.dtype)
-        if (code is None or tensor.device.type != "cpu" or tensor.dim() > MAX_DIMS
+        if (code is None or not tensor.is_cpu or tensor.dim() > MAX_DIMS
                 or tensor.is_neg() or not tensor.numel() or torch._is_functional_tensor(tensor)
                 or (tensor.is_inference() and not torch.is_inference_mode_enabled())):
             return False
-        row = _native_row(tensor, code, dist, params, seed, stream)
-    _fill_rows([row])
+        storage = tensor.untyped_storage()
+        try:
+            _CPU.fill_tensor(tensor.data_ptr(), storage.data_ptr(), storage.nbytes(),
+                             tensor.storage_offset(), tensor.shape, tensor.stride(), code,
+                             int(dist), params, seed, stream, generator)
+        except IndexError as exc:  # the storage's bounds, in torch's words
+            raise UnsafeTargetError(str(exc)) from None
+    _last_run["cpu"] = _CPU.NAME
     _increment_version((tensor,))
     return True
 
@@ -231,6 +259,31 @@ def _natively_planned(tensor: torch.Tensor, dist: int) -> bool:
     return (type(tensor) in PLAIN_TENSOR_TYPES and tensor.device.type == "cpu"
             and tensor.dtype in DTYPE_CODES and dist not in HOST_DISTRIBUTIONS
             and _native_backend_selected() and tensor.dim() <= MAX_DIMS and not tensor.is_neg())
+
+
+def dense_native_codes(tensors: Sequence[torch.Tensor]) -> Optional[list]:
+    """Which of `tensors` `execute` may take as `dense` rows: for each, its dtype code when the
+    C++ backend plans and fills all of it as one dense run (a plain CPU tensor, contiguous,
+    non-empty, a real floating dtype, no negative bit, not functional, not an inference tensor
+    outside inference mode), else None.
+
+    Returns:
+        The codes, or None when the C++ backend does not fill CPU tensors under the current
+        selection.
+    """
+    if not _native_backend_selected():
+        return None
+    inference_ok = torch.is_inference_mode_enabled()
+    codes = _NATIVE_DTYPE_CODES
+    is_functional = torch._is_functional_tensor
+    out = []
+    with torch._C.DisableTorchFunction():  # fastinit's own look at the metadata
+        for t in tensors:
+            out.append(None if (type(t) not in PLAIN_TENSOR_TYPES or not t.is_cpu
+                                or not t.is_contiguous() or t.is_neg() or not t.numel()
+                                or is_functional(t) or (not inference_ok and t.is_inference()))
+                       else codes.get(t.dtype))
+    return out
 
 
 def _native_row(tensor, code, dist, params, seed, stream) -> tuple:
@@ -270,43 +323,31 @@ def natively_packed(fills: Sequence[Fill]) -> Optional[bytes]:
         return None
 
 
-def _fill_natively(rows: Sequence[tuple]) -> None:
-    """Fill (tensor, dist, params, seed, stream) rows, each tensor whole, in one native call
-    (see _fill_rows). The caller bumps the tensors' version counters."""
-    _fill_rows([_native_row(tensor, _NATIVE_DTYPE_CODES[tensor.dtype], dist, params, seed, stream)
-                for tensor, dist, params, seed, stream in rows])
-
-
 def _fill_all_natively(fills: Sequence[Fill]) -> bool:
     """Fill whole tensors in one native call (a fused pass of many small tensors), when every
-    fill is one the C++ backend plans (the conditions of `_natively_planned`, the backend's
-    selection looked at once: a whole plain CPU tensor from contract index 0) with allocated
-    storage, no functional tensor and no inference tensor outside inference mode; else write
-    nothing and return False (`execute` runs them its general way, or raises its error).
-    Returns whether the tensors were filled."""
-    if not _native_backend_selected():
+    fill is of a whole tensor from contract index 0, with a distribution the backends compute,
+    that `dense_native_codes` accepts, with allocated storage; else write nothing and return
+    False (`execute` runs them its general way, or raises its error). Returns whether the
+    tensors were filled."""
+    for f in fills:
+        if f.layout is not None or f.first_index or f.dist in HOST_DISTRIBUTIONS:
+            return False
+    codes = dense_native_codes([f.tensor for f in fills])
+    if codes is None or None in codes:
         return False
     rows = []
-    inference_refused = not torch.is_inference_mode_enabled()
-    is_functional = torch._is_functional_tensor
     with torch._C.DisableTorchFunction():  # fastinit's own look at the metadata
-        for f in fills:
+        for f, code in zip(fills, codes):
             t = f.tensor
-            code = _NATIVE_DTYPE_CODES.get(t.dtype)
-            if (code is None or f.layout is not None or f.first_index
-                    or type(t) not in PLAIN_TENSOR_TYPES or not t.is_cpu
-                    or f.dist in HOST_DISTRIBUTIONS or t.dim() > MAX_DIMS or t.is_neg()
-                    or is_functional(t) or (inference_refused and t.is_inference())):
-                return False
             storage = t.untyped_storage()
             data = storage.data_ptr()
-            if not data or not t.numel():  # freed storage: execute raises its error
+            if not data:  # freed storage: execute raises its error
                 return False
             rows.append((t.data_ptr(), data, storage.nbytes(), t.storage_offset(), t.shape,
                          t.stride(), code, int(f.dist), f.params, f.seed, f.stream))
     if rows:
         _fill_rows(rows)
-        _increment_version([f.tensor for f in fills])
+        _increment_version(tuple(f.tensor for f in fills))
     return True
 
 

@@ -6,6 +6,7 @@ from typing import Sequence
 
 import torch
 
+from ..contract import draw_seed
 from ..plan import Fill, pack_descriptors
 
 NAME = "cpu"
@@ -47,6 +48,23 @@ def fill_tensors(tensors: Sequence[tuple]) -> None:
         ValueError: a layout a descriptor cannot hold; nothing is written.
     """
     _C.fill_tensors(tensors, torch.get_num_threads())
+
+
+def fill_tensor(data, storage_data, storage_nbytes, storage_offset, sizes, strides, dtype, dist,
+                params, seed, stream, generator) -> None:
+    """Plan and fill one whole dense tensor in one native call (see
+    ``_C.fill_tensor``), on as many threads as ``torch.get_num_threads()`` gives the calling
+    thread; the fields are those of a `fill_tensors` tuple.
+
+    Args:
+        seed: the seed, or None: ``contract.draw_seed(generator)``, drawn once every check has
+            passed.
+
+    Raises:
+        IndexError, ValueError: as `fill_tensors`; nothing is drawn or written.
+    """
+    _C.fill_tensor(data, storage_data, storage_nbytes, storage_offset, sizes, strides, dtype,
+                   dist, params, seed, stream, draw_seed, generator, torch.get_num_threads())
 
 
 def plan_tensors(tensors: Sequence[tuple]) -> bytes:

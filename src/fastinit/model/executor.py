@@ -10,17 +10,19 @@ are initialised once, under their first name.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional, Union
 
 import torch
 from torch import nn
 
 from ..contract import Distribution, check_seed, draw_seed, stream_for_name
-from ..fused import run_now, submit
+from ..backends import HOST_DISTRIBUTIONS, dense_native_codes, execute
+from ..fused import active_recorder, run_now, submit
+from ..recorder import storage_key
 from ..registry import BY_SPEC_KIND
 from ..plan import DTYPE_CODES, make_fill
 from ..sharding import local_index, local_tensor
-from .names import named_tensors, own_tensors, stream_name
+from .names import named_tensors, own_tensors, stream_name, walk
 from .rules import Rules, TensorInit, collect, default_rules_for, user_rules
 
 
@@ -44,20 +46,74 @@ class InitResult:
                 f"kept={self.kept}, untouched={self.untouched})")
 
 
-def plan_all(inits: list[TensorInit]) -> None:
-    for ti in inits:
-        ti.plan = ti.spec.plan(ti.tensor, ti.name)
+# Spec kinds whose planning may warn about the tensor (a mean far from [a, b]): planned for
+# every tensor, as alone, never taken from the plans of the pass.
+_PLANNED_PER_TENSOR = frozenset({"trunc_normal"})
+_STREAMS_CACHED = 1 << 16
+_streams: dict[str, int] = {}  # tensor name -> its stream
 
 
-def _stream(ti: TensorInit) -> int:
-    """A tensor's stream: blake2b-64 of its name without torch's wrapper segments."""
-    return stream_for_name(stream_name(ti.name))
+def plan_all(inits: list[TensorInit], dense_ok: Union[bool, Callable[[torch.Tensor], bool]] = False
+             ) -> None:
+    """Every tensor's plan; every error is raised here, before anything is written.
+
+    With `dense_ok` (True, or which tensors may go to the native call now), the tensors that
+    `backends.dense_native_codes` accepts get `dense` too, planned once per (spec, shape, dtype)
+    in the pass: for such a tensor the plan depends on nothing else."""
+    codes = dense_native_codes([ti.tensor for ti in inits]) if dense_ok else None
+    if codes is None:
+        for ti in inits:
+            ti.plan = ti.spec.plan(ti.tensor, ti.name)
+        return
+    plans: dict[tuple, tuple] = {}  # (id(spec), shape, dtype code) -> (plan, dense)
+    for ti, code in zip(inits, codes):
+        t = ti.tensor
+        if code is None or (dense_ok is not True and not dense_ok(t)):
+            ti.plan = ti.spec.plan(t, ti.name)
+            continue
+        key = (id(ti.spec), t.shape, code)
+        planned = plans.get(key)
+        if planned is None:
+            plan = ti.spec.plan(t, ti.name)
+            planned = (plan, _dense_row(t, code, plan))
+            if ti.spec.kind not in _PLANNED_PER_TENSOR:
+                plans[key] = planned
+        ti.plan, ti.dense = planned
+
+
+def _dense_row(tensor: torch.Tensor, code: int, plan: Optional[tuple]) -> Optional[tuple]:
+    """(dtype code, dist, params) of `tensor`'s plan as make_fill checks it, for the native call;
+    None for a plan it does not take (a structured init, a host-only distribution)."""
+    if plan is None or plan[0] in HOST_DISTRIBUTIONS:
+        return None
+    fill = make_fill(tensor, plan[0], plan[1], 0)
+    return code, int(fill.dist), fill.params
+
+
+def stream_of(name: str) -> int:
+    """A tensor's stream: blake2b-64 of its name without torch's wrapper segments (the names of
+    the latest passes kept, so that a model initialised again hashes none)."""
+    stream = _streams.get(name)
+    if stream is None:
+        stream = stream_for_name(stream_name(name))
+        if len(_streams) >= _STREAMS_CACHED:
+            _streams.clear()
+        _streams[name] = stream
+    return stream
 
 
 def execute_inits(inits: list[TensorInit], seed: int, result: InitResult) -> None:
-    fills, structured, int_constants = [], [], []
+    """Write every planned tensor: the dense ones (`plan_all`) in the pass's native call, now,
+    with the fills of the others (run now or recorded by `fused()`), then the integer constants
+    and structured inits."""
+    fills, dense, structured, int_constants = [], [], [], []
     with torch._C.DisableTorchFunction():  # fastinit's own look at the tensors' metadata
         for ti in inits:
+            if ti.dense is not None:
+                code, dist, params = ti.dense
+                dense.append((ti.tensor, code, dist, params, seed, stream_of(ti.name)))
+                result.fused.append(ti.name)
+                continue
             if ti.tensor.is_meta:
                 continue
             if ti.plan is None:
@@ -65,14 +121,19 @@ def execute_inits(inits: list[TensorInit], seed: int, result: InitResult) -> Non
             elif ti.tensor.dtype not in DTYPE_CODES and ti.plan[0] == Distribution.CONSTANT:
                 int_constants.append(ti)  # integer, bool and complex constants: torch's fill_
             else:
-                fills.append(make_fill(ti.tensor, ti.plan[0], ti.plan[1], seed, _stream(ti)))
+                fills.append(make_fill(ti.tensor, ti.plan[0], ti.plan[1], seed, stream_of(ti.name)))
             (result.structured if ti.plan is None else result.fused).append(ti.name)
-    submit(fills)
+    if dense and active_recorder() is None:
+        execute(fills, dense)
+    else:
+        if dense:
+            execute((), dense)
+        submit(fills)
     with torch.no_grad():
         for ti in int_constants:
             ti.tensor.fill_(ti.plan[1][0])
         for ti in structured:
-            BY_SPEC_KIND[ti.spec.kind].execute(ti.tensor, seed, _stream(ti), run_now,
+            BY_SPEC_KIND[ti.spec.kind].execute(ti.tensor, seed, stream_of(ti.name), run_now,
                                                **ti.spec.kwargs)
         for ti in inits:
             if not isinstance(ti.owner, (nn.Embedding, nn.EmbeddingBag)):
@@ -88,37 +149,51 @@ def resolve_seed(seed: Optional[int]) -> int:
     return draw_seed(None) if seed is None else check_seed(seed)
 
 
-def own_init_modules(module: nn.Module, prefix: str, covered: set[int]) -> list[tuple[str, nn.Module]]:
-    """Modules no rule covers that hold tensors of their own and can reset them."""
+def own_init_modules(modules: list[tuple[str, nn.Module]], covered: set[int]
+                     ) -> list[tuple[str, nn.Module]]:
+    """Of `modules` (`names.walk`), those no rule covers that hold tensors of their own and can
+    reset them."""
     out = []
-    for name, mod in module.named_modules(prefix=prefix):
+    for name, mod in modules:
         own = own_tensors(mod)
         if own and any(id(t) not in covered for t in own) and callable(getattr(mod, "reset_parameters", None)):
             out.append((name, mod))
     return out
 
 
+def _dense_now(own_block: bool) -> Union[bool, Callable[[torch.Tensor], bool]]:
+    """Which tensors the pass may write in its native call now: all (True) outside a `fused()`
+    block; inside one the caller owns (`own_block`, not a dry run), those whose memory holds no
+    pending fill (the block would write them later, in their order); else none (False: the
+    block records every fill)."""
+    recorder = active_recorder()
+    if recorder is None:
+        return True
+    if not own_block or recorder.dry_run:
+        return False
+    if not recorder.pending:
+        return True
+    return lambda t: not recorder.has_pending(storage_key(t))
+
+
 def run_pass(module: nn.Module, seed: Optional[int], prefix: str, rules_for, call_own: bool,
-         own_first: bool = False, initialised: frozenset = frozenset()) -> InitResult:
-    """`initialised`: ids of tensors that already hold their values (the pass skips them)."""
+             initialised: frozenset = frozenset(), own_block: bool = False) -> InitResult:
+    """`initialised`: ids of tensors that already hold their values (the pass skips them).
+    `own_block`: the active `fused()` block is the caller's own, and nothing reads its record
+    of the pass's writes (materialize), so the pass may write whole plain CPU tensors at once."""
     result = InitResult(seed=resolve_seed(seed))
     with torch._C.DisableTorchFunction():  # fastinit's own look at the tensors' metadata
-        inits, tensors = collect(module, prefix, rules_for)
-        inits = [ti for ti in inits if id(ti.tensor) not in initialised]
-        plan_all(inits)  # every error is raised here, before anything is written
+        modules = walk(module, prefix)
+        inits, tensors = collect(module, prefix, rules_for, modules)
+        if initialised:
+            inits = [ti for ti in inits if id(ti.tensor) not in initialised]
+        plan_all(inits, _dense_now(own_block))  # every error is raised here, before anything is written
         covered = {id(ti.tensor) for ti in inits} | initialised
-        own = own_init_modules(module, prefix, covered) if call_own else []
-
-    def call_own_resets():
-        for name, mod in own:
-            mod.reset_parameters()
-            result.not_fused.append(name or type(mod).__name__)
-
-    if own_first:  # materialize with rules: the rules' values win over a module's own reset
-        call_own_resets()
+        own = own_init_modules(modules, covered) if call_own else []
     execute_inits(inits, result.seed, result)
-    if not own_first:
-        call_own_resets()
+    for name, mod in own:
+        mod.reset_parameters()
+        result.not_fused.append(name or type(mod).__name__)
     covered |= {id(t) for _, mod in own for t in named_tensors(mod).values()}
     result.untouched = [name for name, t in tensors.items() if id(t) not in covered]
     return result

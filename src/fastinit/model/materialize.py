@@ -10,7 +10,7 @@ from torch import nn
 
 from ..contract import seeds_from
 from ..errors import InitValueError
-from ..fused import fused
+from ..fused import active_recorder, fused
 from .executor import InitResult, resolve_seed, run_pass
 from .names import lookup, named_tensors, tied_aliases
 from .hugging_face import is_hugging_face_model
@@ -176,6 +176,7 @@ def materialize(module: nn.Module, device=None, dtype: Optional[torch.dtype] = N
     recipes = {n: r for n, r in recorded.items() if r is not None and id(tensors[n]) not in kept}
     with torch.no_grad(), _generators_from(seed, device):
         replayed, not_replayable = _replay_constructors(module, recipes, seed)
+    own_block = active_recorder() is None  # not inside a block of the caller's
     with fused() as recorder, torch.no_grad(), _generators_from(seed, device):
         written = kept | {id(tensors[n]) for n in replayed}
         model_written: list[str] = []
@@ -195,10 +196,12 @@ def materialize(module: nn.Module, device=None, dtype: Optional[torch.dtype] = N
             frozenset(id(ti.tensor) for ti in collect(module, "", rules_for)[0])
         with _set_aside(module, kept_params):  # a module's own reset_parameters may hold kept ones
             result = run_pass(module, seed, "", lambda mod, _: default_rules_for(mod),
-                              call_own=True, initialised=written | rule_covered)
+                              call_own=True, initialised=written | rule_covered,
+                              own_block=own_block)
         by_default = result.fused + result.structured
         if rules_for is not None:  # after the defaults: the rules win over a module's own reset
-            by_rules = run_pass(module, seed, "", rules_for, call_own=False, initialised=kept)
+            by_rules = run_pass(module, seed, "", rules_for, call_own=False, initialised=kept,
+                                own_block=own_block)
             result.fused += by_rules.fused
             result.structured += by_rules.structured
         result.model_init = [n for n in model_written if id(tensors[n]) not in kept]

@@ -2,8 +2,23 @@
 stream is derived from."""
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import nn
+
+
+_plain_attributes: dict[tuple[type, str], bool] = {}
+
+
+def plain_attribute(cls: type, local: str) -> bool:
+    """Whether attribute `local` of a module of class `cls` is found where Module.__getattr__
+    looks (`_parameters`, `_buffers`): a name without dots that the class does not define."""
+    key = (cls, local)
+    plain = _plain_attributes.get(key)
+    if plain is None:
+        plain = _plain_attributes[key] = "." not in local and not hasattr(cls, local)
+    return plain
 
 
 def lookup(module: nn.Module, local: str):
@@ -25,13 +40,40 @@ def lookup(module: nn.Module, local: str):
 # nn.Module's own walks: a model that overrides one (FSDP1 renames its parameters) is walked
 # through its own methods.
 _MODULE_WALKS = (nn.Module.named_parameters, nn.Module.named_buffers, nn.Module.named_modules)
+_NAMED_MODULES = nn.Module.named_modules
 
 
-def named_tensors(module: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
-    """Every parameter and buffer by its first fully qualified name (tied tensors once): the
-    parameters as `named_parameters` lists them, then the buffers as `named_buffers` does."""
+def _own_walks(module: nn.Module) -> bool:
     cls = type(module)
-    if (cls.named_parameters, cls.named_buffers, cls.named_modules) != _MODULE_WALKS:
+    return (cls.named_parameters, cls.named_buffers, cls.named_modules) == _MODULE_WALKS
+
+
+def walk(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
+    """`module.named_modules(prefix=prefix)` as a list: every submodule once, by its first name,
+    in the same order (one loop instead of a generator per module)."""
+    out: list[tuple[str, nn.Module]] = []
+    seen: set[int] = set()
+    stack = [(prefix, module)]
+    while stack:
+        name, mod = stack.pop()
+        if id(mod) in seen:
+            continue
+        if type(mod).named_modules is not _NAMED_MODULES:  # a module with a walk of its own
+            return list(module.named_modules(prefix=prefix))
+        seen.add(id(mod))
+        out.append((name, mod))
+        children = [(f"{name}.{local}" if name else local, child)
+                    for local, child in mod._modules.items() if child is not None]
+        stack.extend(reversed(children))
+    return out
+
+
+def named_tensors(module: nn.Module, prefix: str = "",
+                  modules: Optional[list[tuple[str, nn.Module]]] = None) -> dict[str, torch.Tensor]:
+    """Every parameter and buffer by its first fully qualified name (tied tensors once): the
+    parameters as `named_parameters` lists them, then the buffers as `named_buffers` does.
+    `modules`: `walk(module, prefix)`, when the caller has it."""
+    if not _own_walks(module):
         return dict(list(module.named_parameters(prefix=prefix)) +
                     list(module.named_buffers(prefix=prefix)))
     # one walk, by id (a tensor's hash would go through any active torch function mode)
@@ -39,7 +81,7 @@ def named_tensors(module: nn.Module, prefix: str = "") -> dict[str, torch.Tensor
     buffers: dict[str, torch.Tensor] = {}
     seen_params: set[int] = set()
     seen_buffers: set[int] = set()
-    for mod_name, mod in module.named_modules(prefix=prefix):
+    for mod_name, mod in walk(module, prefix) if modules is None else modules:
         dot = mod_name + "." if mod_name else ""
         for local, t in mod._parameters.items():
             if t is not None and id(t) not in seen_params:

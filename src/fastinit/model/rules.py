@@ -13,7 +13,7 @@ from torch import nn
 from .. import spec
 from ..errors import InitValueError
 from ..gains import _calculate_fan_in_and_fan_out
-from .names import lookup, named_tensors
+from .names import lookup, named_tensors, plain_attribute, walk
 
 
 SQRT5 = math.sqrt(5.0)
@@ -90,6 +90,37 @@ if hasattr(nn, "RMSNorm"):
     DEFAULT_RULES[nn.RMSNorm] = _affine
 
 
+def _no_inputs(m) -> tuple:
+    return ()
+
+
+def _weight_shape_and_bias(m) -> tuple:
+    params = m._parameters
+    cls = type(m)
+    weight = params.get("weight") if plain_attribute(cls, "weight") else None
+    if weight is None:
+        weight = m.weight
+    bias = params["bias"] if "bias" in params and plain_attribute(cls, "bias") else \
+        getattr(m, "bias", None)
+    return tuple(weight.shape), bias is None
+
+
+# What each default rule reads of its module: modules of one layer type with equal inputs get
+# the same rules, computed once (`default_rules_for`).
+RULE_INPUTS: dict[Callable, Callable[[nn.Module], tuple]] = {
+    _linear_like: _weight_shape_and_bias,
+    _bilinear: lambda m: tuple(m.weight.shape),
+    _affine: _no_inputs,
+    _norm_with_stats: _no_inputs,
+    _embedding: _no_inputs,
+    _recurrent: lambda m: (m.hidden_size,
+                           tuple((name, t is None) for name, t in m._parameters.items())),
+    _multihead_attention: _no_inputs,
+    _prelu: lambda m: (m.init,),
+}
+_RULES_CACHE_SIZE = 4096
+
+
 # module class -> (its reset_parameters when it was looked up, its default layer type or None)
 _layer_type_cache: dict[type, tuple[object, Optional[type]]] = {}
 
@@ -112,43 +143,73 @@ def default_layer_type(module: nn.Module) -> Optional[type]:
     return found
 
 
+# (rule, its inputs) -> the rules: {local name: spec}, shared by every module they fit; read only
+_rules_cache: dict[tuple, dict] = {}
+
+
 def default_rules_for(module: nn.Module) -> Optional[dict]:
-    """The default rules of `module`'s layer type (see `default_layer_type`), or None."""
+    """The default rules of `module`'s layer type (see `default_layer_type`), or None. The
+    returned dict (and its specs) may be shared between modules: read it, do not change it."""
     cls = default_layer_type(module)
-    return None if cls is None else DEFAULT_RULES[cls](module)
+    if cls is None:
+        return None
+    rule = DEFAULT_RULES[cls]
+    inputs = RULE_INPUTS.get(rule)
+    if inputs is None:  # a rule of unknown inputs: computed for every module
+        return rule(module)
+    key = (rule, inputs(module))
+    rules = _rules_cache.get(key)
+    if rules is None:
+        rules = rule(module)
+        if len(_rules_cache) >= _RULES_CACHE_SIZE:
+            _rules_cache.clear()
+        _rules_cache[key] = rules
+    return rules
 
 
 @dataclass(slots=True)
 class TensorInit:
-    """One parameter or buffer of the pass: its name, tensor, spec and contract plan."""
+    """One parameter or buffer of the pass: its name, tensor, spec and contract plan; `dense`:
+    (dtype code, dist, params) when the C++ backend fills it whole in the pass's native call."""
 
     name: str
     tensor: torch.Tensor
     spec: spec.Spec
     plan: Optional[tuple] = None
     owner: Optional[nn.Module] = None
+    dense: Optional[tuple] = None
 
 
-def collect(module: nn.Module, prefix: str, rules_for: Callable[[nn.Module, str], dict]
-             ) -> tuple[list[TensorInit], dict[str, torch.Tensor]]:
-    """Every (name, tensor, spec) of the pass; tied tensors once, under their first name."""
-    tensors = named_tensors(module, prefix)
+def collect(module: nn.Module, prefix: str, rules_for: Callable[[nn.Module, str], dict],
+            modules: Optional[list[tuple[str, nn.Module]]] = None
+            ) -> tuple[list[TensorInit], dict[str, torch.Tensor]]:
+    """Every (name, tensor, spec) of the pass; tied tensors once, under their first name.
+    `modules`: `names.walk(module, prefix)`, when the caller has it."""
+    if modules is None:
+        modules = walk(module, prefix)
+    tensors = named_tensors(module, prefix, modules)
     first_name = {id(t): name for name, t in tensors.items()}
     assigned: dict[str, TensorInit] = {}
-    for mod_name, mod in module.named_modules(prefix=prefix):
+    Spec = spec.Spec
+    for mod_name, mod in modules:
         rules = rules_for(mod, mod_name)
         if rules is None:
             continue
+        dot = mod_name + "." if mod_name else ""
+        cls, params, attributes = type(mod), mod._parameters, mod.__dict__
         for local, sp in rules.items():
-            t = lookup(mod, local)
-            if not isinstance(t, torch.Tensor):
-                continue  # a missing bias (None) is fine
+            t = params.get(local) if plain_attribute(cls, local) and local not in attributes \
+                else None
+            if t is None:
+                t = lookup(mod, local)
+                if not isinstance(t, torch.Tensor):
+                    continue  # a missing bias (None) is fine
             name = first_name.get(id(t))
             if name is None:
-                name = f"{mod_name}.{local}" if mod_name else local
+                name = dot + local
             if name in assigned:
                 continue  # an ancestor's rule (or a tied alias) already covers it
-            assigned[name] = TensorInit(name, t, sp if type(sp) is spec.Spec else spec.as_spec(sp),
+            assigned[name] = TensorInit(name, t, sp if type(sp) is Spec else spec.as_spec(sp),
                                         owner=mod)
     return list(assigned.values()), tensors
 
