@@ -222,3 +222,39 @@ def test_client_models_from_meta_init_have_their_constructor_distributions(libra
         # plain meta loses the constructor's init; timm's ResNet does its init in an
         # init_weights() method, which materialize runs, so it has the same distributions
         assert mismatches(built(factory, "meta"), ref)
+
+
+class BadStd(nn.Module):
+    def __init__(self, std):
+        super().__init__()
+        self.w = nn.Parameter(torch.empty(4, 4))
+        self.w.data.normal_(0.0, std)
+
+
+class RandomFills(nn.Module):
+    """Random fills of parameters in the constructor, in every form the recorder skips on meta."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Parameter(torch.empty(8, 8))
+        self.b = nn.Parameter(torch.empty(8, 8, dtype=torch.float64))
+        self.c = nn.Parameter(torch.empty(16))
+        self.d = nn.Parameter(torch.empty(3, 5))
+        self.a.data.normal_(0.5, 0.25)
+        nn.init.normal_(self.b, std=3.0)
+        self.c.data.uniform_(-2, 7)
+        nn.init.uniform_(self.d, a=1.0, b=1.0)
+
+
+def test_random_fills_on_meta_are_checked_and_replayed():
+    """A constructor's normal_ / uniform_ on meta is not run (torch computes it on meta through
+    a slow decomposition) but still checked at the call, and materialize replays it."""
+    got = built(RandomFills, "meta_init")
+    ref = built(RandomFills, "plain")
+    assert mismatches(got, ref) == {}
+    assert (got.d == 1.0).all() and (-2 <= got.c).all() and (got.c < 7).all()
+    with pytest.raises(RuntimeError, match="std"):
+        with fastinit.meta_init():
+            BadStd(-1.0)
+    with pytest.raises(RuntimeError, match="std"):
+        BadStd(-1.0)  # the same error as without meta_init

@@ -6,6 +6,7 @@ import contextlib
 import threading
 from typing import Iterator
 
+import torch
 from torch import nn
 
 from .recipes import ConstructorRecorder
@@ -19,10 +20,12 @@ _register_parameter = nn.Module.register_parameter
 def _register_parameter_on_meta(self: nn.Module, name: str, param) -> None:
     recorder = getattr(_meta_init_state, "recorder", None)
     if recorder is not None and param is not None:
-        recipe = recorder.recipe_of(param)
-        if not param.is_meta:
-            param = type(param)(param.detach().to("meta"), requires_grad=param.requires_grad)
-        recorder.adopt(param, recipe)
+        # the recorder's own steps (its recipe is adopted whole): not recorded ops
+        with torch._C.DisableTorchFunction():
+            recipe = recorder.recipe_of(param)
+            if not param.is_meta:
+                param = type(param)(param.detach().to("meta"), requires_grad=param.requires_grad)
+            recorder.adopt(param, recipe)
     _register_parameter(self, name, param)
 
 
