@@ -120,6 +120,12 @@ def seeds_from(generator: torch.Generator) -> Iterator[None]:
         _seed_source.generator = previous
 
 
+def thread_generator() -> torch.Generator | None:
+    """The generator `seeds_from` gives this thread's drop-in calls, or None (torch's default CPU
+    generator)."""
+    return getattr(_seed_source, "generator", None)
+
+
 _seed_buffers = threading.local()
 
 
@@ -140,7 +146,7 @@ def draw_seed(generator: torch.Generator | None) -> int:
     ``torch.device(...)`` context (meta, cuda) says. Callers have checked `generator`'s type.
     """
     if generator is None:
-        generator = getattr(_seed_source, "generator", None)
+        generator = thread_generator()
     if (generator is None or (type(generator) is torch.Generator
                               and generator.device.type == "cpu")) \
             and torch._C._get_dispatch_mode(_FAKE_MODE) is None:
@@ -161,7 +167,7 @@ def draw_seeds(generator: torch.Generator | None, count: int) -> list[int]:
     if count <= 0:
         return []
     if generator is None:
-        generator = getattr(_seed_source, "generator", None)
+        generator = thread_generator()
     if generator is None or generator.device.type == "cpu":
         # a real draw even inside FakeTensorMode (whole-model init of fake tensors draws its
         # seed as it does for meta tensors; drop-in fills of fake tensors draw none)
