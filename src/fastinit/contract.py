@@ -105,14 +105,20 @@ def check_generator(generator) -> None:
         )
 
 
-_seed_source = threading.local()
+class _SeedSource(threading.local):
+    """Per thread: the generator `seeds_from` set (a class default, so that reading it where
+    none is set raises and catches no AttributeError)."""
+    generator: torch.Generator | None = None
+
+
+_seed_source = _SeedSource()
 
 
 @contextlib.contextmanager
 def seeds_from(generator: torch.Generator) -> Iterator[None]:
     """Inside the block, this thread's drop-in calls without a `generator` draw their seeds from
     `generator` instead of torch's default CPU generator (which is left untouched)."""
-    previous = getattr(_seed_source, "generator", None)
+    previous = _seed_source.generator
     _seed_source.generator = generator
     try:
         yield
@@ -123,7 +129,7 @@ def seeds_from(generator: torch.Generator) -> Iterator[None]:
 def thread_generator() -> torch.Generator | None:
     """The generator `seeds_from` gives this thread's drop-in calls, or None (torch's default CPU
     generator)."""
-    return getattr(_seed_source, "generator", None)
+    return _seed_source.generator
 
 
 _seed_buffers = threading.local()
