@@ -65,8 +65,9 @@ def test_batchnorms(benchmark, n):
 
 
 CNNS = [("torchvision", "densenet121"), ("torchvision", "regnet_y_400mf"),
-        ("torchvision", "efficientnet_b0"), ("torchvision", "resnet50"), ("timm", "resnet50"),
-        ("timm", "efficientnet_b0")]
+        ("torchvision", "efficientnet_b0"), ("torchvision", "mobilenet_v3_large"),
+        ("torchvision", "resnet50"), ("timm", "resnet50"), ("timm", "efficientnet_b0"),
+        ("timm", "efficientnetv2_rw_t"), ("timm", "regnety_016"), ("timm", "mobilenetv3_large_100")]
 
 
 @pytest.mark.parametrize("library,name", CNNS)

@@ -130,7 +130,8 @@ def triton_fill(targets: list[torch.Tensor], table: torch.Tensor, groups: list[i
         check_table(targets, host)
         check_groups(len(targets), host, groups)
         if len(targets) > 1:  # offsets from each row's tensor -> offsets from targets[0]
-            deltas = [(t.data_ptr() - base.data_ptr()) // base.element_size() for t in targets]
+            address, esize = base.data_ptr(), base.element_size()
+            deltas = [(t.data_ptr() - address) // esize for t in targets]
             host = host.copy()
             host[:len(targets) * words].reshape(len(targets), words)[:, DESC_BASE_OFFSET.value] \
                 += deltas

@@ -11,13 +11,17 @@ PTX's .target line), whose figures the report gives. ``cubin_registers`` is what
 cubin uses (cuobjdump -res-usage), a cross-check.
 
 CUDA: csrc/cuda/fill_cuda.cu through nvcc with setup.py's NVCC_FLAGS plus ``-Xptxas -v``, one
-architecture per compile; every __global__ kernel instance is one row (``ptx`` is null there).
+architecture per compile; every __global__ kernel instance is one row. nvcc keeps the PTX it
+assembled (``-keep``), moved into the same folder as fill_cuda_sm<arch>.ptx: the ``ptx`` of
+every CUDA row of that architecture, which holds every kernel (``function`` names the row's).
 
 Every compile starts from an empty Triton cache, so compile_s is a real compile; it is CPU
 seconds (this process and the ptxas / nvcc it runs), which on an idle machine is the wall-clock
 time of the compile and on a shared one does not grow with the other jobs. The PTX of
-each Triton variant is kept in a folder made by tempfile.mkdtemp (prefix fastinit-gpu-static-,
-printed on stderr, never deleted by this script), so ptxas can be run on it again afterwards.
+each Triton variant and of each CUDA compile is kept in a folder made by tempfile.mkdtemp
+(prefix fastinit-gpu-static-, printed on stderr, never deleted by this script), so ptxas can
+be run on it again afterwards (``run_ptxas``: Triton's ptxas and flags for a Triton row,
+nvcc's ptxas with the flags nvcc gave it, ``NVCC_PTXAS_FLAGS``, for a CUDA row).
 
 Usage:
     python scripts/gpu_static_report.py [--json] [--arch 80 90] [--dtype float32 ...]
@@ -25,7 +29,8 @@ Usage:
 
 ``--json`` prints a list of objects with the keys backend ("triton" or "cuda"), arch (80 or
 90), kernel, dtype (the output dtype), registers, spill_bytes (spill stores plus loads),
-compile_s, ptx (path or null), cubin_registers (Triton) and sass_per_element (Triton: SASS
+compile_s, ptx (the PTX file's path), function (CUDA: the kernel's mangled name in that
+file), cubin_registers (Triton) and sass_per_element (Triton: SASS
 instructions of the kernel per output element of one tile iteration, see docs/roofline.md).
 Without it, a table; ``--roofline``: the paper roofline of docs/roofline.md (markdown). Exits 1
 when a compiler is missing.
@@ -49,6 +54,9 @@ TRITON_TYPES = {"float32": "*fp32", "bfloat16": "*bf16", "float16": "*fp16", "fl
 # ptxas flags of Triton's own make_cubin (triton/backends/nvidia/compiler.py) for a kernel
 # launched with enable_fp_fusion=False; --regAllocOptLevel=2 where this Triton passes it.
 PTXAS_BASE_FLAGS = ["-v", "--fmad=false"]
+# The flags nvcc passes to ptxas besides -arch for setup.py's NVCC_FLAGS with -Xptxas -v
+# (`nvcc -dryrun` shows them): --fmad=false reaches ptxas as "--fmad false".
+NVCC_PTXAS_FLAGS = ["-m64", "-v", "--fmad", "false"]
 REGISTER_LIMIT = 128
 
 
@@ -103,17 +111,40 @@ def parse_ptxas(log: str) -> dict[str, dict]:
     return out
 
 
-def run_ptxas(ptx_path: str, arch: int) -> dict:
-    """{registers, spill_bytes, stack_bytes} of the one kernel in a Triton PTX file."""
+def setup_module():
+    """fastinit's setup.py as a module (its compile flags and nvcc lookup)."""
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
+    import setup
+
+    return setup
+
+
+def nvcc_ptxas(nvcc: str) -> str:
+    """The ptxas that `nvcc` runs (the one beside it in its toolkit)."""
+    return os.path.join(os.path.dirname(os.path.realpath(nvcc)), "ptxas")
+
+
+def run_ptxas(ptx_path: str, arch: int, backend: str = "triton", function: str | None = None
+              ) -> dict:
+    """{registers, spill_bytes, stack_bytes} of a kernel of a reported PTX file, assembled
+    again as its compiler assembled it: a Triton PTX (one kernel) by Triton's ptxas with
+    ``ptxas_flags()``; a CUDA PTX (every kernel of fill_cuda.cu) by nvcc's ptxas with
+    ``NVCC_PTXAS_FLAGS``, `function` (a row's mangled name) the kernel reported."""
     with open(ptx_path) as f:
         target = re.search(r"^\.target\s+(\w+)", f.read(), re.M).group(1)
-    ptxas = triton_bin("ptxas", arch)
-    log = subprocess.run([ptxas, *ptxas_flags(), f"--gpu-name={target}", ptx_path, "-o",
-                          ptx_path + ".cubin"], capture_output=True, text=True, check=True)
+    if backend == "triton":
+        command = [triton_bin("ptxas", arch), *ptxas_flags(), f"--gpu-name={target}"]
+    else:
+        command = [nvcc_ptxas(setup_module().find_nvcc()[0]), f"-arch={target}",
+                   *NVCC_PTXAS_FLAGS]
+    log = subprocess.run([*command, ptx_path, "-o", ptx_path + ".cubin"], capture_output=True,
+                         text=True, check=True)
     functions = parse_ptxas(log.stdout + log.stderr)
-    (figures,) = [f for f in functions.values() if f["entry"]]
+    (name,) = [n for n, f in functions.items() if f["entry"] and function in (None, n)]
     # spills of the device functions it calls count as the kernel's
-    return {**figures, "spill_bytes": sum(f["spill_bytes"] for f in functions.values())}
+    called_spills = sum(f["spill_bytes"] for f in functions.values() if not f["entry"])
+    return {**functions[name], "spill_bytes": functions[name]["spill_bytes"] + called_spills}
 
 
 def sass_instructions(cubin_path: str, arch: int) -> list[str]:
@@ -208,22 +239,28 @@ def sass_per_element(lines: list[str], f64: bool, strided: bool) -> float:
 
 
 def compile_cuda(arch: int, folder: str) -> list[dict]:
-    """nvcc with setup.py's flags and -Xptxas -v for one architecture: one row per kernel."""
-    sys.path.insert(0, ROOT)
-    import setup as fastinit_setup
+    """nvcc with setup.py's flags and -Xptxas -v for one architecture: one row per kernel. The
+    PTX nvcc assembled (kept with -keep) is moved to `folder` as fill_cuda_sm<arch>.ptx."""
     from fastinit.contract import DTYPE_CODES
 
+    fastinit_setup = setup_module()
     nvcc, _ = fastinit_setup.find_nvcc()
     flags = [f for f in fastinit_setup.NVCC_FLAGS if not f.startswith("-Xcompiler")]
     obj = os.path.join(folder, f"fill_cuda_sm{arch}.o")
-    command = [nvcc, "-c", os.path.join(ROOT, fastinit_setup.CUDA_SOURCES[0]), "-o", obj,
-               *flags, f"-I{fastinit_setup.CSRC}", "-gencode",
-               f"arch=compute_{arch},code=sm_{arch}", "-Xptxas", "-v"]
+    keep = tempfile.mkdtemp(prefix=f"nvcc-sm{arch}-", dir=folder)
+    source = os.path.join(ROOT, fastinit_setup.CUDA_SOURCES[0])
+    command = [nvcc, "-c", source, "-o", obj, *flags, f"-I{fastinit_setup.CSRC}", "-gencode",
+               f"arch=compute_{arch},code=sm_{arch}", "-Xptxas", "-v", "-keep", "-keep-dir",
+               keep]
     start = cpu_seconds()
     log = subprocess.run(command, capture_output=True, text=True)
     seconds = cpu_seconds() - start
     if log.returncode:
         raise RuntimeError(f"{' '.join(command)} failed:\n{log.stderr}")
+    ptx = os.path.join(folder, f"fill_cuda_sm{arch}.ptx")
+    stem = os.path.splitext(os.path.basename(source))[0]
+    os.replace(os.path.join(keep, stem + ".ptx"), ptx)
+    shutil.rmtree(keep)  # the other intermediates (preprocessed sources: megabytes)
     with open(obj + ".ptxas.log", "w") as f:
         f.write(log.stderr + log.stdout)
     names = {code: str(dtype).replace("torch.", "") for dtype, code in DTYPE_CODES.items()}
@@ -241,7 +278,7 @@ def compile_cuda(arch: int, folder: str) -> list[dict]:
                      "registers": figures["registers"],
                      # spills in device functions (none in a clean build) count for every kernel
                      "spill_bytes": figures["spill_bytes"] + called_spills,
-                     "compile_s": round(seconds, 2), "ptx": None})
+                     "compile_s": round(seconds, 2), "ptx": ptx, "function": mangled})
     return sorted(rows, key=lambda r: (r["kernel"], r["dtype"]))
 
 

@@ -563,3 +563,76 @@ def test_write_log_queries_on_a_flat_buffer_of_many_parameters(monkeypatch):
         + ["add_ on part", "mul_ on part", "constant(0) on part"])
     assert not recorder.by_fastinit(flat)
     assert not recorder.wrote(torch.empty(4))  # negative control: memory the block never wrote
+
+
+# --- constant fills recorded without the drop-in call ------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_constant_fills_are_recorded_with_fastinits_values(dtype, written):
+    """fill_ / zero_ / torch.nn.init's constants / torch.zeros and ones, recorded directly: the
+    values of fastinit's constant_ (torch's fill_ rounding, -0.0 kept), one write each, logged
+    as fastinit's fills; a later covering fill drops them."""
+    values = (0.1, -0.0, 1 / 3, 1e-8, 2 ** -24, -7, 0, 1.0)
+    with fastinit.fused() as recorder:
+        got = [torch.empty(5, dtype=dtype).fill_(v) for v in values]
+        zeros, ones = torch.zeros(3, dtype=dtype), torch.ones(2, 2, dtype=dtype)
+        p = nn.Parameter(torch.empty(6, dtype=dtype))
+        nn.init.constant_(p, 0.25)
+        covered = torch.empty(4, dtype=dtype)
+        nn.init.zeros_(covered)
+        fastinit.normal_(covered, seed=3)     # drops the zeros_
+        assert len(recorder.pending) == len(values) + 4 and recorder.dropped == 1
+        assert recorder.describe(p) == "constant(0.25)" and recorder.by_fastinit(p)
+        assert recorder.describe(ones) == "constant(1)"
+        with fastinit.fused() as alone:       # the drop-in call's record, for comparison
+            want = alone.describe(fastinit.constant_(torch.empty(5, dtype=dtype), 0.1))
+        assert recorder.describe(got[0]) == want and want.startswith("constant(0.")  # rounded
+    assert written["elements"] == 5 * len(values) + 3 + 4 + 6 + 4  # each written once
+    for g, v in zip(got, values):
+        assert_bitwise(g, fastinit.constant_(torch.empty(5, dtype=dtype), v))
+        assert_bitwise(g, torch.empty(5, dtype=dtype).fill_(v))
+    assert_bitwise(zeros, torch.zeros(3, dtype=dtype))
+    assert_bitwise(ones, torch.ones(2, 2, dtype=dtype))
+    assert_bitwise(p.detach(), torch.full((6,), 0.25, dtype=dtype))
+    assert_bitwise(covered, fastinit.normal_(torch.empty(4, dtype=dtype), seed=3))
+
+
+def test_constant_fills_keep_their_errors_and_other_tensors_take_the_drop_in_path():
+    with fastinit.fused() as recorder:
+        with pytest.raises(fastinit.InitValueError, match="overflow"):
+            nn.init.constant_(torch.empty(4, dtype=torch.float16), 1e6)
+        t = torch.empty(4)
+        t.untyped_storage().resize_(0)        # freed (as by FSDP): raises at the call
+        with pytest.raises(RuntimeError, match="not allocated"):
+            nn.init.zeros_(t)
+        assert recorder.pending == []
+        ints = torch.empty(3, dtype=torch.int64)
+        ints.fill_(7)                         # torch's own fill
+        strided = torch.empty(4, 4).t()
+        strided.fill_(2.0)                    # not dense: the drop-in path records it
+        assert len(recorder.pending) == 1
+    assert (ints == 7).all() and (strided == 2).all()
+    with fastinit.fused(dry_run=True) as recorder:  # a dry run writes nothing
+        m = torch.full((4,), 7.0)
+        nn.init.ones_(m)
+        assert len(recorder.pending) == 1
+    assert (m == 7).all()
+
+
+def test_a_pass_of_many_small_tensors_is_one_native_call(monkeypatch):
+    """The pass of whole plain CPU tensors: one native call, the values of the calls one by
+    one, the tensors' version counters bumped."""
+    from fastinit.backends import cpu
+    calls = []
+    real = cpu.fill_tensors
+    monkeypatch.setattr(cpu, "fill_tensors", lambda rows: (calls.append(len(rows)), real(rows))[1])
+    tensors = [torch.empty(3 + i % 5, dtype=(torch.float32, torch.bfloat16)[i % 2]) for i in range(50)]
+    versions = [t._version for t in tensors]
+    with fastinit.fused():
+        for i, t in enumerate(tensors):
+            fastinit.normal_(t, seed=i)
+    assert calls == [50]
+    for i, t in enumerate(tensors):
+        assert t._version > versions[i]
+        assert_bitwise(t, fastinit.normal_(torch.empty_like(t), seed=i))

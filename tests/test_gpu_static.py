@@ -1,8 +1,8 @@
 """The GPU kernels compiled ahead of time, without a GPU (scripts/gpu_static_report.py): every
 Triton variant and CUDA kernel for sm_80 and sm_90 uses at most 128 registers and spills
 nothing, each Triton variant compiles in at most 10 s, and ptxas run again on a reported PTX
-file gives the report's figures. Skips only where Triton's bundled ptxas (Triton) or nvcc
-(CUDA) is absent.
+file (Triton's, and the PTX nvcc kept) gives the report's figures. Skips only where Triton's
+bundled ptxas (Triton) or nvcc (CUDA) is absent.
 """
 import importlib.util
 import json
@@ -72,7 +72,17 @@ def test_ptxas_on_a_reported_ptx_agrees(triton_rows):
     """ptxas run separately on reported PTX files gives the report's registers and spills."""
     for row in (triton_rows[0], triton_rows[len(triton_rows) // 2], triton_rows[-1]):
         assert os.path.isfile(row["ptx"])
-        again = report.run_ptxas(row["ptx"], row["arch"])
+        again = report.run_ptxas(row["ptx"], row["arch"], "triton")
+        assert (again["registers"], again["spill_bytes"]) == (row["registers"],
+                                                               row["spill_bytes"])
+
+
+def test_ptxas_on_a_reported_cuda_ptx_agrees(cuda_rows):
+    """nvcc's ptxas run separately on the PTX nvcc kept gives the report's registers and
+    spills for the row's kernel (each architecture's PTX holds every kernel)."""
+    for row in (cuda_rows[0], cuda_rows[len(cuda_rows) // 2 + 1], cuda_rows[-1]):
+        assert os.path.isfile(row["ptx"]) and row["ptx"].endswith(f"sm{row['arch']}.ptx")
+        again = report.run_ptxas(row["ptx"], row["arch"], "cuda", row["function"])
         assert (again["registers"], again["spill_bytes"]) == (row["registers"],
                                                                row["spill_bytes"])
 

@@ -401,3 +401,104 @@ def test_rows_planned_natively_equal_the_python_packing(make):
 def test_rows_of_tensors_without_memory_are_packed_in_python():
     fills = [make_fill(torch.empty(4, 4, device="meta"), plan.Distribution.NORMAL, [0.0, 1.0], 1)]
     assert triton_backend.natively_packed(fills) is None
+
+
+def _refusal(targets, table):
+    """check_table's message for `table`, or None when it passes."""
+    try:
+        launch_table.check_table(targets, table)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def test_the_row_screen_refuses_exactly_what_the_exact_check_refuses(monkeypatch):
+    """check_table screens a launch of many rows with NumPy (``_rows_to_check``) and checks
+    exactly only the rows it could not clear: over random corruptions of a 40-row table (every
+    word of a row, edge values, sums and products that wrap int64, freed storage, a tensor of
+    another dtype) it refuses with the message of the exact check of every row, or passes
+    where that passes."""
+    rng = np.random.default_rng(20261203)
+    dist, params = distributions(torch.float32)["uniform"]
+    shared = poisoned((4096,), torch.float32, DEVICE)
+    makers = [lambda i: guarded((100,), torch.float32)[0],
+              lambda i: guarded((12, 9), torch.float32, transpose=True)[0],
+              lambda i: shared[64 * i:64 * i + 48].view(6, 8)[:, 1:7],
+              lambda i: guarded((), torch.float32)[0]]
+    n = 40
+    assert n >= launch_table.SCREEN_MIN_ROWS
+    targets = [makers[i % len(makers)](i) for i in range(n)]
+    fills = plan.descriptor_fills([make_fill(t, dist, params, 7, i) for i, t in enumerate(targets)])
+    good = table_of(fills).numpy()
+    targets = [f.tensor for f in fills]
+    assert _refusal(targets, good) is None
+    unaligned = bytearray(4 * 200 + 4)
+    edge = [0, 1, -1, 2, 3, 99, 100, 2**31, 2**32, 2**62, 2**63 - 1, -2**63, 2**62 + 1]
+
+    def corrupted():
+        table, chosen = good.copy(), list(targets)
+        for _ in range(int(rng.integers(1, 3))):
+            row, word = int(rng.integers(n)), int(rng.integers(WORDS))
+            at = row * WORDS + word
+            kind = rng.integers(4)
+            if kind == 0:
+                table[at] = edge[rng.integers(len(edge))]
+            elif kind == 1:
+                table[at] += int(rng.integers(-3, 4))
+            elif kind == 2:  # one int32 half of a paired word (dist and dtype, ndim)
+                at = row * WORDS + DESCRIPTOR_WORDS["dist" if rng.integers(2) else "ndim"]
+                half = int(rng.integers(-2, 12)) & 0xFFFFFFFF
+                table[at] = (int(table[at]) & ~0xFFFFFFFF) | half if rng.integers(2) \
+                    else np.int64(np.uint64((half << 32) | (int(table[at]) & 0xFFFFFFFF)))
+            else:
+                table[at] = (int(table[at]) * int(rng.integers(2, 5)) + 2**63) % 2**64 - 2**63
+        if rng.integers(6) == 0:  # row's tensor: another dtype, freed, too short, misaligned
+            row = int(rng.integers(n))
+            shape, numel = chosen[row].shape, chosen[row].numel()
+            kind = rng.integers(4)
+            if kind == 0:
+                other = torch.empty(shape, dtype=torch.float64)
+            elif kind == 1:  # a view at an offset: its address is not null, its storage's is
+                other = guarded(shape, torch.float32)[0]
+                other.untyped_storage().resize_(0)
+            elif kind == 2:
+                other = guarded(shape, torch.float32)[0]
+                other.untyped_storage().resize_(4 * max(1, numel // 2))
+            else:
+                other = torch.frombuffer(unaligned, dtype=torch.float32, offset=1,
+                                         count=numel).view(shape)
+            chosen[row] = other
+        return chosen, table
+
+    cases = [corrupted() for _ in range(300)]
+    wrapped = good.copy()  # sum (size - 1) * stride wraps int64 to a small value
+    wrapped[4 * WORDS + DESCRIPTOR_WORDS["stride"]] = 2**62
+    product = good.copy()  # sizes whose product wraps to numel 0
+    product[8 * WORDS + DESCRIPTOR_WORDS["numel"]] = 0
+    product[8 * WORDS + DESCRIPTOR_WORDS["ndim"]] = 2
+    product[8 * WORDS + DESCRIPTOR_WORDS["size"]] = 2**32
+    product[8 * WORDS + DESCRIPTOR_WORDS["size"] + 1] = 2**32
+    cases += [(targets, wrapped), (targets, product)]
+    for row in range(n):  # each row moved one element past either end of its tensor
+        for delta in (1, -1):
+            moved = good.copy()
+            moved[row * WORDS + DATA] += delta
+            cases.append((targets, moved))
+    for row in range(len(makers)):  # each kind of tensor, its storage just long enough or not
+        for short in (0, 1):
+            t = targets[row]
+            alone = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype)
+            alone.untyped_storage().resize_(alone.untyped_storage().nbytes() - 4 * short)
+            cases.append((targets[:row] + [alone] + targets[row + 1:], good))
+    screened = [_refusal(t, table) for t, table in cases]
+    monkeypatch.setattr(launch_table, "SCREEN_MIN_ROWS", 10**9)  # every row checked exactly
+    exact = [_refusal(t, table) for t, table in cases]
+    assert screened == exact
+    assert exact[300].startswith("descriptor 4: data: elements")
+    assert exact[301].startswith("descriptor 8: numel: 0 differs")
+    assert all(m and m.startswith(f"descriptor {i // 2}: data: ")
+               for i, m in enumerate(exact[302:302 + 2 * n]))
+    assert [m is None for m in exact[-2 * len(makers):]] == [True, False] * len(makers)
+    refused = sum(m is not None for m in exact)
+    assert 150 < refused < len(cases) - 30, refused
+    assert len({m.split(":")[1] for m in exact if m}) >= 5  # many different fields refused

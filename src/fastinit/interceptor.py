@@ -1,9 +1,11 @@
 """The `TorchFunctionMode` of a `fused()` block: what it intercepts and what it does with it.
 
 Each torch function is classified once, when the block first sees it, into a handler; later
-calls of it cost one lookup plus that handler. An operation that is not a fill and touches no
-pending memory runs at once: the recorder is asked about its tensors only while fills are
-pending, one dict lookup per tensor.
+calls of it cost one lookup plus that handler. An operation that only reads metadata runs at
+once with no handler; any other that is not a fill and touches no pending memory runs at once
+too: the recorder is asked about its tensors only while fills are pending, one dict lookup per
+tensor. A constant fill of a plain dense tensor (a BatchNorm's buffers and affine parameters) is
+recorded as fastinit's ``constant_`` records it, with no call of the drop-in function.
 """
 from __future__ import annotations
 
@@ -14,8 +16,9 @@ from typing import Callable, Optional
 import torch
 from torch.overrides import TorchFunctionMode
 
-from .contract import DTYPE_CODES
+from .contract import DTYPE_CODES, Distribution, constant_params
 from .errors import InitValueError
+from .plan import PLAIN_TENSOR_TYPES, Fill, check_storage
 from .qr import qr_on_one_thread
 from .recorder import Footprint, Recorder
 from .routines import ONE_THREAD_QR_ROUTINES, SKIPPED, follow_up, recognise, routine
@@ -37,6 +40,19 @@ OVERWRITE_OPS = frozenset({"copy_", "fill_", "zero_"})
 # Factories of a new tensor whose values a fill gives: the torch.nn.init function of that fill.
 FACTORIES = {torch.randn: "normal_", torch.rand: "uniform_", torch.zeros: "zeros_",
              torch.ones: "ones_"}
+
+# The value of each constant fill by the name of its torch.nn.init function (constant_ takes it).
+CONSTANT_FILLS = {"zeros_": 0.0, "ones_": 1.0, "constant_": None}
+
+# The largest finite value of each dtype fastinit fills (a constant beyond it is an error).
+_FINITE_MAX = {dtype: torch.finfo(dtype).max for dtype in DTYPE_CODES}
+
+# The parameters of the common constant fills, 0 and 1, by (value, dtype).
+_COMMON_CONSTANTS = {(value, dtype): tuple(map(float, constant_params(value, dtype)))
+                     for value in (0.0, 1.0) for dtype in DTYPE_CODES}
+
+# The entry of the operations that run with no handler (METADATA_OPS, property getters).
+_PASS_THROUGH = None
 
 # Frames between the code that made an operation and the handler that sees it: torch's
 # function-mode plumbing (a `torch.device` context inside the block, `handle_torch_function`)
@@ -62,8 +78,10 @@ class Interceptor(TorchFunctionMode):
         self.init_functions = init_functions
         self.by_name = {fn.__name__: ours for fn, ours in init_functions.items()}
         self.routine_functions = routine_functions
-        # func -> (handler, what the handler needs to know about func)
-        self._handlers: dict = {fn: (self._init_function, ours) for fn, ours in init_functions.items()}
+        # func -> (handler, what the handler needs to know about func), or _PASS_THROUGH
+        self._handlers: dict = {
+            fn: (self._init_constant if fn.__name__ in CONSTANT_FILLS else self._init_function, ours)
+            for fn, ours in init_functions.items()}
         self._handlers.update({
             torch.Tensor.normal_: (self._normal_, None),
             torch.Tensor.uniform_: (self._uniform_, None),
@@ -74,9 +92,13 @@ class Interceptor(TorchFunctionMode):
         self._handlers.update({fn: (self._factory, name) for fn, name in FACTORIES.items()})
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        entry = self._handlers.get(func)
-        if entry is None:
+        entry = self._handlers.get(func, self)
+        if entry is _PASS_THROUGH:
+            return func(*args, **kwargs) if kwargs else func(*args)
+        if entry is self:
             entry = self._handlers[func] = self._classify(func)
+            if entry is _PASS_THROUGH:
+                return func(*args, **kwargs) if kwargs else func(*args)
         handler, info = entry
         return handler(func, info, args, kwargs or {})
 
@@ -85,11 +107,12 @@ class Interceptor(TorchFunctionMode):
         if name in self.by_name:
             return self._maybe_replaced, _Op(name)
         if name == "__get__":
-            return (self._is_meta_get if _property_name(func) == "is_meta" else self._metadata), None
+            # a view or alias is tracked through its storage
+            return (self._is_meta_get, None) if _property_name(func) == "is_meta" else _PASS_THROUGH
         if name == "__set__" and _property_name(func) == "data":
             return self._set_data, None
         if name in METADATA_OPS:
-            return self._metadata, None
+            return _PASS_THROUGH
         if name == "__getitem__":
             return self._getitem, _Op(name)
         if name == "__setitem__":
@@ -100,6 +123,14 @@ class Interceptor(TorchFunctionMode):
     def _init_function(self, func, ours, args, kwargs):
         return ours(*args, **kwargs)
 
+    def _init_constant(self, func, ours, args, kwargs):
+        """torch.nn.init's zeros_, ones_ and constant_: see `_record_constant`."""
+        value = CONSTANT_FILLS[func.__name__]
+        if args and (value is not None or len(args) == 2) and not kwargs:
+            if self._record_constant(args[0], args[1] if value is None else value):
+                return args[0]
+        return ours(*args, **kwargs)
+
     def _maybe_replaced(self, func, op, args, kwargs):
         """torch.nn.init's functions dispatch with the function their module holds *now*: when
         a wrapper has replaced it there (Hugging Face's guard while it initialises), that
@@ -107,9 +138,6 @@ class Interceptor(TorchFunctionMode):
         if getattr(torch.nn.init, op.name, None) is func:
             return self.by_name[op.name](*args, **kwargs)
         return self._other(func, op, args, kwargs)
-
-    def _metadata(self, func, info, args, kwargs):
-        return func(*args, **kwargs)  # a view or alias is tracked through its storage
 
     def _is_meta_get(self, func, info, args, kwargs):
         if self.recorder.dry_run and args:
@@ -240,12 +268,44 @@ class Interceptor(TorchFunctionMode):
         t, value = args[0], args[1] if len(args) > 1 else kwargs["value"]
         if not _scalar(value) or not math.isfinite(value):
             return self._classified_other(func, args, kwargs)
+        if self._record_constant(t, value):
+            return t
         return self.by_name["constant_"](t, value)
 
     def _zero_(self, func, info, args, kwargs):
         if not _is_fillable(args[0]):
             return self._classified_other(func, args, kwargs)
+        if self._record_constant(args[0], 0.0):
+            return args[0]
         return self.by_name["zeros_"](args[0])
+
+    def _record_constant(self, t, value) -> bool:
+        """Record fastinit's constant fill of `t` as ``fastinit.constant_(t, value)`` would,
+        without its drop-in call, when `t` is a dense plain tensor of a floating dtype fastinit
+        fills, with real memory and elements, and `value` a number it holds; else record
+        nothing and return False (the drop-in function records it, or raises its error).
+
+        Raises:
+            UnsafeTargetError: `t`'s storage is freed or too small (torch's words), as the
+                drop-in call raises.
+        """
+        if type(t) not in PLAIN_TENSOR_TYPES or not (
+                type(value) is float or (type(value) is int and abs(value) <= 1 << 53)):
+            return False
+        with torch._C.DisableTorchFunction():  # fastinit's own look at the metadata
+            dtype = t.dtype
+            limit = _FINITE_MAX.get(dtype)
+            if (limit is None or not abs(value) <= limit or t.layout != torch.strided
+                    or not t.numel() or not t.is_contiguous() or t.is_meta or t.is_neg()
+                    or torch._is_functional_tensor(t)):
+                return False
+            check_storage(t)
+        if value == 1 or (value == 0 and math.copysign(1.0, value) > 0):
+            params = _COMMON_CONSTANTS[(float(value), dtype)]
+        else:
+            params = tuple(map(float, constant_params(value, dtype)))
+        self.recorder.add([Fill(t, Distribution.CONSTANT, params, 0)])
+        return True
 
     def _classified_other(self, func, args, kwargs):
         return self._other(func, _Op(func.__name__), args, kwargs)
@@ -296,9 +356,11 @@ class Interceptor(TorchFunctionMode):
         if generator is not None and fill_name not in ("normal_", "uniform_"):
             return None
         t = torch.empty(tuple(size), dtype=dtype, device=kwargs.get("device"))
-        fill = self.by_name[fill_name]
-        with torch.no_grad():
-            fill(t, generator=generator) if generator is not None else fill(t)
+        value = CONSTANT_FILLS.get(fill_name)
+        if value is None or not self._record_constant(t, value):
+            fill = self.by_name[fill_name]
+            with torch.no_grad():
+                fill(t, generator=generator) if generator is not None else fill(t)
         if kwargs.get("requires_grad"):
             t.requires_grad_(True)
         return t

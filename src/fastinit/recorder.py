@@ -3,9 +3,10 @@
 A tensor's footprint is the byte range of its storage it spans, so that writes through views of
 any dtype are compared in one unit. Pending fills are indexed per storage, sorted by first byte:
 a cover, overlap or read query looks at the fills of one storage near the queried range
-(O(log n) plus the fills it finds), never at the whole pending list. The write log is indexed
-per storage by width class and first byte, so its queries (`wrote`, `by_fastinit`, `describe`)
-look only at the writes near the queried range too.
+(O(log n) plus the fills it finds), never at the whole pending list. Writes are appended to a
+log as they are made and indexed, per storage by width class and first byte, when the log is
+first queried after them (`wrote`, `by_fastinit`, `describe`), so a query looks only at the
+writes near the queried range, and recording a write costs one append.
 """
 from __future__ import annotations
 
@@ -18,15 +19,17 @@ import torch
 
 from . import backends
 from .contract import describe_fill
-from .plan import Fill
+from .plan import PLAIN_TENSOR_TYPES, Fill
 from .sharding import is_dtensor, local_tensor
+
+_DisableTorchFunction = torch._C.DisableTorchFunction
 
 
 def storage_key(t: torch.Tensor):
     """The memory a tensor lives in: (device, address of its storage), or the storage object
     on meta; None for a tensor of no elements."""
     t = local_tensor(t)
-    with torch._C.DisableTorchFunction():  # our own look at the memory: not a user's access
+    with _DisableTorchFunction():  # our own look at the memory: not a user's access
         if t.is_meta:
             return ("meta", t.untyped_storage()._cdata)
         if t.numel() == 0:
@@ -51,28 +54,10 @@ class Footprint:
 
     @classmethod
     def of(cls, t: torch.Tensor) -> Optional["Footprint"]:
-        t = local_tensor(t)
-        with torch._C.DisableTorchFunction():
-            n = t.numel()
-            if n == 0:
-                return None
-            item = t.element_size()
-            lo = t.storage_offset()
-            if t.is_contiguous():
-                hi, dense = lo + n - 1, True
-            else:
-                hi = lo
-                for size, stride in zip(t.shape, t.stride()):
-                    if stride < 0:
-                        lo += (size - 1) * stride
-                    else:
-                        hi += (size - 1) * stride
-                dense = hi - lo + 1 == n and torch._debug_has_internal_overlap(t) == 0
-            if t.is_meta:
-                key = ("meta", t.untyped_storage()._cdata)
-            else:
-                key = (t.device, t.data_ptr() - t.storage_offset() * item)
-        return cls(key, lo * item, (hi + 1) * item, dense)
+        if type(t) not in PLAIN_TENSOR_TYPES:
+            t = local_tensor(t)
+        with _DisableTorchFunction():
+            return _footprint(t)
 
     def covers(self, other: "Footprint") -> bool:
         return self.dense and self.key == other.key and self.lo <= other.lo and other.hi <= self.hi
@@ -81,40 +66,60 @@ class Footprint:
         return self.key == other.key and self.lo < other.hi and other.lo < self.hi
 
 
+def _footprint(t: torch.Tensor) -> Optional[Footprint]:
+    """`Footprint.of` a plain (local) tensor, with torch functions disabled by the caller."""
+    n = t.numel()
+    if n == 0:
+        return None
+    item = t.element_size()
+    offset = t.storage_offset()
+    if t.is_contiguous():
+        lo, hi, dense = offset, offset + n, True
+    else:
+        lo = hi = offset
+        for size, stride in zip(t.shape, t.stride()):
+            if stride < 0:
+                lo += (size - 1) * stride
+            else:
+                hi += (size - 1) * stride
+        hi += 1
+        dense = hi - lo == n and torch._debug_has_internal_overlap(t) == 0
+    if t.is_meta:
+        key = ("meta", t.untyped_storage()._cdata)
+    else:
+        key = (t.device, t.data_ptr() - offset * item)
+    return Footprint(key, lo * item, hi * item, dense)
+
+
+def _alias(t: torch.Tensor) -> torch.Tensor:
+    """A tensor of the same memory as `t` (its local shard for a DTensor), made by the
+    recorder: it keeps that memory, and so the storage keys of the log, valid."""
+    if type(t) not in PLAIN_TENSOR_TYPES:
+        t = local_tensor(t)
+    with _DisableTorchFunction():
+        return t.detach()
+
+
 class Pending:
     """A recorded fill waiting for the pass; `phase` orders it after the pending fills of the
     memory it overlaps (fills of one phase never overlap, so each phase is one fused pass).
-    `memory` is an alias of the fill's tensor made when it was recorded: the fill writes that
-    memory even if the tensor is later moved elsewhere (``set_``, ``.data =``)."""
+    `memory` is an alias of the fill's tensor made when it was recorded (None for a DTensor,
+    whose memory is its local shard's, tracked by it): the fill writes that memory even if the
+    tensor is later moved elsewhere (``set_``, ``.data =``)."""
 
     __slots__ = ("fill", "footprint", "phase", "order", "memory")
 
-    def __init__(self, fill: Fill, footprint: Footprint, phase: int, order: int) -> None:
-        self.fill, self.footprint, self.phase, self.order = fill, footprint, phase, order
-        t = fill.tensor
-        if is_dtensor(t):
-            self.memory = None  # a DTensor's memory is its local shard's, tracked by it
-        else:
-            with torch._C.DisableTorchFunction():
-                self.memory = t.detach()
+    def __init__(self, fill: Fill, footprint: Footprint, phase: int, order: int, memory) -> None:
+        self.fill, self.footprint, self.phase, self.order, self.memory = \
+            fill, footprint, phase, order, memory
 
-    def fill_of_recorded_memory(self) -> Optional[Fill]:
-        """The fill of the memory it was recorded for, when its tensor has since moved."""
-        if self.memory is None or storage_key(self.fill.tensor) == self.footprint.key:
-            return None
-        return dataclasses.replace(self.fill, tensor=self.memory)
-
-
-class _FillWords:
-    """A recorded fill's `describe_fill` words, formatted only when read."""
-
-    __slots__ = ("dist", "params")
-
-    def __init__(self, dist: int, params: Sequence[float]) -> None:
-        self.dist, self.params = dist, params
-
-    def __str__(self) -> str:
-        return describe_fill(self.dist, self.params)
+    def fill_to_run(self) -> Fill:
+        """The fill of the memory it was recorded for (the tensor may have moved since);
+        torch functions are disabled by the caller."""
+        t, memory = self.fill.tensor, self.memory
+        if memory is None or t is memory or t.data_ptr() == memory.data_ptr():
+            return self.fill
+        return dataclasses.replace(self.fill, tensor=memory)
 
 
 class _StorageFills:
@@ -123,10 +128,10 @@ class _StorageFills:
 
     __slots__ = ("fills", "los", "widest")
 
-    def __init__(self) -> None:
-        self.fills: list[Pending] = []
-        self.los: list[int] = []
-        self.widest = 0
+    def __init__(self, p: Pending) -> None:
+        self.fills: list[Pending] = [p]
+        self.los: list[int] = [p.footprint.lo]
+        self.widest = p.footprint.hi - p.footprint.lo
 
     def insert(self, p: Pending) -> None:
         i = bisect.bisect_right(self.los, p.footprint.lo)
@@ -155,33 +160,36 @@ class _StorageFills:
 
 
 class _StorageWrites:
-    """The writes logged on one storage: (footprint, text, by_fastinit) in the order they were
-    made, indexed by width class (a write of w bytes is in class w.bit_length(), so it is
-    narrower than 2**class) and, in each class, sorted by first byte: the writes that can
-    overlap [lo, hi) start in (lo - 2**class, hi)."""
+    """The positions in the log of the writes on one storage, indexed by width class (a write
+    of w bytes is in class w.bit_length(), so it is narrower than 2**class) and, in each class,
+    sorted by first byte: the writes that can overlap [lo, hi) start in (lo - 2**class, hi)."""
 
-    __slots__ = ("writes", "by_class")
+    __slots__ = ("by_class",)
 
     def __init__(self) -> None:
-        self.writes: list[tuple[Footprint, str, bool]] = []
         self.by_class: dict[int, tuple[list[int], list[int]]] = {}  # class -> (los, positions)
 
-    def append(self, footprint: Footprint, text: str, by_fastinit: bool) -> None:
+    def add(self, footprint: Footprint, position: int) -> None:
         los, positions = self.by_class.setdefault((footprint.hi - footprint.lo).bit_length(), ([], []))
         i = bisect.bisect_right(los, footprint.lo)
         los.insert(i, footprint.lo)
-        positions.insert(i, len(self.writes))
-        self.writes.append((footprint, text, by_fastinit))
+        positions.insert(i, position)
 
-    def overlapping(self, fp: Footprint) -> list[tuple[Footprint, str, bool]]:
-        """The writes that overlap `fp`, in the order they were made."""
+    def overlapping(self, fp: Footprint, log: list) -> list[int]:
+        """The positions of the writes of `log` that overlap `fp`, in the order they were made."""
         found = []
         for width_class, (los, positions) in self.by_class.items():
             start = bisect.bisect_right(los, fp.lo - (1 << width_class))
             end = bisect.bisect_left(los, fp.hi)
-            found += [i for i in positions[start:end] if self.writes[i][0].overlaps(fp)]
+            found += [i for i in positions[start:end] if log[i][0].overlaps(fp)]
         found.sort()
-        return [self.writes[i] for i in found]
+        return found
+
+
+def _words(what) -> str:
+    """A logged write in words: an operation's name, or a fill's (dist, params), formatted
+    only when read."""
+    return what if isinstance(what, str) else describe_fill(*what)
 
 
 class Recorder:
@@ -206,11 +214,14 @@ class Recorder:
         self.recorded = 0
         self.dropped = 0
         self.flushes = 0
-        self._writes: dict[object, _StorageWrites] = {}
+        # (footprint, what, by_fastinit, alias) of each write, in the order made; the alias
+        # keeps its memory, and so the storage keys, valid while the block lasts
+        self._log: list[tuple] = []
+        self._writes: dict[object, _StorageWrites] = {}  # the log indexed, up to _indexed
+        self._indexed = 0
         self.elements_filled = 0  # elements fastinit's fills wrote
         self.unreachable = 0      # fills skipped: no one can read their memory
         self.elements_other = 0   # elements other in-place operations wrote
-        self._keep_alive: list[torch.Tensor] = []  # keys stay valid while the block lasts
         # (frame, target) of the latest recognised routine whose call is recorded (ROUTINES)
         self.done_routines: list[tuple[object, torch.Tensor]] = []
 
@@ -224,24 +235,32 @@ class Recorder:
 
     # -- recording ---------------------------------------------------------------------------
     def add(self, fills: Sequence[Fill]) -> None:
+        by_storage, pending, log = self._by_storage, self._pending, self._log
         for f in fills:
-            footprint = Footprint.of(f.tensor)
-            if footprint is None:
-                continue
-            self._drop_covered(footprint)
-            index = self._by_storage.get(footprint.key)
-            if index is None:
-                index = self._by_storage[footprint.key] = _StorageFills()
-                phase = 0
-            else:
-                # a fill over part of a pending one (an Embedding's padding row) runs after it,
-                # in a later phase of the same pass
-                phase = 1 + max((p.phase for p in index.overlapping(footprint)), default=-1)
-            p = Pending(f, footprint, phase, self._order)
+            t = f.tensor
+            plain = type(t) in PLAIN_TENSOR_TYPES
+            local = t if plain else local_tensor(t)
+            with _DisableTorchFunction():
+                footprint = _footprint(local)
+                if footprint is None:
+                    continue
+                alias = local.detach()
+            index = by_storage.get(footprint.key)
+            if index is not None:
+                self._drop_covered(footprint)
+                index = by_storage.get(footprint.key)
+            # a fill over part of a pending one (an Embedding's padding row) runs after it, in
+            # a later phase of the same pass
+            phase = 0 if index is None else \
+                1 + max((p.phase for p in index.overlapping(footprint)), default=-1)
+            p = Pending(f, footprint, phase, self._order, alias if plain else None)
             self._order += 1
-            self._pending[p.order] = p
-            index.insert(p)
-            self._log(f.tensor, footprint, _FillWords(f.dist, f.params), by_fastinit=True)
+            pending[p.order] = p
+            if index is None:
+                by_storage[footprint.key] = _StorageFills(p)
+            else:
+                index.insert(p)
+            log.append((footprint, (f.dist, f.params), True, alias))
             self.recorded += 1
 
     def _drop_covered(self, footprint: Footprint) -> None:
@@ -262,24 +281,11 @@ class Recorder:
         if index is not None and index.overlapping(footprint):
             self.flush({footprint.key})
 
-    def _log(self, tensor: torch.Tensor, footprint: Footprint, text: str, by_fastinit: bool) -> None:
-        self._storage_writes(footprint.key).append(footprint, text, by_fastinit)
-        self._keep_alive.append(tensor)
-
-    def _storage_writes(self, key) -> _StorageWrites:
-        log = self._writes.get(key)
-        if log is None:
-            log = self._writes[key] = _StorageWrites()
-        return log
-
-    def _overlapping_writes(self, footprint: Footprint) -> list[tuple[Footprint, str, bool]]:
-        log = self._writes.get(footprint.key)
-        return [] if log is None else log.overlapping(footprint)
-
-    def log_write(self, tensor: torch.Tensor, text: str, by_fastinit: bool = False) -> None:
+    def log_write(self, tensor: torch.Tensor, what: str, by_fastinit: bool = False) -> None:
+        """Log a write of all of `tensor` by the operation `what`."""
         footprint = Footprint.of(tensor)
         if footprint is not None:
-            self._log(tensor, footprint, text, by_fastinit)
+            self._log.append((footprint, what, by_fastinit, _alias(tensor)))
             if not by_fastinit and footprint.key[0] != "meta":
                 self.elements_other += local_tensor(tensor).numel()
 
@@ -289,10 +295,11 @@ class Recorder:
         new = Footprint.of(tensor)
         if old is None or new is None or new.key == old.key or self._written_over(new):
             return
-        for fp, text, ours in self._overlapping_writes(old):
-            self._storage_writes(new.key).append(new, text if fp.covers(old) else f"{text} on part",
-                                                 ours)
-        self._keep_alive.append(tensor)
+        alias = _alias(tensor)
+        for i in self._overlapping_writes(old):
+            fp, what, ours, _ = self._log[i]
+            self._log.append((new, what if fp.covers(old) else f"{_words(what)} on part", ours,
+                              alias))
 
     # -- reading -----------------------------------------------------------------------------
     def touched(self, tensors: Iterable) -> set:
@@ -330,8 +337,12 @@ class Recorder:
             run.sort(key=lambda p: p.order)
         run = self._reachable(run)
         if run and not self.dry_run:
-            for phase in sorted({p.phase for p in run}):  # one fused pass per phase
-                self.execute([p.fill_of_recorded_memory() or p.fill for p in run if p.phase == phase])
+            with _DisableTorchFunction():
+                if all(p.phase == 0 for p in run):  # one fused pass
+                    self.execute([p.fill_to_run() for p in run])
+                else:
+                    for phase in sorted({p.phase for p in run}):  # one fused pass per phase
+                        self.execute([p.fill_to_run() for p in run if p.phase == phase])
             self.flushes += 1
 
     def _reachable(self, run: list) -> list:
@@ -339,22 +350,23 @@ class Recorder:
         that is provably safe: its tensor's storage was allocated by torch's own allocator (so
         torch owns the memory: not numpy's, a DLPack producer's, a file's or shared memory),
         no other tensor or storage shares it, and nothing but this recorder refers to the
-        tensor. That memory is freed with the recorder, unread (a head weight replaced by a
-        tied embedding after its init)."""
+        tensor (its fills being run, a routine's target). That memory is freed with the
+        recorder, unread (a head weight replaced by a tied embedding after its init).
+
+        One reference count per fill; the storage is looked at only for a tensor nothing else
+        refers to."""
         ours: dict[int, int] = {}
-        for t in (p.fill.tensor for p in run):
-            ours[id(t)] = ours.get(id(t), 0) + 1
-        for p in self._pending.values():
+        for p in run:
             ours[id(p.fill.tensor)] = ours.get(id(p.fill.tensor), 0) + 1
-        for t in self._keep_alive:
-            ours[id(t)] = ours.get(id(t), 0) + 1
         for _, t in self.done_routines:
-            ours[id(t)] = ours.get(id(t), 0) + 1
+            if id(t) in ours:
+                ours[id(t)] += 1
         kept = []
+        getrefcount = sys.getrefcount
         for p in run:
             t = p.fill.tensor
             # getrefcount: its argument, `t`, and the recorder's own references
-            if sys.getrefcount(t) - 2 - ours[id(t)] == 0 and _owned_by_torch_alone(t) \
+            if getrefcount(t) - 2 - ours[id(t)] == 0 and _owned_by_torch_alone(t) \
                     and storage_key(t) == p.footprint.key:
                 self.unreachable += 1
                 continue
@@ -362,11 +374,33 @@ class Recorder:
         return kept
 
     def execute(self, fills: Sequence[Fill]) -> None:
-        fills = [f for f in fills if not local_tensor(f.tensor).is_meta]
+        elements, meta = 0, False
+        with _DisableTorchFunction():
+            for f in fills:
+                t = f.tensor if type(f.tensor) in PLAIN_TENSOR_TYPES else local_tensor(f.tensor)
+                if t.is_meta:
+                    meta = True
+                else:
+                    elements += t.numel()
+        if meta:
+            fills = [f for f in fills if not local_tensor(f.tensor).is_meta]
         backends.execute(fills)
-        self.elements_filled += sum(local_tensor(f.tensor).numel() for f in fills)
+        self.elements_filled += elements
 
     # -- queries -----------------------------------------------------------------------------
+    def _overlapping_writes(self, footprint: Footprint) -> list[int]:
+        """The positions in the log of the writes that overlap `footprint`, in order."""
+        log = self._log
+        for i in range(self._indexed, len(log)):  # index the writes logged since the last query
+            fp = log[i][0]
+            writes = self._writes.get(fp.key)
+            if writes is None:
+                writes = self._writes[fp.key] = _StorageWrites()
+            writes.add(fp, i)
+        self._indexed = len(log)
+        writes = self._writes.get(footprint.key)
+        return [] if writes is None else writes.overlapping(footprint, log)
+
     def _written_over(self, footprint: Footprint) -> bool:
         return bool(self._overlapping_writes(footprint))
 
@@ -382,7 +416,8 @@ class Recorder:
         if footprint is None:
             return False
         result = False
-        for fp, _, ours in self._overlapping_writes(footprint):
+        for i in self._overlapping_writes(footprint):
+            fp, _, ours, _ = self._log[i]
             if fp.covers(footprint):
                 result = ours
             elif not ours:
@@ -396,11 +431,12 @@ class Recorder:
         if footprint is None:
             return None
         text = None
-        for fp, what, _ in self._overlapping_writes(footprint):
+        for i in self._overlapping_writes(footprint):
+            fp, what, _, _ = self._log[i]
             if fp.covers(footprint):
-                text = str(what)
+                text = _words(what)
             else:
-                text = f"{text}; then {what} on part" if text else f"{what} on part"
+                text = f"{text}; then {_words(what)} on part" if text else f"{_words(what)} on part"
         return text
 
 
@@ -411,7 +447,7 @@ def _owned_by_torch_alone(t: torch.Tensor) -> bool:
     object made here is one more use)."""
     if is_dtensor(t) or t.is_meta:
         return False
-    with torch._C.DisableTorchFunction():
+    with _DisableTorchFunction():
         storage = t.untyped_storage()
         return storage.resizable() and not (storage.device.type == "cpu" and storage.is_shared()) \
             and torch._C._storage_Use_Count(storage._cdata) <= 3

@@ -156,6 +156,8 @@ def execute(fills: Sequence[Fill], dense: Sequence[tuple] = ()) -> None:
         if f.layout is None and f.first_index == 0 and fill_whole_natively(
                 f.tensor, f.dist, f.params, f.seed, f.stream):
             return
+    if not dense and _fill_all_natively(fills):  # whole plain CPU tensors: one native call
+        return
     inference_refused = not torch.is_inference_mode_enabled()
     fills = [f for f in fills if has_real_storage(f.tensor)]
     for f in fills:
@@ -331,6 +333,34 @@ def natively_packed(fills: Sequence[Fill]) -> Optional[bytes]:
         return _CPU.plan_tensors(rows)
     except (IndexError, ValueError):  # the Python packing raises the error with its context
         return None
+
+
+def _fill_all_natively(fills: Sequence[Fill]) -> bool:
+    """Fill whole tensors in one native call (a fused pass of many small tensors), when every
+    fill is of a whole tensor from contract index 0, with a distribution the backends compute,
+    that `dense_native_codes` accepts, with allocated storage; else write nothing and return
+    False (`execute` runs them its general way, or raises its error). Returns whether the
+    tensors were filled."""
+    for f in fills:
+        if f.layout is not None or f.first_index or f.dist in HOST_DISTRIBUTIONS:
+            return False
+    codes = dense_native_codes([f.tensor for f in fills])
+    if codes is None or None in codes:
+        return False
+    rows = []
+    with torch._C.DisableTorchFunction():  # fastinit's own look at the metadata
+        for f, code in zip(fills, codes):
+            t = f.tensor
+            storage = t.untyped_storage()
+            data = storage.data_ptr()
+            if not data:  # freed storage: execute raises its error
+                return False
+            rows.append((t.data_ptr(), data, storage.nbytes(), t.storage_offset(), t.shape,
+                         t.stride(), code, int(f.dist), f.params, f.seed, f.stream))
+    if rows:
+        _fill_rows(rows)
+        _increment_version(tuple(f.tensor for f in fills))
+    return True
 
 
 def _fill_rows(batch: list) -> None:
