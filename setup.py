@@ -5,6 +5,11 @@ With a CUDA toolkit: the pybind11 module ``fastinit._cuda`` (the CUDA kernels of
 compiled by nvcc into an object linked into the extension, with the CUDA runtime linked
 statically so that only the driver is needed at run time). A separate module, so ``_C`` always
 loads even where ``_cuda`` cannot.
+With torch installed in the build environment: the pybind11 module ``fastinit._C_tensor``
+(csrc/torch: the drop-in call's entry point that takes torch tensors and generators), compiled
+against that torch's headers and linked to its libraries (c10, torch_cpu, torch_python), stamped
+with its version; fastinit loads it only under that exact torch. Optional: without torch it is
+skipped with a note, and a failing compile warns and leaves it out.
 
 Environment (read here, never from sys.argv, so that ``pip install`` works):
   FASTINIT_CUDA          auto (default): build the CUDA module when nvcc is found, else warn and
@@ -13,9 +18,11 @@ Environment (read here, never from sys.argv, so that ``pip install`` works):
   CUDA_HOME, CUDA_PATH   the toolkit to use (else nvcc on PATH, else /usr/local/cuda).
   TORCH_CUDA_ARCH_LIST   GPU architectures, e.g. "8.0;9.0+PTX" (default: that).
 
-Neither module links against libtorch, and this file never imports torch (pip builds in an
-isolated environment without it).
+Only ``_C_tensor`` links against libtorch. This file never imports torch: it finds torch's
+directories with importlib and reads its version and C++ ABI in a subprocess (pip's isolated
+build environment has no torch: ``pip install --no-build-isolation`` builds ``_C_tensor``).
 """
+import importlib.util
 import os
 import re
 import shutil
@@ -24,7 +31,7 @@ import sys
 import warnings
 
 from pybind11.setup_helpers import Pybind11Extension, build_ext
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.errors import CompileError, LinkError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -160,6 +167,71 @@ def cuda_library_dirs(nvcc: str) -> list:
     return found[:1]
 
 
+# fastinit._C_tensor's compile flags: torch's headers need C++20 (as torch.utils.cpp_extension
+# builds them); pybind11 is torch's own copy under its include directory. -g0: no debug
+# information of torch's headers (5 MB of the module's 5.3 MB with Python's default -g).
+TENSOR_CALLS_CXX_FLAGS = ["-O2", "-g0", "-std=c++20", "-fvisibility=hidden"]
+TENSOR_CALLS_LIBRARIES = ["c10", "torch", "torch_cpu", "torch_python"]
+TENSOR_CALLS_HEADERS = [
+    "csrc/cpu/fill_range.h",
+    "csrc/cpu/plan_cpu.h",
+    "csrc/descriptor_check.h",
+    "csrc/fastinit/contract_numbers.h",
+    "csrc/fastinit/fill.h",
+]
+# What a subprocess prints of the build environment's torch: its version and C++ ABI.
+TORCH_QUERY = "import torch; print(torch.__version__); print(int(torch._C._GLIBCXX_USE_CXX11_ABI))"
+
+
+def build_torch():
+    """(torch's package directory, version, CXX11 ABI flag 0 / 1) of the torch installed in the
+    build environment, or (None, why not)."""
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return None, "torch is not installed in the build environment"
+    root = spec.submodule_search_locations[0]
+    if not os.path.isfile(os.path.join(root, "include", "torch", "headeronly", "version.h")) \
+            and not os.path.isfile(os.path.join(root, "include", "torch", "version.h")):
+        return None, f"torch at {root} has no C++ headers"
+    try:
+        out = subprocess.run([sys.executable, "-c", TORCH_QUERY], capture_output=True, text=True,
+                             timeout=300, check=True)
+        version, abi = out.stdout.split()[-2:]
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        return None, f"torch at {root} does not import ({exc})"
+    return (root, version, int(abi)), None
+
+
+class TensorCallsExtension(Extension):
+    """fastinit._C_tensor: built against one torch; a failing build warns and is left out."""
+
+
+def tensor_calls_extension():
+    """The fastinit._C_tensor extension, or None (with a note) when the build environment has no
+    torch."""
+    found, why = build_torch()
+    if found is None:
+        print(f"fastinit: {why}; fastinit._C_tensor (the tensor entry points) is skipped, "
+              f"fastinit._C serves every call", flush=True)
+        return None
+    root, version, abi = found
+    lib = os.path.join(root, "lib")
+    return TensorCallsExtension(
+        "fastinit._C_tensor",
+        sources=["csrc/torch/tensor_calls.cpp"],
+        include_dirs=[os.path.join(root, "include"),
+                      os.path.join(root, "include", "torch", "csrc", "api", "include"), CSRC],
+        define_macros=[("FASTINIT_TORCH_BUILD_VERSION", f'"{version}"'),
+                       ("_GLIBCXX_USE_CXX11_ABI", str(abi))],
+        extra_compile_args=TENSOR_CALLS_CXX_FLAGS,
+        library_dirs=[lib],
+        runtime_library_dirs=[] if sys.platform == "darwin" else [lib],
+        libraries=TENSOR_CALLS_LIBRARIES,
+        depends=TENSOR_CALLS_HEADERS,
+        language="c++",
+    )
+
+
 class CudaExtension(Pybind11Extension):
     """A pybind11 extension whose .cu sources nvcc compiles to objects linked into it."""
 
@@ -227,6 +299,13 @@ class BuildExt(build_ext):
     FASTINIT_CUDA=auto a failing CUDA build warns and leaves the package CPU-only."""
 
     def build_extension(self, ext):
+        if isinstance(ext, TensorCallsExtension):
+            try:
+                return super().build_extension(ext)
+            except (CompileError, LinkError, OSError) as exc:
+                warnings.warn(f"fastinit: building {ext.name} failed ({exc}); fastinit._C "
+                              f"serves every call")
+                return None
         if not isinstance(ext, CudaExtension):
             return super().build_extension(ext)
         try:
@@ -260,6 +339,9 @@ def main():
     cuda = cuda_extension()
     if cuda is not None:
         ext_modules.append(cuda)
+    tensor_calls = tensor_calls_extension()
+    if tensor_calls is not None:
+        ext_modules.append(tensor_calls)
     setup(
         packages=["fastinit", "fastinit.backends", "fastinit.kernels", "fastinit.model"],
         package_dir={"fastinit": "src/fastinit", "fastinit.kernels": "kernels"},

@@ -120,5 +120,8 @@ PYBIND11_MODULE(_C, m) {
         "Philox4x32-10 of one counter and key (for known-answer tests).");
   m.def("simd_level", &fastinit::cpu_simd_level);
   m.attr("DESCRIPTOR_SIZE") = sizeof(fastinit::FillDescriptor);
+  // fill_cpu for fastinit._C_tensor (csrc/torch), which fills on this module's thread pool
+  m.attr("_fill_cpu") = py::capsule(reinterpret_cast<void*>(&fastinit::fill_cpu),
+                                    "fastinit._C.fill_cpu");
   m.attr("COMPILER") = __VERSION__;  // the compiler that built this module
 }

@@ -7,7 +7,9 @@
 # CPU build 2.13.0 (FASTINIT_TORCH overrides the requirement, e.g. FASTINIT_TORCH="torch==2.11.0").
 # The C++ CPU module is always built. The CUDA module is built only when the installed torch has
 # CUDA and nvcc is found; FASTINIT_CUDA=1 requires it (CI: a CUDA compile error fails the run),
-# FASTINIT_CUDA=0 skips it.
+# FASTINIT_CUDA=0 skips it. The build runs in .venv itself (pip's --no-build-isolation, with the
+# build requirements of pyproject.toml installed first), so that it sees the installed torch and
+# builds fastinit._C_tensor against it (setup.py: the entry points that take torch tensors).
 # The install is skipped when the build inputs (csrc/, kernels/, setup.py, setup.cfg,
 # pyproject.toml, the file names under src/, the build's environment variables) hash to the
 # value stored in .venv at the last install; FASTINIT_REINSTALL=1 forces it. pip's output goes
@@ -72,8 +74,9 @@ build_hash() {
       -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
     # Names only: a strict editable install links each file, so a new one needs a reinstall.
     find src -type f ! -path '*/__pycache__/*' ! -name '*.so' | LC_ALL=C sort
+    # fastinit._C_tensor is built against the installed torch: another torch needs a rebuild
     echo "FASTINIT_CUDA=${FASTINIT_CUDA:-} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-}" \
-         "CUDA_HOME=${CUDA_HOME:-} CUDA_PATH=${CUDA_PATH:-} $(python -V 2>&1)"
+         "CUDA_HOME=${CUDA_HOME:-} CUDA_PATH=${CUDA_PATH:-} $(python -V 2>&1) torch $TORCH_DESCRIPTION"
   } | sha256sum | cut -d' ' -f1
 }
 
@@ -97,8 +100,12 @@ else
   else
     usual="5-8 min with nvcc; the first time also the test extras, 1-3 min"
   fi
-  step "building fastinit ($CUDA_NOTE) and installing it with the test extras (pip install -e \".[test]\", log: $LOG)" "$usual"
-  python -m pip install --quiet -e ".[test]" >"$LOG" 2>&1 || fail_step "pip install -e \".[test]\""
+  step "building fastinit ($CUDA_NOTE; fastinit._C_tensor against torch ${TORCH_DESCRIPTION% *}) and installing it with the test extras (pip install --no-build-isolation -e \".[test]\", log: $LOG)" "$usual"
+  # pyproject.toml's [build-system] requires, into .venv: the build below does not isolate
+  python -m pip install --quiet "setuptools>=77" wheel "pybind11>=2.10" >"$LOG" 2>&1 \
+    || fail_step "installing the build requirements"
+  python -m pip install --quiet --no-build-isolation -e ".[test]" >"$LOG" 2>&1 \
+    || fail_step "pip install --no-build-isolation -e \".[test]\""
   echo "$HASH" > "$STAMP"
   done_step
 fi

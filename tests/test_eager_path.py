@@ -17,9 +17,11 @@ from fastinit.errors import InitValueError, UnsafeTargetError
 POISON = 7.0
 
 
-@pytest.fixture
-def native_calls(monkeypatch):
-    """The seeds (None: drawn natively) of the calls that reached _C.fill_tensor."""
+@pytest.fixture(params=["tensor calls", "raw metadata"])
+def native_calls(request, monkeypatch):
+    """The seeds (None: drawn natively) of the calls filled in one native call: by
+    fastinit._C_tensor's fill_tensor (where it is loaded; "raw metadata" turns it off) or by
+    _C.fill_tensor."""
     seeds = []
     real = backends._CPU.fill_tensor
 
@@ -28,6 +30,20 @@ def native_calls(monkeypatch):
         return real(*args)
 
     monkeypatch.setattr(backends._CPU, "fill_tensor", recording)
+    if request.param == "raw metadata":
+        monkeypatch.setattr(backends, "_tensor_fill", None)
+    elif backends._tensor_fill is None:
+        pytest.skip(f"fastinit._C_tensor: {backends._CPU.TENSOR_CALLS_STATUS}")
+    else:
+        real_tensor_fill = backends._tensor_fill
+
+        def tensor_recording(tensor, dist, params, seed, generator, stream):
+            filled = real_tensor_fill(tensor, dist, params, seed, generator, stream)
+            if filled:
+                seeds.append(seed)
+            return filled
+
+        monkeypatch.setattr(backends, "_tensor_fill", tensor_recording)
     return seeds
 
 

@@ -351,6 +351,9 @@ class Recording:
         return teams[-1]
 
 cpu._C = Recording(cpu._C)
+# The raw-metadata call, which returns its thread count (fastinit._C_tensor's fill_tensor reads
+# at::get_num_threads() on the calling thread, the function torch.get_num_threads() returns).
+fastinit.backends._tensor_fill = None
 
 def fill():
     fastinit.uniform_(torch.empty(1 << 20), seed=1)

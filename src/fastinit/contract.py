@@ -105,19 +105,31 @@ def check_generator(generator) -> None:
         )
 
 
-_seed_source = threading.local()
+class _SeedSource(threading.local):
+    """Per thread: the generator `seeds_from` set (a class default, so that reading it where
+    none is set raises and catches no AttributeError)."""
+    generator: torch.Generator | None = None
+
+
+_seed_source = _SeedSource()
 
 
 @contextlib.contextmanager
 def seeds_from(generator: torch.Generator) -> Iterator[None]:
     """Inside the block, this thread's drop-in calls without a `generator` draw their seeds from
     `generator` instead of torch's default CPU generator (which is left untouched)."""
-    previous = getattr(_seed_source, "generator", None)
+    previous = _seed_source.generator
     _seed_source.generator = generator
     try:
         yield
     finally:
         _seed_source.generator = previous
+
+
+def thread_generator() -> torch.Generator | None:
+    """The generator `seeds_from` gives this thread's drop-in calls, or None (torch's default CPU
+    generator)."""
+    return _seed_source.generator
 
 
 _seed_buffers = threading.local()
@@ -140,7 +152,7 @@ def draw_seed(generator: torch.Generator | None) -> int:
     ``torch.device(...)`` context (meta, cuda) says. Callers have checked `generator`'s type.
     """
     if generator is None:
-        generator = getattr(_seed_source, "generator", None)
+        generator = thread_generator()
     if (generator is None or (type(generator) is torch.Generator
                               and generator.device.type == "cpu")) \
             and torch._C._get_dispatch_mode(_FAKE_MODE) is None:
@@ -161,7 +173,7 @@ def draw_seeds(generator: torch.Generator | None, count: int) -> list[int]:
     if count <= 0:
         return []
     if generator is None:
-        generator = getattr(_seed_source, "generator", None)
+        generator = thread_generator()
     if generator is None or generator.device.type == "cpu":
         # a real draw even inside FakeTensorMode (whole-model init of fake tensors draws its
         # seed as it does for meta tensors; drop-in fills of fake tensors draw none)

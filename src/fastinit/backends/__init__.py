@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..contract import DTYPE_CODES, Distribution
+from ..contract import DTYPE_CODES, Distribution, thread_generator
 from ..contract_numbers import HOST_DISTRIBUTIONS as _HOST_CODES
 from ..contract_numbers import MAX_DIMS
 from ..errors import BackendUnavailableError, GraphCaptureError, UnsafeTargetError
@@ -98,8 +98,9 @@ def backend_info() -> dict:
     Returns:
         A dict: ``selected`` (:func:`get_backend`), ``available`` (backend names that can run
         here), ``unavailable`` (name -> why not), ``cpu_simd`` (the instruction set the C++
-        backend picked, e.g. "avx512 (x86-64-v4)") and ``last_run`` (device type -> the backend
-        that filled its last tensors).
+        backend picked, e.g. "avx512 (x86-64-v4)"), ``tensor_calls`` ("loaded" when the
+        drop-in call reads torch tensors natively, fastinit._C_tensor, else why not) and
+        ``last_run`` (device type -> the backend that filled its last tensors).
     """
     reasons = {name: _unavailable_reason(name) for name in BACKENDS}
     cpu = _module("cpu")
@@ -108,6 +109,7 @@ def backend_info() -> dict:
         "available": [name for name, why in reasons.items() if why is None],
         "unavailable": {name: why for name, why in reasons.items() if why is not None},
         "cpu_simd": cpu.simd_level() if cpu.IMPORT_ERROR is None else None,
+        "tensor_calls": cpu.TENSOR_CALLS_STATUS,
         "last_run": dict(_last_run),
     }
 
@@ -203,7 +205,9 @@ def fill_whole_natively(tensor: torch.Tensor, dist: int, params: Sequence[float]
     (`_natively_planned`), it is non-empty with real storage and no inference tensor outside
     inference mode; else draw nothing, write nothing and return False (`execute` runs it, or
     raises torch's error). One look at the tensor's metadata decides all of it; the native call
-    then checks the storage's bounds and alignment before the seed is drawn.
+    then checks the storage's bounds and alignment before the seed is drawn. With
+    fastinit._C_tensor loaded that look, the seed's draw and the version counter's bump happen in
+    C++ (`_tensor_fill`); a tensor or generator it declines takes the raw-metadata call.
 
     Args:
         tensor: the tensor, all of it from contract index 0.
@@ -223,6 +227,14 @@ def fill_whole_natively(tensor: torch.Tensor, dist: int, params: Sequence[float]
     if type(tensor) not in PLAIN_TENSOR_TYPES or not _native_backend_selected() \
             or dist in HOST_DISTRIBUTIONS:
         return False
+    if _tensor_fill is not None:
+        try:
+            if _tensor_fill(tensor, dist, params, seed,
+                            thread_generator() if generator is None else generator, stream):
+                _last_run["cpu"] = _CPU.NAME
+                return True
+        except IndexError as exc:  # the storage's bounds, in torch's words
+            raise UnsafeTargetError(str(exc)) from None
     with torch._C.DisableTorchFunction():  # fastinit's own look at the metadata
         code = _NATIVE_DTYPE_CODES.get(tensor.dtype)
         if (code is None or not tensor.is_cpu or tensor.dim() > MAX_DIMS
@@ -399,3 +411,6 @@ _select_from_environment()
 # The C++ module is loaded at import, not at the first CPU fill: its fork handler
 # (csrc/cpu/fill_cpu.cpp) must be in place before the program forks worker processes.
 _CPU = _module("cpu")
+# fastinit._C_tensor's fill_tensor(tensor, dist, params, seed, generator, stream) -> filled, when
+# it was built against the running torch (backends/cpu.py), else None
+_tensor_fill = None if _CPU.TENSOR_CALLS is None else _CPU.TENSOR_CALLS.fill_tensor

@@ -1,7 +1,9 @@
 """The `cpu` backend: the C++ fill of csrc/ (its own thread pool, csrc/cpu/thread_pool.cpp, and
-SIMD across Philox counters)."""
+SIMD across Philox counters), and, when it was built against the running torch, the module of
+the entry points that take torch tensors (fastinit._C_tensor, csrc/torch)."""
 from __future__ import annotations
 
+import importlib
 from typing import Sequence
 
 import torch
@@ -18,6 +20,40 @@ except ImportError as exc:  # the build was skipped or failed; kept to re-raise 
     IMPORT_ERROR: ImportError | None = exc
 else:
     IMPORT_ERROR = None
+
+
+def tensor_calls_refusal(built_version: str, built_cxx11_abi: bool) -> str | None:
+    """Why fastinit._C_tensor, built against torch `built_version` with that C++ ABI, must not be
+    called under the running torch (anything but the exact version and ABI); None when it may."""
+    if built_version != torch.__version__:
+        return f"built against torch {built_version}, running torch {torch.__version__}"
+    if bool(built_cxx11_abi) != bool(torch._C._GLIBCXX_USE_CXX11_ABI):
+        return (f"built with _GLIBCXX_USE_CXX11_ABI={int(built_cxx11_abi)}, torch has "
+                f"{int(torch._C._GLIBCXX_USE_CXX11_ABI)}")
+    return None
+
+
+def _load_tensor_calls():
+    """(fastinit._C_tensor, "loaded") when it was built against the running torch, else (None,
+    why not). Its stamps are read before any of its functions is called; a module built against
+    another libtorch that does not even load is refused the same way."""
+    if _C is None:
+        return None, "fastinit._C is not loaded"
+    name = f"{__package__.rpartition('.')[0]}._C_tensor"
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:
+            return None, f"does not load ({exc})"
+        return None, "not built (no torch in the build environment, or its compile failed)"
+    except (ImportError, OSError) as exc:  # e.g. symbols of another libtorch
+        return None, f"does not load ({type(exc).__name__}: {exc})"
+    refusal = tensor_calls_refusal(module.TORCH_BUILD_VERSION, module.CXX11_ABI)
+    return (None, f"not loaded: {refusal}") if refusal else (module, "loaded")
+
+
+# fastinit._C_tensor, or None; and "loaded" or why not (backend_info()["tensor_calls"])
+TENSOR_CALLS, TENSOR_CALLS_STATUS = _load_tensor_calls()
 
 
 def supports(device) -> bool:
