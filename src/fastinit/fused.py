@@ -56,11 +56,15 @@ from .recorder import Footprint, Recorder
 from .registry import TORCH_INIT_FUNCTIONS
 from .sharding import indexed_mirrors
 
-_local = threading.local()
+class _ThreadState(threading.local):
+    recorder: Optional[Recorder] = None  # this thread's open block (a class default: no block)
+
+
+_local = _ThreadState()
 
 
 def active_recorder() -> Optional[Recorder]:
-    return getattr(_local, "recorder", None)
+    return _local.recorder
 
 
 def records_meta() -> bool:
