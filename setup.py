@@ -61,6 +61,7 @@ CUDA_LINK_LIBRARIES = ["cudart_static", "dl", "rt", "pthread"]
 DEFAULT_CUDA_ARCH_LIST = "8.0;9.0+PTX"  # A100 and H100 code, PTX for later GPUs
 CUDA_SOURCES = ["csrc/cuda/fill_cuda.cu"]
 CUDA_HEADERS = [
+    "csrc/descriptor_buffer.h",
     "csrc/descriptor_check.h",
     "csrc/cuda/fill_chunk.cuh",
     "csrc/cuda/fill_cuda.h",
@@ -344,7 +345,7 @@ def main():
         ext_modules.append(tensor_calls)
     setup(
         packages=["fastinit", "fastinit.backends", "fastinit.kernels", "fastinit.model"],
-        package_dir={"fastinit": "src/fastinit", "fastinit.kernels": "kernels"},
+        package_dir={"fastinit": "src/fastinit"},
         ext_modules=ext_modules,
         cmdclass={"build_ext": BuildExt},
     )

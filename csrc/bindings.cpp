@@ -11,7 +11,9 @@
 #include "cpu/fill_cpu.h"
 #include "cpu/fill_range.h"
 #include "cpu/plan_cpu.h"
+#include "descriptor_buffer.h"
 #include "descriptor_check.h"
+#include "overlap_phases.h"
 #include "fastinit/fill.h"
 #include "fastinit/philox.h"
 
@@ -21,12 +23,10 @@ namespace {
 
 int fill(py::buffer descriptors, int num_threads) {
   const py::buffer_info info = descriptors.request();
-  const int64_t count = fastinit::descriptor_count(static_cast<size_t>(info.size) *
-                                                   static_cast<size_t>(info.itemsize));
-  const auto* d = static_cast<const fastinit::FillDescriptor*>(info.ptr);
-  fastinit::check_descriptors(d, count);
+  const fastinit::DescriptorSpan span = fastinit::descriptor_span(info);
+  fastinit::check_descriptors(span.data, span.count);
   py::gil_scoped_release release;
-  return fastinit::fill_cpu(d, count, num_threads);
+  return fastinit::fill_cpu(span.data, span.count, num_threads);
 }
 
 // (data, storage_data, storage_nbytes, storage_offset, sizes, strides, dtype, dist, params,
@@ -83,6 +83,14 @@ py::bytes plan_tensors(const std::vector<TensorTuple>& tensors) {
                    descriptors.size() * sizeof(fastinit::FillDescriptor));
 }
 
+// The phase of each packed descriptor (overlap_phases.h), checked first; [] when none overlap.
+std::vector<int32_t> overlap_phases(py::buffer descriptors) {
+  const py::buffer_info info = descriptors.request();
+  const fastinit::DescriptorSpan span = fastinit::descriptor_span(info);
+  fastinit::check_descriptors(span.data, span.count);
+  return fastinit::overlap_phases(span.data, span.count);
+}
+
 std::array<uint32_t, 4> philox(std::array<uint32_t, 4> counter, std::array<uint32_t, 2> key) {
   const fastinit::Words4 w =
       fastinit::philox4x32_10(counter[0], counter[1], counter[2], counter[3], key[0], key[1]);
@@ -116,6 +124,11 @@ PYBIND11_MODULE(_C, m) {
   m.def("plan_tensors", &plan_tensors, py::arg("tensors"),
         "Plan whole dense tensors as fill_tensors does (the same tuples, the same checks) and "
         "return their packed descriptors as bytes, without filling.");
+  m.def("overlap_phases", &overlap_phases, py::arg("descriptors"),
+        "The launch phase of each packed FillDescriptor, or [] when no two of them overlap in "
+        "memory: descriptors of one phase are disjoint, and of two that overlap the later one "
+        "has the later phase, so filling phase after phase gives the values of filling them "
+        "in order. Every descriptor is validated first (ValueError naming its index and field).");
   m.def("philox4x32_10", &philox, py::arg("counter"), py::arg("key"),
         "Philox4x32-10 of one counter and key (for known-answer tests).");
   m.def("simd_level", &fastinit::cpu_simd_level);

@@ -1,7 +1,7 @@
 """Compile every GPU kernel variant fastinit can launch, ahead of time and without a GPU, and
 report each one's registers, spills and compile time.
 
-Triton: each variant of kernels/fill_kernels.py's ``fill_kernel`` (distribution x contiguous or
+Triton: each variant of src/fastinit/kernels/fill_kernels.py's ``fill_kernel`` (distribution x contiguous or
 strided path x output dtype; fp64 maths follow from them) through
 ``triton.compile(ASTSource(...), target=GPUTarget("cuda", arch, 32))``, with the launch's
 options (num_warps, enable_fp_fusion=False, the default tile) and pointer arguments 16-byte

@@ -10,7 +10,7 @@
 # FASTINIT_CUDA=0 skips it. The build runs in .venv itself (pip's --no-build-isolation, with the
 # build requirements of pyproject.toml installed first), so that it sees the installed torch and
 # builds fastinit._C_tensor against it (setup.py: the entry points that take torch tensors).
-# The install is skipped when the build inputs (csrc/, kernels/, setup.py, setup.cfg,
+# The install is skipped when the build inputs (csrc/, setup.py, setup.cfg,
 # pyproject.toml, the file names under src/, the build's environment variables) hash to the
 # value stored in .venv at the last install; FASTINIT_REINSTALL=1 forces it. pip's output goes
 # to .venv/fastinit-install.log and is shown only when a step fails.
@@ -70,7 +70,7 @@ fi
 
 build_hash() {
   {
-    find csrc kernels setup.py setup.cfg pyproject.toml -type f ! -path '*/__pycache__/*' \
+    find csrc setup.py setup.cfg pyproject.toml -type f ! -path '*/__pycache__/*' \
       -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
     # Names only: a strict editable install links each file, so a new one needs a reinstall.
     find src -type f ! -path '*/__pycache__/*' ! -name '*.so' | LC_ALL=C sort
@@ -91,7 +91,11 @@ fi
 
 HASH="$(build_hash)"
 if [ "${FASTINIT_REINSTALL:-0}" != 1 ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$HASH" ] \
-   && python -c "import fastinit._C" 2>/dev/null; then
+   && python -c "import fastinit._C" 2>/dev/null \
+   && ! python -c "import fastinit; print(fastinit.backend_info()['tensor_calls'])" 2>/dev/null \
+        | grep -q "built against"; then
+  # (a fastinit._C_tensor built against another torch, by another environment sharing this
+  # checkout's in-place build, is rebuilt)
   echo "setup: fastinit build is current (inputs unchanged since the last install); skipping pip"
 else
   rm -f "$STAMP"

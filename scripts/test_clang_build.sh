@@ -21,7 +21,6 @@ CC=clang CXX=clang++ FASTINIT_CUDA=0 .venv/bin/python setup.py -q build_ext \
 mkdir -p "$work/pkg"
 cp -r src/fastinit "$work/pkg/"
 rm -f "$work"/pkg/fastinit/*.so
-cp -r kernels "$work/pkg/fastinit/kernels"
 cp "$work"/lib/fastinit/_C*.so "$work/pkg/fastinit/"
 export PYTHONPATH="$work/pkg"
 .venv/bin/python - "$work" <<'PY'

@@ -60,3 +60,26 @@ def second_draw_indices(params, seed, stream, count=3):
     outside = np.nonzero((z < np.float32(params[4])) | (z > np.float32(params[5])))[0]
     assert len(outside) >= count, "too few second draws in 2^20 elements for this test"
     return [int(i) for i in outside[:count]]
+
+
+# What a tensor holds before its fill (no fill writes a NaN).
+NAN = float("nan")
+
+
+def strided_layouts(dtype) -> dict:
+    """name -> a tensor of `dtype` filled with NaN, for each strided layout a fill of a whole
+    tensor must handle: contiguous, transposed, sliced, with a storage offset, channels last,
+    0-d, more than one chunk of the CPU backend, 8 dims, a Parameter. Each has a storage of its
+    own: one batch may fill them all, and fills of one batch never overlap."""
+    return {
+        "contiguous": torch.full((33, 17), NAN, dtype=dtype),
+        "transposed": torch.full((9, 13), NAN, dtype=dtype).t(),
+        "sliced": torch.full((12, 10, 6), NAN, dtype=dtype)[1:10:2, :, 3:],
+        "storage offset": torch.full((720,), NAN, dtype=dtype)[5:605].view(20, 30),
+        "channels last": torch.full((2, 5, 4, 3), NAN, dtype=dtype).to(
+            memory_format=torch.channels_last),
+        "0-d": torch.full((), NAN, dtype=dtype),
+        "one chunk and more": torch.full((70_001,), NAN, dtype=dtype),
+        "8 dims": torch.full((2,) * 8, NAN, dtype=dtype).transpose(0, 7),
+        "parameter": torch.nn.Parameter(torch.full((4, 6), NAN, dtype=dtype)),
+    }

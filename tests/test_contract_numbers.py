@@ -77,7 +77,7 @@ def test_host_side_reads_the_source():
 
 def test_triton_constants_are_the_generated_ones():
     spec = importlib.util.spec_from_file_location(
-        "generated_triton_numbers", os.path.join(ROOT, "kernels", "contract_numbers.py"))
+        "generated_triton_numbers", os.path.join(ROOT, "src", "fastinit", "kernels", "contract_numbers.py"))
     if importlib.util.find_spec("triton") is None:
         pytest.skip("triton is not installed")
     module = importlib.util.module_from_spec(spec)

@@ -305,7 +305,7 @@ def test_multihead_attention_inside_fused_goes_through_fastinit():
     its Linear and then zeroed, is written once."""
     with fastinit.fused() as recorder:
         mha = nn.MultiheadAttention(32, 4, add_bias_kv=True)
-        pending = {id(p.fill.tensor) for p in recorder.pending}
+        pending = {id(p.tensor) for p in recorder.pending}
         # out_proj (a Linear): weight, bias; then in_proj_weight, in_proj_bias, out_proj.bias
         # again (which drops its first fill), bias_k, bias_v
         assert recorder.recorded == 7 and recorder.dropped == 1 and recorder.flushes == 0

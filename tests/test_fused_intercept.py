@@ -33,19 +33,29 @@ def assert_bitwise(a: torch.Tensor, b: torch.Tensor) -> None:
 
 @pytest.fixture
 def written(monkeypatch):
-    """Counts the elements the backends write (every fastinit fill goes through execute, or a
-    drop-in call's one native call, fill_whole_natively, which execute also uses)."""
+    """Counts the elements the backends write (every fastinit fill goes through execute, a
+    fused pass's execute_whole, or a drop-in call's one native call, fill_whole_natively, which
+    both also use)."""
     count = {"elements": 0, "calls": 0, "executing": False}
-    real, real_native = backends.execute, backends.fill_whole_natively
+    real, real_whole, real_native = (backends.execute, backends.execute_whole,
+                                     backends.fill_whole_natively)
 
-    def counting(fills):
-        count["elements"] += sum(f.tensor.numel() for f in fills)
+    def counted(run, tensors, argument):
+        if count["executing"]:  # execute_whole's own call of execute
+            return run(argument)
+        count["elements"] += sum(t.numel() for t in tensors)
         count["calls"] += 1
         count["executing"] = True
         try:
-            return real(fills)
+            return run(argument)
         finally:
             count["executing"] = False
+
+    def counting(fills):
+        return counted(real, [f.tensor for f in fills], fills)
+
+    def counting_whole(rows):
+        return counted(real_whole, [row[0] for row in rows], rows)
 
     def counting_native(tensor, *args, **kwargs):
         filled = real_native(tensor, *args, **kwargs)
@@ -55,6 +65,7 @@ def written(monkeypatch):
         return filled
 
     monkeypatch.setattr(backends, "execute", counting)
+    monkeypatch.setattr(backends, "execute_whole", counting_whole)
     monkeypatch.setattr(backends, "fill_whole_natively", counting_native)
     return count
 
@@ -267,6 +278,18 @@ def test_memory_escapes_see_written_values(access):
             seen = torch.frombuffer(bytearray(bytes(w.untyped_storage())), dtype=torch.float32).view(32, 8)
         assert recorder.flushes == 1
     assert torch.equal(seen.to(torch.float32), ref)
+
+
+def test_empty_makes_new_memory_without_a_flush_and_out_runs_the_fill_first():
+    ref = fastinit.normal_(torch.empty(32, 8), seed=9)
+    with fastinit.fused() as recorder:
+        w = torch.empty(32, 8)
+        fastinit.normal_(w, seed=9)
+        scratch = torch.empty(32, 8, dtype=torch.float64)
+        assert recorder.flushes == 0 and len(recorder.pending) == 1
+        same = torch.empty((32, 8), out=w)  # `out=` touches w: its fill runs first, values stay
+        assert same is w and recorder.flushes == 1 and not recorder.pending
+    assert torch.equal(w, ref) and scratch.dtype == torch.float64
 
 
 # --- threads -----------------------------------------------------------------------------------
@@ -625,8 +648,16 @@ def test_a_pass_of_many_small_tensors_is_one_native_call(monkeypatch):
     one, the tensors' version counters bumped."""
     from fastinit.backends import cpu
     calls = []
-    real = cpu.fill_tensors
+    real, real_whole = cpu.fill_tensors, cpu.fill_whole_tensors
+
+    def whole(rows):  # fastinit._C_tensor's call, where it is loaded
+        filled = real_whole(rows)
+        if filled:
+            calls.append(len(rows))
+        return filled
+
     monkeypatch.setattr(cpu, "fill_tensors", lambda rows: (calls.append(len(rows)), real(rows))[1])
+    monkeypatch.setattr(cpu, "fill_whole_tensors", whole)
     tensors = [torch.empty(3 + i % 5, dtype=(torch.float32, torch.bfloat16)[i % 2]) for i in range(50)]
     versions = [t._version for t in tensors]
     with fastinit.fused():

@@ -173,7 +173,8 @@ def run_forward(model: nn.Module) -> None:
 
 class SeedDraws:
     """Counts fastinit's seed draws from the generator they use by default (torch's default
-    generator, or the one `materialize` gives its model's init) and checks that nothing else
+    generator, or the one `materialize` gives its model's init), in Python or in a fill's
+    native record inside fused(), and checks that nothing else
     consumed it: before each draw (and at `check()`) its state must equal a shadow generator's,
     seeded alike and advanced by the same draws."""
 
@@ -192,6 +193,21 @@ class SeedDraws:
         for module in list(vars(fastinit).values()) + [fastinit.nn_init]:
             if getattr(module, "draw_seed", None) is original:
                 monkeypatch.setattr(module, "draw_seed", counted)
+        record = backends._tensor_record  # a fill recorded by fused() draws its seed natively
+
+        def counted_record(tensor, seed, generator):
+            source = getattr(contract._seed_source, "generator", None)
+            default = seed is None and generator is source
+            if default:
+                self.check(source)
+            found = record(tensor, seed, generator)
+            if default and found is not None:
+                self.count += 1
+                torch.randint(0, 2**63 - 1, (1,), generator=self.shadow)
+            return found
+
+        if record is not None:
+            monkeypatch.setattr(backends, "_tensor_record", counted_record)
 
     def check(self, source=None) -> None:
         state = (source or torch.default_generator).get_state()
@@ -201,7 +217,7 @@ class SeedDraws:
 
 class WriteCounts(TorchFunctionMode):
     """Per element, how many times it was written: fastinit's executed fills (counted in
-    backends.execute) and every in-place torch operation (this mode, entered before `fused()`
+    backends.execute and execute_whole) and every in-place torch operation (this mode, entered before `fused()`
     so it sees what fused() lets through; fills fused() records never reach it)."""
 
     def __init__(self, monkeypatch):
@@ -209,16 +225,24 @@ class WriteCounts(TorchFunctionMode):
         self.counts: dict[int, torch.Tensor] = {}
         self.busy = False
         original, original_native = backends.execute, backends.fill_whole_natively
+        original_whole = backends.execute_whole
         executing = []
 
-        def execute(fills, *args, **kwargs):
-            for f in fills:
-                self.add(f.tensor)
+        def counted(run, tensors, argument, *args, **kwargs):
+            if not executing:  # (execute_whole may run its rows through execute)
+                for t in tensors:
+                    self.add(t)
             executing.append(True)
             try:
-                return original(fills, *args, **kwargs)
+                return run(argument, *args, **kwargs)
             finally:
                 executing.pop()
+
+        def execute(fills, *args, **kwargs):
+            return counted(original, [f.tensor for f in fills], fills, *args, **kwargs)
+
+        def execute_whole(rows):  # a fused pass of whole tensors
+            return counted(original_whole, [row[0] for row in rows], rows)
 
         def fill_whole_natively(tensor, *args, **kwargs):  # a drop-in call's one native call
             filled = original_native(tensor, *args, **kwargs)
@@ -227,6 +251,7 @@ class WriteCounts(TorchFunctionMode):
             return filled
 
         monkeypatch.setattr(backends, "execute", execute)
+        monkeypatch.setattr(backends, "execute_whole", execute_whole)
         monkeypatch.setattr(backends, "fill_whole_natively", fill_whole_natively)
 
     def add(self, t: torch.Tensor) -> None:

@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import importlib
 import math
 from collections import OrderedDict
 
@@ -270,3 +271,93 @@ def test_wrapped_model_gets_the_values_of_the_unwrapped_one():
     got = {stream_name(n): t for n, t in _tensors(again).items()}
     assert _equal(got, _tensors(plain)) == list(ref)
     assert not math.isnan(float(plain.head.weight.sum()))
+
+
+class _Mixed(nn.Module):
+    """Tied parameters, a transposed (non-contiguous) parameter, a frozen one, a persistent and
+    a non-persistent buffer, and an LSTM (whose own `_apply` flattens its weights)."""
+
+    def __init__(self, lstm: bool):
+        super().__init__()
+        self.embed = nn.Embedding(10, 6)
+        self.head = nn.Linear(6, 10, bias=False)
+        self.head.weight = self.embed.weight
+        self.proj = nn.Linear(6, 4)
+        self.proj.weight = nn.Parameter(torch.empty(6, 4).t())
+        self.frozen = nn.Parameter(torch.empty(3), requires_grad=False)
+        self.norm = nn.BatchNorm1d(4)
+        self.register_buffer("scratch", torch.empty(5), persistent=False)
+        self.rnn = nn.LSTM(4, 4) if lstm else None
+
+
+@pytest.mark.parametrize("lstm", [False, True])
+def test_materialize_allocates_as_to_empty_does(lstm, monkeypatch):
+    """materialize allocates a model that is all meta without `_apply` (unless a module has an
+    `_apply` of its own, the LSTM): the same tensors, types, strides, flags, ties and values as
+    when torch's `_apply` allocates it (torch.__future__'s overwrite setting forces that)."""
+    def built():
+        with torch.device("meta"):
+            model = _Mixed(lstm)
+        model.real = nn.Parameter(torch.ones(2))  # real tensors: kept, as they are
+        model.register_buffer("table", torch.arange(4.0))
+        return model
+
+    materialize_module = importlib.import_module("fastinit.model.materialize")
+
+    direct_allocations = []
+    allocate_directly = materialize_module._allocate_directly
+    monkeypatch.setattr(materialize_module, "_allocate_directly", lambda *args: (
+        direct_allocations.append(allocate_directly(*args)) or direct_allocations[-1]))
+    results = []
+    for overwrite in (False, True):
+        torch.__future__.set_overwrite_module_params_on_conversion(overwrite)
+        try:
+            model = built()
+            real, table = model.real, model.table
+            fastinit.materialize(model, "cpu", seed=5, init="reset_parameters",
+                                 rules={"frozen": fastinit.spec.normal(),
+                                        "scratch": fastinit.spec.ones()})
+        finally:
+            torch.__future__.set_overwrite_module_params_on_conversion(False)
+        if not overwrite:  # (that future makes _apply replace every parameter)
+            assert model.real is real and model.table is table
+        assert torch.equal(model.real, torch.ones(2))
+        assert torch.equal(model.table, torch.arange(4.0))
+        results.append(model)
+    assert direct_allocations == [not lstm, False]  # the second: torch's _apply
+    direct, applied = results
+    assert direct.head.weight is direct.embed.weight
+    assert applied.head.weight is applied.embed.weight
+    assert set(direct.state_dict()) == set(applied.state_dict())  # scratch not persistent
+    a = dict(direct.named_parameters())
+    b = dict(applied.named_parameters())
+    assert list(a) == list(b)
+    for name in a:
+        assert type(a[name]) is type(b[name]) is nn.Parameter, name
+        assert a[name].requires_grad == b[name].requires_grad, name
+        assert a[name].stride() == b[name].stride(), name
+        assert a[name].device.type == "cpu" and torch.equal(a[name], b[name]), name
+    assert direct.proj.weight.stride() == (1, 4)  # the transposed layout kept
+    assert not direct.frozen.requires_grad
+    applied_buffers = dict(applied.named_buffers())
+    for name, t in direct.named_buffers():
+        assert type(t) is torch.Tensor and t.device.type == "cpu", name
+        assert torch.equal(t, applied_buffers[name]), name
+
+
+def test_materialize_keeps_a_real_parameter_of_a_module_without_init():
+    """A real parameter held by a module that has no default and no reset_parameters of its own
+    is kept, not reported as something nothing initialises (materialize raised for it)."""
+    class Holder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(2, 2)
+
+    with torch.device("meta"):
+        model = Holder()
+    model.real = nn.Parameter(torch.full((3,), 7.0))
+    real = model.real
+    result = fastinit.materialize(model, "cpu", seed=1, init="reset_parameters")
+    assert result.kept == ["real"] and result.untouched == []
+    assert model.real is real and torch.equal(model.real, torch.full((3,), 7.0))
+    assert not model.lin.weight.is_meta and torch.isfinite(model.lin.weight).all()

@@ -589,7 +589,7 @@ def case_tp_llama_descriptors(ctx):
     placements = {p.placements for p in llama.parameters() if hasattr(p, "placements")}
     assert (Shard(1),) in placements and (Shard(0),) in placements, placements
     descriptors = []  # (storage address, data address) of each descriptor the C++ backend ran
-    real_run, real_fill_tensors = cpu.run, cpu.fill_tensors
+    real_run, real_fill_tensors, real_whole = cpu.run, cpu.fill_tensors, cpu.fill_whole_tensors
 
     def counting_run(fills, *args, **kwargs):
         descriptors.extend((f.tensor.untyped_storage().data_ptr(), f.tensor.data_ptr())
@@ -600,12 +600,21 @@ def case_tp_llama_descriptors(ctx):
         descriptors.extend((row[1], row[0]) for row in rows)
         return real_fill_tensors(rows, *args, **kwargs)
 
-    cpu.run, cpu.fill_tensors = counting_run, counting_fill_tensors
+    def counting_whole(rows):  # whole tensors read natively (fastinit._C_tensor)
+        filled = real_whole(rows)
+        if filled:
+            descriptors.extend((row[0].untyped_storage().data_ptr(), row[0].data_ptr())
+                               for row in rows)
+        return filled
+
+    cpu.run, cpu.fill_tensors, cpu.fill_whole_tensors = (counting_run, counting_fill_tensors,
+                                                          counting_whole)
     try:
         with no_collectives():
             result = fastinit.materialize(llama, device="cpu", seed=SEED)
     finally:
-        cpu.run, cpu.fill_tensors = real_run, real_fill_tensors
+        cpu.run, cpu.fill_tensors, cpu.fill_whole_tensors = (real_run, real_fill_tensors,
+                                                              real_whole)
     # Every parameter is written (the rotary buffers are restored by their own module).
     local = [local_tensor(p) for p in llama.parameters() if local_tensor(p).numel()]
     assert result.not_fused == ["rotary"] and not result.untouched, result

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import fastinit
+from contract_cases import NAN, strided_layouts
 from fastinit import backends
 from fastinit.backends import cpu
 from fastinit.contract import Distribution, draw_seeds, seeds_from, uniform_params
@@ -23,7 +24,6 @@ pytestmark = pytest.mark.skipif(cpu.TENSOR_CALLS is None,
                                 reason=f"fastinit._C_tensor: {cpu.TENSOR_CALLS_STATUS}")
 
 POISON = 7.0
-NAN = float("nan")  # what a layout holds before its fill (no fill writes a NaN)
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 UNIFORM = Distribution.UNIFORM
 
@@ -151,35 +151,19 @@ def fill_with_seed(shape, seed, dtype=torch.float32):
 # --- values: the raw-metadata call's, on every layout and dtype -----------------------------------
 
 
-def _layouts(dtype):
-    full = torch.full((12, 10, 6), NAN, dtype=dtype)
-    return {
-        "contiguous": torch.full((33, 17), NAN, dtype=dtype),
-        "transposed": torch.full((9, 13), NAN, dtype=dtype).t(),
-        "sliced": full[1:10:2, :, 3:],
-        "storage offset": full.view(-1)[5:605].view(20, 30),
-        "channels last": torch.full((2, 5, 4, 3), NAN, dtype=dtype).to(
-            memory_format=torch.channels_last),
-        "0-d": torch.full((), NAN, dtype=dtype),
-        "one chunk and more": torch.full((70_001,), NAN, dtype=dtype),
-        "8 dims": torch.full((2,) * 8, NAN, dtype=dtype).transpose(0, 7),
-        "parameter": torch.nn.Parameter(torch.full((4, 6), NAN, dtype=dtype)),
-    }
-
-
 CALLS = [("uniform_", (-0.5, 2.0)), ("normal_", (0.25, 3.0)), ("trunc_normal_", (0.0, 1.0)),
          ("kaiming_uniform_", (math.sqrt(5),)), ("xavier_normal_", ())]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("layout", list(_layouts(torch.float32)))
+@pytest.mark.parametrize("layout", list(strided_layouts(torch.float32)))
 @pytest.mark.parametrize("name,args", CALLS)
 def test_values_equal_the_raw_metadata_calls(name, args, layout, dtype, tensor_calls):
     if layout in ("0-d", "one chunk and more") and name in ("kaiming_uniform_", "xavier_normal_"):
         pytest.skip("fan-based initialisers need 2 dims")
     fn = getattr(fastinit, name)
-    ours = _layouts(dtype)[layout]
-    theirs = _layouts(dtype)[layout]
+    ours = strided_layouts(dtype)[layout]
+    theirs = strided_layouts(dtype)[layout]
     torch.manual_seed(321)
     fn(ours, *args)
     state = torch.get_rng_state()
@@ -319,3 +303,151 @@ def _raw_fill(t):
     backends._CPU.fill_tensor(t.data_ptr(), storage.data_ptr(), storage.nbytes(),
                               t.storage_offset(), t.shape, t.stride(), 0, int(UNIFORM),
                               uniform_params(-1.0, 2.0, t.dtype), None, 0, None)
+
+
+# --- fill_tensors: the tensors of a whole pass in one call ----------------------------------------
+
+
+def _raw_rows(rows):
+    """_C.fill_tensors' rows of (tensor, dist, params, seed, stream) rows."""
+    return [(t.data_ptr(), t.untyped_storage().data_ptr(), t.untyped_storage().nbytes(),
+             t.storage_offset(), t.shape, t.stride(), int(fastinit.contract.DTYPE_CODES[t.dtype]),
+             int(dist), params, seed, stream) for t, dist, params, seed, stream in rows]
+
+
+def _batch(layouts):
+    """One row per layout and dtype: alternating uniform and normal, distinct seeds and streams."""
+    rows = []
+    for i, t in enumerate(layouts):
+        dist = UNIFORM if i % 2 else Distribution.NORMAL
+        params = uniform_params(-1.0, 2.0, t.dtype) if i % 2 else [0.5, 2.0]
+        rows.append((t, dist, params, 1000 + i, 17 * i))
+    return rows
+
+
+def _mixed_layouts():
+    return [t for dtype in DTYPES for t in strided_layouts(dtype).values()]
+
+
+def test_a_batch_equals_the_raw_metadata_call_on_mixed_layouts_and_dtypes():
+    ours, theirs = _batch(_mixed_layouts()), _batch(_mixed_layouts())
+    assert cpu.TENSOR_CALLS.fill_tensors(ours) is True
+    cpu.fill_tensors(_raw_rows(theirs))
+    for (a, *_), (b, *_) in zip(ours, theirs):
+        assert not torch.any(torch.isnan(a)) and torch.equal(a.detach(), b.detach())
+
+
+def test_a_batch_bumps_each_version_counter_once_and_draws_nothing():
+    tensors = [torch.empty(4, 5), torch.empty(3, dtype=torch.bfloat16), torch.empty(2, 6).t()]
+    versions, state = [t._version for t in tensors], torch.get_rng_state()
+    assert cpu.TENSOR_CALLS.fill_tensors(_batch(tensors)) is True
+    assert [t._version for t in tensors] == [v + 1 for v in versions]
+    assert torch.equal(torch.get_rng_state(), state)
+    assert cpu.TENSOR_CALLS.fill_tensors([]) is True
+
+
+@pytest.mark.parametrize("size", [0, 40], ids=["freed", "shrunk"])
+def test_one_bad_storage_raises_the_raw_calls_error_and_writes_nothing(size):
+    messages = []
+    for call in (cpu.TENSOR_CALLS.fill_tensors, lambda rows: cpu.fill_tensors(_raw_rows(rows))):
+        tensors = [torch.full((4, 4), POISON), torch.full((6, 5), POISON), torch.full((3,), POISON)]
+        tensors[1].untyped_storage().resize_(size)
+        versions = [t._version for t in tensors]
+        with pytest.raises(IndexError) as info:
+            call(_batch(tensors))
+        messages.append(str(info.value))
+        assert torch.all(tensors[0] == POISON) and torch.all(tensors[2] == POISON)
+        assert [t._version for t in tensors] == versions
+    assert messages[0] == messages[1]
+    assert ("not allocated yet" if size == 0 else "out of bounds for storage") in messages[0]
+
+
+@pytest.mark.parametrize("case", list(_declined()))
+def test_one_tensor_it_does_not_take_declines_the_whole_batch(case):
+    declined = _declined()[case]
+    tensors = [torch.full((4, 4), POISON), torch.full((5,), POISON)]
+    versions = [t._version for t in tensors]
+    rows = _batch(tensors)
+    rows.insert(1, (declined, UNIFORM, uniform_params(-1.0, 2.0, torch.float32), 5, 0))
+    assert cpu.TENSOR_CALLS.fill_tensors(rows) is False
+    assert all(torch.all(t == POISON) for t in tensors)
+    assert [t._version for t in tensors] == versions
+
+
+def test_a_row_that_is_not_a_five_tuple_raises_typeerror_and_writes_nothing():
+    t = torch.full((4, 4), POISON)
+    with pytest.raises(TypeError, match="row 1"):
+        cpu.TENSOR_CALLS.fill_tensors(_batch([t]) + [(t, UNIFORM)])
+    assert torch.all(t == POISON)
+
+
+def test_dense_codes_take_plain_contiguous_tensors_it_fills():
+    class Sub(torch.Tensor):
+        pass
+
+    cases = {"float32": (torch.empty(3, 4), 0), "bfloat16": (torch.empty(3, dtype=torch.bfloat16), 3),
+             "parameter": (torch.nn.Parameter(torch.empty(2, 2)), 0),
+             "transposed": (torch.empty(3, 4).t(), None),
+             "subclass": (torch.empty(3, 4).as_subclass(Sub), None)}
+    cases.update({name: (t, None) for name, t in _declined().items()})
+    tensors = [t for t, _ in cases.values()]
+    got = cpu.TENSOR_CALLS.dense_codes(tensors, backends.PLAIN_TENSOR_TYPES)
+    expected = [None if code is None else int(fastinit.contract.DTYPE_CODES[t.dtype])
+                for t, code in cases.values()]
+    assert dict(zip(cases, got)) == dict(zip(cases, expected))
+
+
+@contextlib.contextmanager
+def without_tensor_calls():
+    """fastinit as it runs where fastinit._C_tensor is not loaded."""
+    saved = cpu.TENSOR_CALLS, backends._tensor_fill
+    cpu.TENSOR_CALLS, backends._tensor_fill = None, None
+    try:
+        yield
+    finally:
+        cpu.TENSOR_CALLS, backends._tensor_fill = saved
+
+
+def _mixed_model():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(7, 5), torch.nn.LayerNorm(5),
+                                torch.nn.Linear(5, 3).to(torch.bfloat16),
+                                torch.nn.Embedding(9, 4).to(torch.float64))
+    model[0].weight.data = torch.empty(5, 7).t().contiguous().t()  # a transposed layout
+    return model
+
+
+@pytest.mark.parametrize("entry", ["reset_parameters", "materialize", "fused pass"])
+def test_a_pass_is_one_batch_call_with_the_values_without_it(entry, monkeypatch):
+    calls = []
+    real = cpu.fill_whole_tensors
+
+    def counting(rows):
+        filled = real(rows)
+        calls.append((len(rows), filled))
+        return filled
+
+    def run():
+        if entry == "reset_parameters":
+            model = _mixed_model()
+            fastinit.reset_parameters(model, seed=41)
+            return [t.detach() for t in model.state_dict().values()]
+        if entry == "materialize":
+            with torch.device("meta"):
+                model = _mixed_model()
+            fastinit.materialize(model, seed=41, init="reset_parameters")
+            return [t.detach() for t in model.state_dict().values()]
+        tensors = [torch.empty(3 + i % 4, dtype=DTYPES[i % 4]) for i in range(40)]
+        with fastinit.fused():
+            for i, t in enumerate(tensors):
+                fastinit.normal_(t, 0.5, 2.0, seed=i)
+        return tensors
+
+    with without_tensor_calls():
+        expected = run()
+    monkeypatch.setattr(cpu, "fill_whole_tensors", counting)
+    got = run()
+    assert len(calls) == 1 and calls[0][1] is True and calls[0][0] >= 4
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected):
+        assert torch.equal(a, b)

@@ -1,4 +1,4 @@
-"""The `triton` backend (kernels/) held to the `reference` backend: bitwise for uniform
+"""The `triton` backend (src/fastinit/kernels/) held to the `reference` backend: bitwise for uniform
 and constant, within the contract's tolerance for normal and trunc_normal, for every dtype.
 
 Without a GPU the kernels run on CPU tensors under Triton's interpreter (TRITON_INTERPRET=1, set

@@ -1,4 +1,4 @@
-"""The Triton fill as the op torch.ops.fastinit.triton_fill (kernels/fill.py): the kernel writes
+"""The Triton fill as the op torch.ops.fastinit.triton_fill (src/fastinit/kernels/fill.py): the kernel writes
 through its tensor argument (the launch's first tensor) at each descriptor row's element offset
 from it, validates every row against its tensor before any launch, and is a
 torch.library.triton_op, so a compiler sees the kernel and the tensor it writes.

@@ -7,7 +7,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "../descriptor_check.h"
+#include "../descriptor_buffer.h"
 #include "../fastinit/fill.h"
 #include "fill_cuda.h"
 #include "launch_table.h"
@@ -16,22 +16,11 @@ namespace py = pybind11;
 
 namespace {
 
-struct DescriptorSpan {
-  const fastinit::FillDescriptor* data;
-  int64_t count;
-};
-
-DescriptorSpan descriptor_span(const py::buffer_info& info) {
-  return {static_cast<const fastinit::FillDescriptor*>(info.ptr),
-          fastinit::descriptor_count(static_cast<size_t>(info.size) *
-                                     static_cast<size_t>(info.itemsize))};
-}
-
 // (table, num_descriptors, num_chunks, chunk_shift, dtype): the bytes to copy to the device and
 // the arguments of launch() that go with them.
 py::tuple build_table(py::buffer descriptors, int num_sms, int chunk_shift) {
   const py::buffer_info info = descriptors.request();
-  const DescriptorSpan span = descriptor_span(info);
+  const fastinit::DescriptorSpan span = fastinit::descriptor_span(info);
   const fastinit::cuda::LaunchTable table =
       fastinit::cuda::build_launch_table(span.data, span.count, num_sms, chunk_shift);
   py::bytearray bytes(reinterpret_cast<const char*>(table.bytes.data()), table.bytes.size());
@@ -48,14 +37,14 @@ void launch(uint64_t table_address, int64_t num_descriptors, int64_t num_chunks,
 
 void launch_by_value(py::buffer descriptors, int num_sms, uint64_t stream, int device) {
   const py::buffer_info info = descriptors.request();
-  const DescriptorSpan span = descriptor_span(info);
+  const fastinit::DescriptorSpan span = fastinit::descriptor_span(info);
   py::gil_scoped_release release;
   fastinit::cuda::launch_fill_by_value(span.data, span.count, num_sms, stream, device);
 }
 
 void emulate(py::buffer descriptors, int chunk_shift, int num_sms, bool by_value) {
   const py::buffer_info info = descriptors.request();
-  const DescriptorSpan span = descriptor_span(info);
+  const fastinit::DescriptorSpan span = fastinit::descriptor_span(info);
   py::gil_scoped_release release;
   fastinit::cuda::emulate_fill(span.data, span.count, chunk_shift, num_sms, by_value);
 }

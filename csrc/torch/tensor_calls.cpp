@@ -13,6 +13,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/FunctionalTensorWrapper.h>
+#include <ATen/MemoryOverlap.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <c10/core/InferenceMode.h>
@@ -117,6 +118,48 @@ uint64_t unsigned_value(PyObject* value) {
   return out;
 }
 
+long distribution(PyObject* dist) {
+  const long out = PyLong_AsLong(dist);
+  if (out == -1 && PyErr_Occurred()) throw py::error_already_set();
+  return out;
+}
+
+// The descriptor of the whole tensor `t` (one `takes` accepts), its seed left 0, the storage's
+// bounds checked as fastinit._C.fill_tensors checks them (plan_cpu.h); the caller then checks the
+// descriptors (descriptor_check.h: alignment, ...).
+fastinit::FillDescriptor planned(const at::Tensor& t, PyObject* dist, PyObject* params,
+                                 PyObject* stream) {
+  const long code_dist = distribution(dist);
+  const uint64_t stream_value = unsigned_value(stream);
+  const c10::Storage& storage = t.storage();
+  // The storage's address as Python's untyped_storage().data_ptr() reads it (a copy-on-write
+  // storage is materialised first); element 0 lies storage_offset elements further on.
+  const auto storage_data = reinterpret_cast<uint64_t>(storage.mutable_data());
+  const int32_t code = dtype_code(t.scalar_type());
+  const uint64_t data = storage_data == 0 ? 0
+      : storage_data + static_cast<uint64_t>(t.storage_offset()) * fastinit::element_size(code);
+  return fastinit::plan_tensor(
+      {data, storage_data, static_cast<uint64_t>(storage.nbytes()), t.storage_offset(),
+       t.sizes().vec(), t.strides().vec(), code, static_cast<int32_t>(code_dist),
+       parameters(params), 0, stream_value});
+}
+
+// fill_cpu on torch.get_num_threads() threads, the GIL released only for a fill of at least one
+// whole chunk (kChunkElements): a smaller one takes less time than the release and reacquisition.
+void fill(const fastinit::FillDescriptor* d, int64_t count, int64_t numel) {
+  const int threads = at::get_num_threads();
+  if (numel < fastinit::cpu::kChunkElements) {
+    fill_cpu(d, count, threads);
+  } else {
+    py::gil_scoped_release release;
+    fill_cpu(d, count, threads);
+  }
+}
+
+// as torch._C._increment_version (an inference tensor, only ever reached inside inference
+// mode, has no counter and is left as it is)
+void bump_version(const at::Tensor& t) { t.unsafeGetTensorImpl()->bump_version(); }
+
 // fill_tensor(tensor, dist, params, seed, generator, stream) -> bool; see the docstring below.
 bool fill_tensor(PyObject* const* args) {
   PyObject* tensor = args[0];
@@ -125,48 +168,162 @@ bool fill_tensor(PyObject* const* args) {
   if (!takes(t)) return false;
   at::Generator generator = cpu_generator(args[4]);
   if (!generator.defined()) return false;
-  const long dist = PyLong_AsLong(args[1]);
-  if (dist == -1 && PyErr_Occurred()) throw py::error_already_set();
   const bool seeded = args[3] != Py_None;
   const uint64_t seed = seeded ? unsigned_value(args[3]) : 0;
-  const uint64_t stream = unsigned_value(args[5]);
-  const c10::Storage& storage = t.storage();
-  // The storage's address as Python's untyped_storage().data_ptr() reads it (a copy-on-write
-  // storage is materialised first); element 0 lies storage_offset elements further on.
-  const auto storage_data = reinterpret_cast<uint64_t>(storage.mutable_data());
-  const int32_t code = dtype_code(t.scalar_type());
-  const uint64_t data = storage_data == 0 ? 0
-      : storage_data + static_cast<uint64_t>(t.storage_offset()) * fastinit::element_size(code);
-  fastinit::FillDescriptor d = fastinit::plan_tensor(
-      {data, storage_data, static_cast<uint64_t>(storage.nbytes()), t.storage_offset(),
-       t.sizes().vec(), t.strides().vec(), code, static_cast<int32_t>(dist),
-       parameters(args[2]), 0, stream});
+  fastinit::FillDescriptor d = planned(t, args[1], args[2], args[5]);
   fastinit::check_descriptors(&d, 1);
   d.seed = seeded ? seed : draw_seed(generator.get<at::CPUGeneratorImpl>());
-  const int threads = at::get_num_threads();
-  if (d.numel < fastinit::cpu::kChunkElements) {
-    fill_cpu(&d, 1, threads);
-  } else {
-    py::gil_scoped_release release;
-    fill_cpu(&d, 1, threads);
-  }
-  // as torch._C._increment_version (an inference tensor, only ever reached inside inference
-  // mode, has no counter and is left as it is)
-  t.unsafeGetTensorImpl()->bump_version();
+  fill(&d, 1, d.numel);
+  bump_version(t);
   return true;
 }
 
-// The METH_FASTCALL form: positional arguments only, C++ exceptions as Python's (plan_cpu.h's
-// std::out_of_range: IndexError; std::invalid_argument: ValueError).
-PyObject* fill_tensor_fastcall(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
-  if (nargs != 6) {
-    PyErr_Format(PyExc_TypeError,
-                 "fill_tensor(tensor, dist, params, seed, generator, stream) takes 6 positional "
-                 "arguments, got %zd", nargs);
-    return nullptr;
+// The memory a recorded fill writes, held by a capsule (record_tensor's `memory`): a tensor of
+// `t`'s storage, sizes, strides and offset made without a torch operator, so the memory stays
+// alive, and fillable, after `t` itself is moved elsewhere (set_, .data =).
+constexpr const char* kMemoryCapsule = "fastinit._C_tensor.memory";
+
+void release_memory(PyObject* capsule) {
+  delete static_cast<at::Tensor*>(PyCapsule_GetPointer(capsule, kMemoryCapsule));
+}
+
+PyObject* memory_capsule(const at::Tensor& t) {
+  auto impl = c10::make_intrusive<c10::TensorImpl>(
+      c10::Storage(t.storage()), c10::DispatchKeySet(c10::DispatchKey::CPU), t.dtype());
+  impl->set_sizes_and_strides(t.sizes(), t.strides(), t.storage_offset());
+  auto* held = new at::Tensor(std::move(impl));
+  PyObject* capsule = PyCapsule_New(held, kMemoryCapsule, release_memory);
+  if (capsule == nullptr) {
+    delete held;
+    throw py::error_already_set();
   }
+  return capsule;
+}
+
+// record_tensor(tensor, seed, generator) -> tuple or None; see the docstring below. The checks,
+// and the draw, are fill_tensor's up to its fill; `planned` also materialises a copy-on-write
+// storage, so that the address returned is the one Python's data_ptr() reads from then on.
+PyObject* record_tensor(PyObject* const* args) {
+  PyObject* tensor = args[0];
+  if (!THPVariable_Check(tensor)) Py_RETURN_NONE;
+  const at::Tensor& t = THPVariable_Unpack(tensor);
+  if (!takes(t)) Py_RETURN_NONE;
+  at::Generator generator = cpu_generator(args[2]);
+  if (!generator.defined()) Py_RETURN_NONE;
+  const bool seeded = args[1] != Py_None;
+  const uint64_t seed = seeded ? unsigned_value(args[1]) : 0;
+  const c10::Storage& storage = t.storage();
+  const auto storage_data = reinterpret_cast<uint64_t>(storage.mutable_data());
+  const int32_t code = dtype_code(t.scalar_type());
+  const int64_t item = static_cast<int64_t>(fastinit::element_size(code));
+  const int64_t offset = t.storage_offset();
+  const int64_t numel = t.numel();
+  fastinit::check_storage_bounds(
+      {storage_data == 0 ? 0 : storage_data + static_cast<uint64_t>(offset * item), storage_data,
+       static_cast<uint64_t>(storage.nbytes()), offset, t.sizes().vec(), t.strides().vec(), code,
+       0, {}, 0, 0},
+      numel);
+  // the bytes [lo, hi) of the storage the tensor spans, and whether it writes each exactly once
+  // (recorder._footprint)
+  int64_t lo = offset, hi = offset + numel;
+  bool dense = true;
+  if (!t.is_contiguous()) {
+    hi = offset;
+    for (int64_t d = 0; d < t.dim(); ++d) {
+      const int64_t step = (t.size(d) - 1) * t.stride(d);
+      (step < 0 ? lo : hi) += step;
+    }
+    hi += 1;
+    dense = hi - lo == numel && at::has_internal_overlap(t) == at::MemOverlap::No;
+  }
+  PyObject* memory = memory_capsule(t);
+  const uint64_t drawn = seeded ? seed : draw_seed(generator.get<at::CPUGeneratorImpl>());
+  return Py_BuildValue("(KLLOKN)", static_cast<unsigned long long>(storage_data),
+                       static_cast<long long>(lo * item), static_cast<long long>(hi * item),
+                       dense ? Py_True : Py_False, static_cast<unsigned long long>(drawn), memory);
+}
+
+// memory_tensor(memory) -> Tensor: the tensor a record_tensor capsule holds.
+PyObject* memory_tensor(PyObject* capsule) {
+  void* held = PyCapsule_GetPointer(capsule, kMemoryCapsule);
+  if (held == nullptr) throw py::error_already_set();
+  return THPVariable_Wrap(*static_cast<at::Tensor*>(held));
+}
+
+// fill_tensors(rows) -> bool; see the docstring below. Every tensor is looked at before any is
+// planned (a declined batch materialises no copy-on-write storage), every one planned and
+// checked before any is filled.
+bool fill_tensors(PyObject* rows) {
+  PyObject* fast = PySequence_Fast(rows, "fill_tensors: rows must be a sequence");
+  if (fast == nullptr) throw py::error_already_set();
+  py::object owner = py::reinterpret_steal<py::object>(fast);
+  const Py_ssize_t count = PySequence_Fast_GET_SIZE(fast);
+  PyObject** items = PySequence_Fast_ITEMS(fast);
+  // held, not borrowed: the rows' list may change while the GIL is released for the fill
+  std::vector<at::Tensor> tensors;
+  tensors.reserve(static_cast<size_t>(count));
+  for (Py_ssize_t i = 0; i < count; ++i) {
+    PyObject* row = items[i];
+    if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) != 5) {
+      throw py::type_error("fill_tensors: row " + std::to_string(i) +
+                           " must be a tuple (tensor, dist, params, seed, stream)");
+    }
+    PyObject* tensor = PyTuple_GET_ITEM(row, 0);
+    if (!THPVariable_Check(tensor)) return false;
+    const at::Tensor& t = THPVariable_Unpack(tensor);
+    if (!takes(t)) return false;
+    tensors.push_back(t);
+  }
+  std::vector<fastinit::FillDescriptor> descriptors;
+  descriptors.reserve(static_cast<size_t>(count));
+  int64_t numel = 0;
+  for (Py_ssize_t i = 0; i < count; ++i) {
+    PyObject* row = items[i];
+    const uint64_t seed = unsigned_value(PyTuple_GET_ITEM(row, 3));
+    descriptors.push_back(planned(tensors[static_cast<size_t>(i)], PyTuple_GET_ITEM(row, 1),
+                                  PyTuple_GET_ITEM(row, 2), PyTuple_GET_ITEM(row, 4)));
+    descriptors.back().seed = seed;
+    numel += descriptors.back().numel;
+  }
+  fastinit::check_descriptors(descriptors.data(), static_cast<int64_t>(count));
+  if (count == 0) return true;
+  fill(descriptors.data(), static_cast<int64_t>(count), numel);
+  for (const at::Tensor& t : tensors) bump_version(t);
+  return true;
+}
+
+// dense_codes(tensors, types) -> list; see the docstring below.
+PyObject* dense_codes(PyObject* tensors, PyObject* types) {
+  if (!PyTuple_Check(types)) throw py::type_error("dense_codes: types must be a tuple");
+  PyObject* fast = PySequence_Fast(tensors, "dense_codes: tensors must be a sequence");
+  if (fast == nullptr) throw py::error_already_set();
+  py::object owner = py::reinterpret_steal<py::object>(fast);
+  const Py_ssize_t count = PySequence_Fast_GET_SIZE(fast);
+  PyObject** items = PySequence_Fast_ITEMS(fast);
+  py::list out(count);
+  for (Py_ssize_t i = 0; i < count; ++i) {
+    PyObject* tensor = items[i];
+    bool plain = false;
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(types); ++k) {
+      plain = plain || Py_TYPE(tensor) == reinterpret_cast<PyTypeObject*>(
+                                              PyTuple_GET_ITEM(types, k));
+    }
+    int32_t code = -1;
+    if (plain && THPVariable_Check(tensor)) {
+      const at::Tensor& t = THPVariable_Unpack(tensor);
+      if (takes(t) && t.is_contiguous()) code = dtype_code(t.scalar_type());
+    }
+    out[static_cast<size_t>(i)] = code < 0 ? py::object(py::none()) : py::object(py::int_(code));
+  }
+  return out.release().ptr();
+}
+
+// C++ exceptions as Python's (plan_cpu.h's std::out_of_range: IndexError;
+// std::invalid_argument: ValueError); nullptr with the Python error set.
+template <typename Call>
+PyObject* as_python(Call call) {
   try {
-    return PyBool_FromLong(fill_tensor(args));
+    return call();
   } catch (py::error_already_set& e) {
     e.restore();
   } catch (py::builtin_exception& e) {
@@ -181,6 +338,54 @@ PyObject* fill_tensor_fastcall(PyObject*, PyObject* const* args, Py_ssize_t narg
     PyErr_SetString(PyExc_RuntimeError, e.what());
   }
   return nullptr;
+}
+
+// The METH_FASTCALL forms: positional arguments only.
+PyObject* fill_tensor_fastcall(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs != 6) {
+    PyErr_Format(PyExc_TypeError,
+                 "fill_tensor(tensor, dist, params, seed, generator, stream) takes 6 positional "
+                 "arguments, got %zd", nargs);
+    return nullptr;
+  }
+  return as_python([args] { return PyBool_FromLong(fill_tensor(args)); });
+}
+
+PyObject* record_tensor_fastcall(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs != 3) {
+    PyErr_Format(PyExc_TypeError,
+                 "record_tensor(tensor, seed, generator) takes 3 positional arguments, got %zd",
+                 nargs);
+    return nullptr;
+  }
+  return as_python([args] { return record_tensor(args); });
+}
+
+PyObject* memory_tensor_fastcall(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs != 1) {
+    PyErr_Format(PyExc_TypeError, "memory_tensor(memory) takes 1 positional argument, got %zd",
+                 nargs);
+    return nullptr;
+  }
+  return as_python([args] { return memory_tensor(args[0]); });
+}
+
+PyObject* fill_tensors_fastcall(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs != 1) {
+    PyErr_Format(PyExc_TypeError, "fill_tensors(rows) takes 1 positional argument, got %zd",
+                 nargs);
+    return nullptr;
+  }
+  return as_python([args] { return PyBool_FromLong(fill_tensors(args[0])); });
+}
+
+PyObject* dense_codes_fastcall(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs != 2) {
+    PyErr_Format(PyExc_TypeError, "dense_codes(tensors, types) takes 2 positional arguments, "
+                 "got %zd", nargs);
+    return nullptr;
+  }
+  return as_python([args] { return dense_codes(args[0], args[1]); });
 }
 
 PyMethodDef methods[] = {
@@ -198,6 +403,40 @@ PyMethodDef methods[] = {
      "generator, as torch's random_(0, 2**63 - 1) on an int64 CPU tensor; then the fill on "
      "torch.get_num_threads() threads (the GIL released for 65,536 elements or more); then the "
      "tensor's version counter is bumped. Returns True."},
+    {"record_tensor", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(
+                          &record_tensor_fastcall)),
+     METH_FASTCALL,
+     "record_tensor(tensor, seed, generator) -> (storage, lo, hi, dense, seed, memory) or None\n\n"
+     "What a fused() block records of a fill of the whole tensor, when fill_tensor would take it "
+     "(and `generator`); otherwise None, having drawn nothing. The storage's bounds are checked "
+     "as fill_tensor checks them (IndexError with torch's message; nothing drawn); then the "
+     "seed: `seed`, or when it is None one draw from the generator, exactly fill_tensor's. "
+     "Returns the storage's address, the bytes [lo, hi) of it the tensor spans, whether the "
+     "tensor writes each of them exactly once, the seed, and a capsule holding the tensor's "
+     "memory (memory_tensor). Nothing is written."},
+    {"memory_tensor", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(
+                          &memory_tensor_fastcall)),
+     METH_FASTCALL,
+     "memory_tensor(memory) -> Tensor\n\n"
+     "A tensor of the memory a record_tensor capsule holds (the recorded tensor's storage, "
+     "sizes, strides and offset at the time it was recorded)."},
+    {"fill_tensors", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(
+                         &fill_tensors_fastcall)),
+     METH_FASTCALL,
+     "fill_tensors(rows) -> bool\n\n"
+     "Plan, check and fill whole tensors from contract index 0 in one call, each row a tuple "
+     "(tensor, dist, params, seed, stream) with its seed an int. Returns False, having written "
+     "nothing, when any tensor is not one fill_tensor takes. Every storage's bounds and "
+     "alignment are checked as fastinit._C.fill_tensors checks them (IndexError with torch's "
+     "message, ValueError) before anything is written; then one fill of all of them on "
+     "torch.get_num_threads() threads (the GIL released for 65,536 elements or more in all); "
+     "then each tensor's version counter is bumped. Returns True."},
+    {"dense_codes", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(
+                        &dense_codes_fastcall)),
+     METH_FASTCALL,
+     "dense_codes(tensors, types) -> list\n\n"
+     "For each tensor, its contract dtype code when it is of one of the Python `types` (a "
+     "tuple), fill_tensor takes it and it is contiguous, else None. Reads metadata only."},
     {nullptr, nullptr, 0, nullptr}};
 
 }  // namespace

@@ -1,6 +1,6 @@
 """Host side of the random-number contract (docs/contract.md): seeds, streams and the per-tensor
 parameters every backend receives. The device side is csrc/fastinit/*.h (C++ and CUDA),
-kernels/ (Triton) and backends/reference.py (NumPy, the executable form of the contract).
+src/fastinit/kernels/ (Triton) and backends/reference.py (NumPy, the executable form of the contract).
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Every backend takes them from here: the reference backend and the host side import this module;
 the C++ and CUDA code include ``csrc/fastinit/contract_numbers.h`` and the Triton kernels import
-``kernels/contract_numbers.py``, both generated from it and checked in:
+``src/fastinit/kernels/contract_numbers.py``, both generated from it and checked in:
 
     python src/fastinit/contract_numbers.py        # rewrite both generated files
 
@@ -268,7 +268,7 @@ def render_triton_module() -> str:
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GENERATED = {
     os.path.join("csrc", "fastinit", "contract_numbers.h"): render_cpp_header,
-    os.path.join("kernels", "contract_numbers.py"): render_triton_module,
+    os.path.join("src", "fastinit", "kernels", "contract_numbers.py"): render_triton_module,
 }
 
 

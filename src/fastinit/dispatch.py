@@ -230,15 +230,19 @@ def check_target_storage(tensor: Tensor) -> None:
 def fill_random(tensor, dist, params, generator, seed) -> Tensor:
     """Fill `tensor` with a validated random fill (stream 0): its storage checked, then its seed
     (`seed`, else one draw from `generator`), then the fill, run now or recorded by an active
-    fused() block. A whole plain CPU tensor outside a block takes one native call
-    (backends.fill_whole_natively); a tensor without memory, or an empty one, draws nothing."""
+    fused() block. A whole plain CPU tensor takes one native call: its fill outside a block
+    (backends.fill_whole_natively), its record inside one (Recorder.record_whole); a tensor
+    without memory, or an empty one, draws nothing."""
     if generator is not None:
         check_generator(generator)
     if seed is not None:
         seed = check_seed(seed)
     if type(tensor) in PLAIN_TENSOR_TYPES:  # the common case: one look at the metadata
-        if active_recorder() is None and backends.fill_whole_natively(
-                tensor, dist, params, seed, generator=generator):
+        recorder = active_recorder()
+        if recorder is None:
+            if backends.fill_whole_natively(tensor, dist, params, seed, generator=generator):
+                return tensor
+        elif recorder.record_whole(tensor, dist, params, seed, generator):
             return tensor
         with torch._C.DisableTorchFunction():  # (writes_nothing, for a plain tensor)
             if tensor.numel() == 0 or (not records_meta() if tensor.is_meta

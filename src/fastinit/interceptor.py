@@ -88,6 +88,7 @@ class Interceptor(TorchFunctionMode):
             torch.Tensor.fill_: (self._fill_, None),
             torch.Tensor.zero_: (self._zero_, None),
             torch.linalg.qr: (self._qr, _Op("linalg_qr")),
+            torch.empty: (self._empty, _Op("empty")),
         })
         self._handlers.update({fn: (self._factory, name) for fn, name in FACTORIES.items()})
 
@@ -176,6 +177,12 @@ class Interceptor(TorchFunctionMode):
         result = func(*args, **kwargs)
         self.recorder.moved(args[0], old)
         return result
+
+    def _empty(self, func, op, args, kwargs):
+        """``torch.empty``: new memory, no tensor read; with ``out=`` it writes that tensor."""
+        if "out" in kwargs:
+            return self._other(func, op, args, kwargs)
+        return func(*args, **kwargs)
 
     def _qr(self, func, op, args, kwargs):
         if routine(_caller_frame(), ONE_THREAD_QR_ROUTINES):
@@ -281,9 +288,10 @@ class Interceptor(TorchFunctionMode):
 
     def _record_constant(self, t, value) -> bool:
         """Record fastinit's constant fill of `t` as ``fastinit.constant_(t, value)`` would,
-        without its drop-in call, when `t` is a dense plain tensor of a floating dtype fastinit
-        fills, with real memory and elements, and `value` a number it holds; else record
-        nothing and return False (the drop-in function records it, or raises its error).
+        without its drop-in call, when `t` is a plain tensor of a floating dtype fastinit fills,
+        with real memory and elements (any strides on the CPU, where one native call checks and
+        records it; else contiguous), and `value` a number it holds; else record nothing and
+        return False (the drop-in function records it, or raises its error).
 
         Raises:
             UnsafeTargetError: `t`'s storage is freed or too small (torch's words), as the
@@ -295,15 +303,19 @@ class Interceptor(TorchFunctionMode):
         with torch._C.DisableTorchFunction():  # fastinit's own look at the metadata
             dtype = t.dtype
             limit = _FINITE_MAX.get(dtype)
-            if (limit is None or not abs(value) <= limit or t.layout != torch.strided
-                    or not t.numel() or not t.is_contiguous() or t.is_meta or t.is_neg()
-                    or torch._is_functional_tensor(t)):
+            if limit is None or not abs(value) <= limit:
+                return False
+            if value == 1 or (value == 0 and math.copysign(1.0, value) > 0):
+                params = _COMMON_CONSTANTS[(float(value), dtype)]
+            else:
+                params = tuple(map(float, constant_params(value, dtype)))
+            # a whole plain CPU tensor: its storage checked and its record made in one call
+            if self.recorder.record_whole(t, Distribution.CONSTANT, params, 0, None):
+                return True
+            if (t.layout != torch.strided or not t.numel() or not t.is_contiguous() or t.is_meta
+                    or t.is_neg() or torch._is_functional_tensor(t)):
                 return False
             check_storage(t)
-        if value == 1 or (value == 0 and math.copysign(1.0, value) > 0):
-            params = _COMMON_CONSTANTS[(float(value), dtype)]
-        else:
-            params = tuple(map(float, constant_params(value, dtype)))
         self.recorder.add([Fill(t, Distribution.CONSTANT, params, 0)])
         return True
 

@@ -297,13 +297,20 @@ def check_same_device(tensors: Sequence[torch.Tensor], fn_name: str) -> None:
         )
 
 
-def make_fill(tensor, dist, params, seed, stream=0, first_index=0) -> Fill:
-    """The Fill of `tensor`; a negative view becomes its plain view with negated parameters."""
+def fill_params(dist, params) -> tuple[Distribution, list]:
+    """A planner's (distribution, parameters) as a fill holds them: the Distribution, the
+    parameters as floats, a uniform's [scale, shift] with no half-open limit (inf)."""
     if type(dist) is not Distribution:
         dist = Distribution(dist)
     params = [float(p) for p in params]
     if dist == Distribution.UNIFORM and len(params) == 2:  # [scale, shift]: no half-open limit
         params.append(math.inf)
+    return dist, params
+
+
+def make_fill(tensor, dist, params, seed, stream=0, first_index=0) -> Fill:
+    """The Fill of `tensor`; a negative view becomes its plain view with negated parameters."""
+    dist, params = fill_params(dist, params)
     with torch._C.DisableTorchFunction():  # fastinit's own view, not a user's access
         if tensor.is_neg():
             tensor, params = tensor._neg_view(), negated_params(dist, params)

@@ -7,11 +7,14 @@ a cover, overlap or read query looks at the fills of one storage near the querie
 log as they are made and indexed, per storage by width class and first byte, when the log is
 first queried after them (`wrote`, `by_fastinit`, `describe`), so a query looks only at the
 writes near the queried range, and recording a write costs one append.
+
+A recorded fill is one object, its `Pending`: footprint, fill, pass phase and log entry at once
+(a whole plain CPU tensor's footprint, seed and memory come from one native call,
+`backends.record_whole_natively`), so a block of thousands of fills allocates few objects for
+the garbage collector to track.
 """
 from __future__ import annotations
 
-import bisect
-import dataclasses
 import sys
 from typing import Iterable, Optional, Sequence
 
@@ -19,10 +22,12 @@ import torch
 
 from . import backends
 from .contract import describe_fill
-from .plan import PLAIN_TENSOR_TYPES, Fill
+from .plan import PLAIN_TENSOR_TYPES, Fill, fill_params
 from .sharding import is_dtensor, local_tensor
+from .storage_index import StorageFills, StorageWrites
 
 _DisableTorchFunction = torch._C.DisableTorchFunction
+_CPU = torch.device("cpu")  # the device of the storage keys of natively recorded fills
 
 
 def storage_key(t: torch.Tensor):
@@ -100,90 +105,81 @@ def _alias(t: torch.Tensor) -> torch.Tensor:
         return t.detach()
 
 
-class Pending:
-    """A recorded fill waiting for the pass; `phase` orders it after the pending fills of the
-    memory it overlaps (fills of one phase never overlap, so each phase is one fused pass).
-    `memory` is an alias of the fill's tensor made when it was recorded (None for a DTensor,
-    whose memory is its local shard's, tracked by it): the fill writes that memory even if the
-    tensor is later moved elsewhere (``set_``, ``.data =``)."""
+class Write(Footprint):
+    """A write in the log that is not a recorded fill: an operation's (`what` its name), or a
+    fill run at once (`what` its words). `ours`: fastinit's; `memory`: an alias of the
+    written memory, which keeps it, and so the storage key, valid while the block lasts."""
 
-    __slots__ = ("fill", "footprint", "phase", "order", "memory")
+    __slots__ = ("what", "ours", "memory")
 
-    def __init__(self, fill: Fill, footprint: Footprint, phase: int, order: int, memory) -> None:
-        self.fill, self.footprint, self.phase, self.order, self.memory = \
-            fill, footprint, phase, order, memory
+    def __init__(self, footprint: Footprint, what, ours: bool, memory) -> None:
+        Footprint.__init__(self, footprint.key, footprint.lo, footprint.hi, footprint.dense)
+        self.what, self.ours, self.memory = what, ours, memory
+
+
+class Pending(Footprint):
+    """A recorded fill, and its entry in the write log: its footprint, the fill (`tensor`,
+    `dist`, `params`, `seed`, `stream`, `first_index`, `layout`, as in `plan.Fill`), and
+    `phase`, which orders it after the pending fills of the memory it overlaps (fills of one
+    phase never overlap, so each phase is one fused pass). `memory` holds the memory the fill
+    was recorded for (an alias of a plain tensor or of a DTensor's local shard, or the native
+    record's holder, `backends.memory_tensor`): the fill writes that memory even if the tensor
+    is later moved elsewhere (``set_``, ``.data =``), and it keeps the storage key valid.
+    `tensor` is None once the fill has run or been dropped (the log needs only its
+    footprint and words).
+
+    A storage with one pending fill is indexed by that fill itself (see `StorageFills`)."""
+
+    __slots__ = ("tensor", "dist", "params", "seed", "stream", "first_index", "layout",
+                 "phase", "order", "memory")
+    ours = True  # a fastinit fill
+
+    def __init__(self, key, lo: int, hi: int, dense: bool, tensor, dist, params: tuple,
+                 seed: int, stream: int, first_index: int, layout, memory) -> None:
+        self.key, self.lo, self.hi, self.dense = key, lo, hi, dense
+        self.tensor, self.dist, self.params, self.seed, self.stream = \
+            tensor, dist, params, seed, stream
+        self.first_index, self.layout, self.memory = first_index, layout, memory
+
+    @property
+    def what(self) -> tuple:
+        """The fill in words, unformatted (see `_words`)."""
+        return self.dist, self.params
+
+    def overlapping(self, fp: Footprint) -> list["Pending"]:
+        """As `StorageFills.overlapping`, for a storage of this fill alone."""
+        return [self] if self.overlaps(fp) else []
+
+    def tensor_to_run(self) -> torch.Tensor:
+        """The tensor of the memory it was recorded for (the tensor may have moved since);
+        torch functions are disabled by the caller."""
+        t = self.tensor
+        if type(t) not in PLAIN_TENSOR_TYPES or t.data_ptr() == self.key[1] + self.lo:
+            return t
+        memory = self.memory
+        return memory if isinstance(memory, torch.Tensor) else backends.memory_tensor(memory)
 
     def fill_to_run(self) -> Fill:
-        """The fill of the memory it was recorded for (the tensor may have moved since);
-        torch functions are disabled by the caller."""
-        t, memory = self.fill.tensor, self.memory
-        if memory is None or t is memory or t.data_ptr() == memory.data_ptr():
-            return self.fill
-        return dataclasses.replace(self.fill, tensor=memory)
+        return Fill(self.tensor_to_run(), self.dist, self.params, self.seed, self.stream,
+                    self.first_index, self.layout)
 
 
-class _StorageFills:
-    """The pending fills of one storage, sorted by first byte. `widest` bounds the length of
-    every fill held, so the fills that can overlap [lo, hi) start in (lo - widest, hi)."""
-
-    __slots__ = ("fills", "los", "widest")
-
-    def __init__(self, p: Pending) -> None:
-        self.fills: list[Pending] = [p]
-        self.los: list[int] = [p.footprint.lo]
-        self.widest = p.footprint.hi - p.footprint.lo
-
-    def insert(self, p: Pending) -> None:
-        i = bisect.bisect_right(self.los, p.footprint.lo)
-        self.los.insert(i, p.footprint.lo)
-        self.fills.insert(i, p)
-        self.widest = max(self.widest, p.footprint.hi - p.footprint.lo)
-
-    def near(self, fp: Footprint) -> tuple[int, int]:
-        """The index range of the fills that may overlap `fp`."""
-        return (bisect.bisect_right(self.los, fp.lo - self.widest),
-                bisect.bisect_left(self.los, fp.hi))
-
-    def overlapping(self, fp: Footprint) -> list[Pending]:
-        start, end = self.near(fp)
-        return [p for p in self.fills[start:end] if p.footprint.overlaps(fp)]
-
-    def drop_covered(self, fp: Footprint) -> list[Pending]:
-        """Remove and return the fills `fp` covers."""
-        start, end = bisect.bisect_left(self.los, fp.lo), bisect.bisect_left(self.los, fp.hi)
-        dropped = [p for p in self.fills[start:end] if p.footprint.hi <= fp.hi]
-        if dropped:
-            kept = [p for p in self.fills[start:end] if p.footprint.hi > fp.hi]
-            self.fills[start:end] = kept
-            self.los[start:end] = [p.footprint.lo for p in kept]
-        return dropped
+def _with_memory(items: Sequence, tensor_of) -> tuple[list, int]:
+    """The items whose tensor (`tensor_of(item)`; a DTensor's local shard) is not on meta, and
+    how many elements those tensors hold; torch functions are disabled by the caller."""
+    kept, elements = [], 0
+    for item in items:
+        t = tensor_of(item)
+        local = t if type(t) in PLAIN_TENSOR_TYPES else local_tensor(t)
+        if not local.is_meta:
+            kept.append(item)
+            elements += local.numel()
+    return kept, elements
 
 
-class _StorageWrites:
-    """The positions in the log of the writes on one storage, indexed by width class (a write
-    of w bytes is in class w.bit_length(), so it is narrower than 2**class) and, in each class,
-    sorted by first byte: the writes that can overlap [lo, hi) start in (lo - 2**class, hi)."""
-
-    __slots__ = ("by_class",)
-
-    def __init__(self) -> None:
-        self.by_class: dict[int, tuple[list[int], list[int]]] = {}  # class -> (los, positions)
-
-    def add(self, footprint: Footprint, position: int) -> None:
-        los, positions = self.by_class.setdefault((footprint.hi - footprint.lo).bit_length(), ([], []))
-        i = bisect.bisect_right(los, footprint.lo)
-        los.insert(i, footprint.lo)
-        positions.insert(i, position)
-
-    def overlapping(self, fp: Footprint, log: list) -> list[int]:
-        """The positions of the writes of `log` that overlap `fp`, in the order they were made."""
-        found = []
-        for width_class, (los, positions) in self.by_class.items():
-            start = bisect.bisect_right(los, fp.lo - (1 << width_class))
-            end = bisect.bisect_left(los, fp.hi)
-            found += [i for i in positions[start:end] if log[i][0].overlaps(fp)]
-        found.sort()
-        return found
+def _fills_of(index) -> list[Pending]:
+    """The pending fills of a storage's index (a `StorageFills`, or one `Pending`)."""
+    return index.fills if type(index) is StorageFills else [index]
 
 
 def _words(what) -> str:
@@ -209,15 +205,15 @@ class Recorder:
     def __init__(self, dry_run: bool = False) -> None:
         self.dry_run = dry_run
         self._pending: dict[int, Pending] = {}         # by order of recording
-        self._by_storage: dict[object, _StorageFills] = {}
+        # storage key -> its pending fills: one Pending, or a StorageFills of several
+        self._by_storage: dict[object, object] = {}
         self._order = 0
         self.recorded = 0
         self.dropped = 0
         self.flushes = 0
-        # (footprint, what, by_fastinit, alias) of each write, in the order made; the alias
-        # keeps its memory, and so the storage keys, valid while the block lasts
-        self._log: list[tuple] = []
-        self._writes: dict[object, _StorageWrites] = {}  # the log indexed, up to _indexed
+        # every write, in the order made: the Pending of a recorded fill, a Write of the others
+        self._log: list[Footprint] = []
+        self._writes: dict[object, StorageWrites] = {}  # the log indexed, up to _indexed
         self._indexed = 0
         self.elements_filled = 0  # elements fastinit's fills wrote
         self.unreachable = 0      # fills skipped: no one can read their memory
@@ -235,43 +231,94 @@ class Recorder:
 
     # -- recording ---------------------------------------------------------------------------
     def add(self, fills: Sequence[Fill]) -> None:
-        by_storage, pending, log = self._by_storage, self._pending, self._log
+        """Record checked fills whose seeds are drawn (see `_record`). A whole plain CPU tensor's
+        footprint and memory come from the native record (`backends.record_whole_natively`,
+        with the fill's seed: no draw)."""
         for f in fills:
             t = f.tensor
-            plain = type(t) in PLAIN_TENSOR_TYPES
-            local = t if plain else local_tensor(t)
-            with _DisableTorchFunction():
-                footprint = _footprint(local)
-                if footprint is None:
+            if type(t) in PLAIN_TENSOR_TYPES and f.layout is None and not f.first_index:
+                found = backends.record_whole_natively(t, f.seed, None)
+                if found is not None:
+                    storage, lo, hi, dense, _, memory = found
+                    self._record(Pending((_CPU, storage), lo, hi, dense, t, f.dist, f.params,
+                                         f.seed, f.stream, 0, None, memory))
                     continue
-                alias = local.detach()
-            index = by_storage.get(footprint.key)
-            if index is not None:
-                self._drop_covered(footprint)
-                index = by_storage.get(footprint.key)
+            local = t if type(t) in PLAIN_TENSOR_TYPES else local_tensor(t)
+            with _DisableTorchFunction():
+                fp = _footprint(local)
+                if fp is None:
+                    continue
+                memory = local.detach()
+            self._record(Pending(fp.key, fp.lo, fp.hi, fp.dense, t, f.dist, f.params, f.seed,
+                                 f.stream, f.first_index, f.layout, memory))
+
+    def record_whole(self, tensor: torch.Tensor, dist, params, seed: Optional[int],
+                     generator: Optional[torch.Generator]) -> bool:
+        """Record a random fill of all of the plain `tensor` from contract index 0, stream 0,
+        its storage checked and its seed drawn in one native call
+        (`backends.record_whole_natively`), when that call takes the tensor.
+
+        Args:
+            dist, params: the planner's, every argument checked.
+            seed: the fill's seed, checked; None: one draw from `generator`.
+
+        Returns:
+            Whether the fill was recorded; False: nothing was drawn or recorded (the caller
+            records it through `plan.make_fill`).
+
+        Raises:
+            UnsafeTargetError: the tensor's elements lie outside its storage (torch's
+                message); nothing is drawn or recorded.
+        """
+        dist, params = fill_params(dist, params)
+        found = backends.record_whole_natively(tensor, seed, generator)
+        if found is None:
+            return False
+        storage, lo, hi, dense, seed, memory = found
+        self._record(Pending((_CPU, storage), lo, hi, dense, tensor, dist, tuple(params), seed,
+                             0, 0, None, memory))
+        return True
+
+    def _record(self, p: Pending) -> None:
+        """Index and log the recorded fill `p`: the pending fills it covers are dropped."""
+        by_storage = self._by_storage
+        index = by_storage.get(p.key)
+        if index is not None and p.dense:
+            self._drop_covered(p)
+            index = by_storage.get(p.key)
+        if index is None:
+            p.phase = 0
+            by_storage[p.key] = p
+        else:
             # a fill over part of a pending one (an Embedding's padding row) runs after it, in
             # a later phase of the same pass
-            phase = 0 if index is None else \
-                1 + max((p.phase for p in index.overlapping(footprint)), default=-1)
-            p = Pending(f, footprint, phase, self._order, alias if plain else None)
-            self._order += 1
-            pending[p.order] = p
-            if index is None:
-                by_storage[footprint.key] = _StorageFills(p)
-            else:
-                index.insert(p)
-            log.append((footprint, (f.dist, f.params), True, alias))
-            self.recorded += 1
+            p.phase = 1 + max((q.phase for q in index.overlapping(p)), default=-1)
+            if type(index) is Pending:
+                index = by_storage[p.key] = StorageFills(index)
+            index.insert(p)
+        p.order = self._order
+        self._order += 1
+        self._pending[p.order] = p
+        self._log.append(p)
+        self.recorded += 1
 
     def _drop_covered(self, footprint: Footprint) -> None:
-        index = self._by_storage.get(footprint.key)
+        by_storage = self._by_storage
+        index = by_storage.get(footprint.key)
         if index is None or not footprint.dense:
             return
-        for p in index.drop_covered(footprint):
+        if type(index) is Pending:
+            dropped = [index] if footprint.lo <= index.lo and index.hi <= footprint.hi else []
+            if dropped:
+                del by_storage[footprint.key]
+        else:
+            dropped = index.drop_covered(footprint)
+            if not index.fills:
+                del by_storage[footprint.key]
+        for p in dropped:
             del self._pending[p.order]
+            p.tensor = None
             self.dropped += 1
-        if not index.fills:
-            del self._by_storage[footprint.key]
 
     def overwrite(self, footprint: Footprint) -> None:
         """Another operation is about to write every element of `footprint`: pending fills it
@@ -285,7 +332,7 @@ class Recorder:
         """Log a write of all of `tensor` by the operation `what`."""
         footprint = Footprint.of(tensor)
         if footprint is not None:
-            self._log.append((footprint, what, by_fastinit, _alias(tensor)))
+            self._log.append(Write(footprint, what, by_fastinit, _alias(tensor)))
             if not by_fastinit and footprint.key[0] != "meta":
                 self.elements_other += local_tensor(tensor).numel()
 
@@ -297,9 +344,9 @@ class Recorder:
             return
         alias = _alias(tensor)
         for i in self._overlapping_writes(old):
-            fp, what, ours, _ = self._log[i]
-            self._log.append((new, what if fp.covers(old) else f"{_words(what)} on part", ours,
-                              alias))
+            w = self._log[i]
+            self._log.append(Write(new, w.what if w.covers(old) else f"{_words(w.what)} on part",
+                                   w.ours, alias))
 
     # -- reading -----------------------------------------------------------------------------
     def touched(self, tensors: Iterable) -> set:
@@ -323,27 +370,40 @@ class Recorder:
         if not self._pending:
             return
         if keys is None:
-            run = list(self._pending.values())
+            popped = list(self._pending.values())
             self._pending.clear()
             self._by_storage.clear()
         else:
-            run = []
+            popped = []
             for key in keys:
                 index = self._by_storage.pop(key, None)
                 if index is not None:
-                    run += index.fills
-            for p in run:
+                    popped += _fills_of(index)
+            for p in popped:
                 del self._pending[p.order]
-            run.sort(key=lambda p: p.order)
-        run = self._reachable(run)
+            popped.sort(key=lambda p: p.order)
+        run = self._reachable(popped)
         if run and not self.dry_run:
             with _DisableTorchFunction():
                 if all(p.phase == 0 for p in run):  # one fused pass
-                    self.execute([p.fill_to_run() for p in run])
+                    self._run(run)
                 else:
                     for phase in sorted({p.phase for p in run}):  # one fused pass per phase
-                        self.execute([p.fill_to_run() for p in run if p.phase == phase])
+                        self._run([p for p in run if p.phase == phase])
             self.flushes += 1
+        for p in popped:  # the log keeps their footprint and words, not the tensor
+            p.tensor = None
+
+    def _run(self, run: list) -> None:
+        """Run pending fills of one phase (torch functions disabled by the caller): whole
+        tensors from contract index 0 as rows (`backends.execute_whole`), else as Fills."""
+        if any(p.layout is not None or p.first_index for p in run):
+            self.execute([p.fill_to_run() for p in run])
+            return
+        rows, elements = _with_memory([(p.tensor_to_run(), p.dist, p.params, p.seed, p.stream)
+                                       for p in run], lambda row: row[0])
+        backends.execute_whole(rows)
+        self.elements_filled += elements
 
     def _reachable(self, run: list) -> list:
         """The fills of `run` whose memory anyone can still read. A fill is skipped only when
@@ -357,33 +417,25 @@ class Recorder:
         refers to."""
         ours: dict[int, int] = {}
         for p in run:
-            ours[id(p.fill.tensor)] = ours.get(id(p.fill.tensor), 0) + 1
+            ours[id(p.tensor)] = ours.get(id(p.tensor), 0) + 1
         for _, t in self.done_routines:
             if id(t) in ours:
                 ours[id(t)] += 1
         kept = []
         getrefcount = sys.getrefcount
-        for p in run:
-            t = p.fill.tensor
-            # getrefcount: its argument, `t`, and the recorder's own references
-            if getrefcount(t) - 2 - ours[id(t)] == 0 and _owned_by_torch_alone(t) \
-                    and storage_key(t) == p.footprint.key:
-                self.unreachable += 1
-                continue
-            kept.append(p)
+        with _DisableTorchFunction():  # our own look at the memory: not a user's access
+            for p in run:
+                t = p.tensor
+                # getrefcount: its argument, `t`, and the recorder's own references
+                if getrefcount(t) - 2 - ours[id(t)] == 0 and _owned_by_torch_alone(t, p.key):
+                    self.unreachable += 1
+                    continue
+                kept.append(p)
         return kept
 
     def execute(self, fills: Sequence[Fill]) -> None:
-        elements, meta = 0, False
         with _DisableTorchFunction():
-            for f in fills:
-                t = f.tensor if type(f.tensor) in PLAIN_TENSOR_TYPES else local_tensor(f.tensor)
-                if t.is_meta:
-                    meta = True
-                else:
-                    elements += t.numel()
-        if meta:
-            fills = [f for f in fills if not local_tensor(f.tensor).is_meta]
+            fills, elements = _with_memory(fills, lambda f: f.tensor)
         backends.execute(fills)
         self.elements_filled += elements
 
@@ -392,11 +444,11 @@ class Recorder:
         """The positions in the log of the writes that overlap `footprint`, in order."""
         log = self._log
         for i in range(self._indexed, len(log)):  # index the writes logged since the last query
-            fp = log[i][0]
-            writes = self._writes.get(fp.key)
+            w = log[i]
+            writes = self._writes.get(w.key)
             if writes is None:
-                writes = self._writes[fp.key] = _StorageWrites()
-            writes.add(fp, i)
+                writes = self._writes[w.key] = StorageWrites()
+            writes.add(w, i)
         self._indexed = len(log)
         writes = self._writes.get(footprint.key)
         return [] if writes is None else writes.overlapping(footprint, log)
@@ -417,10 +469,10 @@ class Recorder:
             return False
         result = False
         for i in self._overlapping_writes(footprint):
-            fp, _, ours, _ = self._log[i]
-            if fp.covers(footprint):
-                result = ours
-            elif not ours:
+            w = self._log[i]
+            if w.covers(footprint):
+                result = w.ours
+            elif not w.ours:
                 result = False
         return result
 
@@ -432,22 +484,23 @@ class Recorder:
             return None
         text = None
         for i in self._overlapping_writes(footprint):
-            fp, what, _, _ = self._log[i]
-            if fp.covers(footprint):
-                text = _words(what)
+            w = self._log[i]
+            if w.covers(footprint):
+                text = _words(w.what)
             else:
-                text = f"{text}; then {_words(what)} on part" if text else f"{_words(what)} on part"
+                text = f"{text}; then {_words(w.what)} on part" if text else f"{_words(w.what)} on part"
         return text
 
 
-def _owned_by_torch_alone(t: torch.Tensor) -> bool:
-    """Whether `t`'s memory was allocated by torch for this storage alone: a resizable storage
-    (its data is the allocator's, not borrowed from numpy, DLPack, a buffer or a file), not
-    in shared memory, referred to by at most `t` and the recorder's alias of it (the storage
-    object made here is one more use)."""
-    if is_dtensor(t) or t.is_meta:
+def _owned_by_torch_alone(t: torch.Tensor, key) -> bool:
+    """Whether `t` lives in the storage `key` (see `storage_key`), its memory allocated by torch
+    for this storage alone: a resizable storage (its data is the allocator's, not borrowed from
+    numpy, DLPack, a buffer or a file), not in shared memory, referred to by at most `t` and the
+    recorder's holder of it (the storage object made here is one more use). Torch functions are
+    disabled by the caller."""
+    if (type(t) not in PLAIN_TENSOR_TYPES and is_dtensor(t)) or t.is_meta:
         return False
-    with _DisableTorchFunction():
-        storage = t.untyped_storage()
-        return storage.resizable() and not (storage.device.type == "cpu" and storage.is_shared()) \
-            and torch._C._storage_Use_Count(storage._cdata) <= 3
+    storage = t.untyped_storage()
+    return storage.data_ptr() == key[1] and storage.device == key[0] and storage.resizable() \
+        and not (storage.device.type == "cpu" and storage.is_shared()) \
+        and torch._C._storage_Use_Count(storage._cdata) <= 3

@@ -143,12 +143,12 @@ def execute(fills: Sequence[Fill], dense: Sequence[tuple] = ()) -> None:
     Fills of tensors without real storage (meta, fake, functional) are dropped; every other
     tensor's storage is checked, for all fills, before any backend writes. Whole plain CPU
     tensors are planned, checked and filled by the C++ backend in one native call
-    (`_fill_rows`); the others are planned here (plan.descriptor_fills).
+    (`_fill_whole_tensors`); the others are planned here (plan.descriptor_fills).
 
     Args:
         fills: the fills.
-        dense: more whole tensors for that native call, as (tensor, dtype code, dist, params,
-            seed, stream) rows with what make_fill checks checked, each tensor accepted by
+        dense: more whole tensors for that native call, as (tensor, dist, params, seed, stream)
+            rows with what make_fill checks checked, each tensor accepted by
             `dense_native_codes`.
     """
     if len(fills) == 1 and not dense:  # one whole plain CPU tensor (a drop-in call): the native path alone
@@ -181,20 +181,14 @@ def execute(fills: Sequence[Fill], dense: Sequence[tuple] = ()) -> None:
             for (device, _, host_only), group in groups.items()]
     with torch.no_grad():
         if native or dense:  # whole plain CPU tensors: planned, checked and filled in one native call
-            _fill_rows([_native_row(f.tensor, _NATIVE_DTYPE_CODES[f.tensor.dtype], f.dist, f.params,
-                                    f.seed, f.stream) for f in native] +
-                       [(t.data_ptr(), storage.data_ptr(), storage.nbytes(), t.storage_offset(),
-                         t.shape, t.stride(), code, dist, params, seed, stream)
-                        for t, code, dist, params, seed, stream in dense
-                        for storage in (t.untyped_storage(),)])  # _native_row, inlined
-            if dense:
-                _increment_version(tuple(row[0] for row in dense))
+            _fill_whole_tensors([(f.tensor, f.dist, f.params, f.seed, f.stream) for f in native]
+                                + list(dense))
         for backend, device, group in runs:
             backend.run(group)
             if group[0].dist not in HOST_DISTRIBUTIONS:
                 _last_run[device.type] = backend.NAME
-        for f in fills:
-            if f.tensor.numel():
+        for f in fills:  # (`_fill_whole_tensors` bumped those it filled)
+            if f.tensor.numel() and id(f) not in native_ids:
                 torch.autograd.graph.increment_version(local_tensor(f.tensor))
 
 
@@ -253,6 +247,41 @@ def fill_whole_natively(tensor: torch.Tensor, dist: int, params: Sequence[float]
     return True
 
 
+def record_whole_natively(tensor: torch.Tensor, seed: Optional[int],
+                          generator: Optional[torch.Generator]) -> Optional[tuple]:
+    """What a `fused()` block records of a fill of all of `tensor`, in one native call
+    (fastinit._C_tensor's ``record_tensor``): the storage's bounds checked, then the fill's seed
+    drawn exactly as `fill_whole_natively` draws it; nothing is written.
+
+    Args:
+        tensor: the tensor, all of it from contract index 0, its fill's arguments checked.
+        seed: the fill's seed, checked; None: one draw from `generator`.
+        generator: where a seed of None is drawn from (None: the thread's generator,
+            `contract.thread_generator`, else torch's default CPU generator).
+
+    Returns:
+        (storage address, first byte, one past the last byte, dense, seed, memory): the bytes
+        of the storage the tensor spans, whether it writes each of them once, the seed, and a
+        holder of its memory (`memory_tensor`); or None, having drawn nothing, when that module
+        is not loaded or does not take the tensor (see ``record_tensor``) or the generator.
+
+    Raises:
+        UnsafeTargetError: the tensor's elements lie outside its storage (torch's message);
+            nothing is drawn.
+    """
+    if _tensor_record is None:
+        return None
+    try:
+        return _tensor_record(tensor, seed, thread_generator() if generator is None else generator)
+    except IndexError as exc:  # the storage's bounds, in torch's words
+        raise UnsafeTargetError(str(exc)) from None
+
+
+def memory_tensor(memory) -> torch.Tensor:
+    """The tensor of the memory a `record_whole_natively` holder holds."""
+    return _CPU.TENSOR_CALLS.memory_tensor(memory)
+
+
 # torch's version counter bump of tensors written in place (a sequence of them)
 _increment_version = torch._C._increment_version
 # dtype -> the contract's dtype code, as the native call takes it
@@ -277,7 +306,8 @@ def dense_native_codes(tensors: Sequence[torch.Tensor]) -> Optional[list]:
     """Which of `tensors` `execute` may take as `dense` rows: for each, its dtype code when the
     C++ backend plans and fills all of it as one dense run (a plain CPU tensor, contiguous,
     non-empty, a real floating dtype, no negative bit, not functional, not an inference tensor
-    outside inference mode), else None.
+    outside inference mode), else None. fastinit._C_tensor decides in one call where it is
+    loaded (it also declines what its `fill_tensors` does not take).
 
     Returns:
         The codes, or None when the C++ backend does not fill CPU tensors under the current
@@ -285,6 +315,8 @@ def dense_native_codes(tensors: Sequence[torch.Tensor]) -> Optional[list]:
     """
     if not _native_backend_selected():
         return None
+    if _CPU.TENSOR_CALLS is not None:
+        return _CPU.TENSOR_CALLS.dense_codes(tensors, PLAIN_TENSOR_TYPES)
     inference_ok = torch.is_inference_mode_enabled()
     codes = _NATIVE_DTYPE_CODES
     is_functional = torch._is_functional_tensor
@@ -337,30 +369,91 @@ def natively_packed(fills: Sequence[Fill]) -> Optional[bytes]:
 
 def _fill_all_natively(fills: Sequence[Fill]) -> bool:
     """Fill whole tensors in one native call (a fused pass of many small tensors), when every
-    fill is of a whole tensor from contract index 0, with a distribution the backends compute,
-    that `dense_native_codes` accepts, with allocated storage; else write nothing and return
-    False (`execute` runs them its general way, or raises its error). Returns whether the
-    tensors were filled."""
+    fill is of a whole plain tensor from contract index 0 that `_fill_rows_natively` takes;
+    else write nothing and return False. Returns whether the tensors were filled."""
     for f in fills:
-        if f.layout is not None or f.first_index or f.dist in HOST_DISTRIBUTIONS:
+        if f.layout is not None or f.first_index:
             return False
-    codes = dense_native_codes([f.tensor for f in fills])
+    return _fill_rows_natively([(f.tensor, f.dist, f.params, f.seed, f.stream) for f in fills])
+
+
+def execute_whole(rows: Sequence[tuple]) -> None:
+    """Run fills of whole tensors from contract index 0 as `execute` runs their Fills, without
+    making them where one native call takes them all (`fill_whole_natively` for one,
+    `_fill_rows_natively` for more).
+
+    Args:
+        rows: (tensor, dist, params, seed, stream) of each, what make_fill checks checked.
+
+    Raises:
+        as `execute`.
+    """
+    if len(rows) == 1:
+        if fill_whole_natively(*rows[0]):
+            return
+    elif _fill_rows_natively(rows):
+        return
+    execute([Fill(*row) for row in rows])
+
+
+def _fill_rows_natively(rows: Sequence[tuple]) -> bool:
+    """Fill whole tensors, (tensor, dist, params, seed, stream) rows, in one native call, when
+    every tensor is a plain tensor with a distribution the backends compute, that
+    fastinit._C_tensor takes (else `dense_native_codes` accepts), with allocated storage inside
+    its bounds; else write nothing and return False (`execute` runs them its general way, or
+    raises its error). Returns whether the tensors were filled."""
+    for t, dist, _, _, _ in rows:
+        if dist in HOST_DISTRIBUTIONS or type(t) not in PLAIN_TENSOR_TYPES:
+            return False
+    if rows and _native_backend_selected():
+        try:
+            if _CPU.fill_whole_tensors(rows):
+                _last_run["cpu"] = _CPU.NAME
+                return True
+        except (IndexError, ValueError):  # a storage's bounds: execute raises its error
+            return False
+    codes = dense_native_codes([row[0] for row in rows])
     if codes is None or None in codes:
         return False
-    rows = []
+    native_rows = []
     with torch._C.DisableTorchFunction():  # fastinit's own look at the metadata
-        for f, code in zip(fills, codes):
-            t = f.tensor
+        for (t, dist, params, seed, stream), code in zip(rows, codes):
             storage = t.untyped_storage()
             data = storage.data_ptr()
             if not data:  # freed storage: execute raises its error
                 return False
-            rows.append((t.data_ptr(), data, storage.nbytes(), t.storage_offset(), t.shape,
-                         t.stride(), code, int(f.dist), f.params, f.seed, f.stream))
-    if rows:
-        _fill_rows(rows)
-        _increment_version(tuple(f.tensor for f in fills))
+            native_rows.append((t.data_ptr(), data, storage.nbytes(), t.storage_offset(), t.shape,
+                                t.stride(), code, int(dist), params, seed, stream))
+    if native_rows:
+        _fill_rows(native_rows)
+        _increment_version(tuple(row[0] for row in rows))
     return True
+
+
+def _fill_whole_tensors(rows: list) -> None:
+    """Fill whole plain CPU tensors, each accepted by `_natively_planned` and non-empty, in one
+    native call, and bump their version counters: fastinit._C_tensor's `fill_tensors`, else (not
+    loaded, or it declines one of them) `_C`'s on rows of their metadata read here
+    (`_fill_rows`).
+
+    Args:
+        rows: (tensor, dist, params, seed, stream) of each, what make_fill checks checked.
+
+    Raises:
+        UnsafeTargetError: a tensor's elements lie outside its storage (torch's message);
+            nothing is written.
+    """
+    try:
+        if _CPU.fill_whole_tensors(rows):
+            _last_run["cpu"] = _CPU.NAME
+            return
+    except IndexError as exc:  # a storage's bounds, in torch's words
+        raise UnsafeTargetError(str(exc)) from None
+    _fill_rows([(t.data_ptr(), storage.data_ptr(), storage.nbytes(), t.storage_offset(), t.shape,
+                 t.stride(), _NATIVE_DTYPE_CODES[t.dtype], int(dist), params, seed, stream)
+                for t, dist, params, seed, stream in rows
+                for storage in (t.untyped_storage(),)])  # _native_row, inlined
+    _increment_version(tuple(row[0] for row in rows))
 
 
 def _fill_rows(batch: list) -> None:
@@ -372,6 +465,33 @@ def _fill_rows(batch: list) -> None:
     except IndexError as exc:  # a storage's bounds, in torch's words
         raise UnsafeTargetError(str(exc)) from None
     _last_run["cpu"] = _CPU.NAME
+
+
+def overlap_order(packed: bytes, count: int) -> Optional[list[list[int]]]:
+    """The launches a batch needs so that memory two of its fills share ends with the later
+    fill's values, as filling them one after another leaves it (one launch writes all of its
+    fills at once, so two that overlap would race).
+
+    Args:
+        packed: the batch's `count` packed descriptors (plan.pack_descriptors), with addresses.
+        count: how many.
+
+    Returns:
+        None when no two of them overlap (one launch takes them all), else the indices of the
+        fills of each launch, in launch order: fastinit._C's ``overlap_phases``, or one fill per
+        launch where that module is not loaded.
+    """
+    if count < 2:
+        return None
+    if _CPU.IMPORT_ERROR is not None:
+        return [[i] for i in range(count)]
+    phases = _CPU._C.overlap_phases(packed)
+    if not phases:
+        return None
+    order: list[list[int]] = [[] for _ in range(max(phases) + 1)]
+    for i, phase in enumerate(phases):
+        order[phase].append(i)
+    return order
 
 
 def check_not_capturing(why: str) -> None:
@@ -414,3 +534,5 @@ _CPU = _module("cpu")
 # fastinit._C_tensor's fill_tensor(tensor, dist, params, seed, generator, stream) -> filled, when
 # it was built against the running torch (backends/cpu.py), else None
 _tensor_fill = None if _CPU.TENSOR_CALLS is None else _CPU.TENSOR_CALLS.fill_tensor
+# fastinit._C_tensor's record_tensor(tensor, seed, generator), or None (see _tensor_fill)
+_tensor_record = None if _CPU.TENSOR_CALLS is None else _CPU.TENSOR_CALLS.record_tensor

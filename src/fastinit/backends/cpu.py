@@ -86,6 +86,26 @@ def fill_tensors(tensors: Sequence[tuple]) -> None:
     _C.fill_tensors(tensors, torch.get_num_threads())
 
 
+def fill_whole_tensors(rows: Sequence[tuple]) -> bool:
+    """Plan, check and fill whole plain CPU tensors in one native call of fastinit._C_tensor
+    (``fill_tensors``), on as many threads as ``torch.get_num_threads()`` gives the calling
+    thread, and bump their version counters, when that module is loaded and takes every one of
+    them.
+
+    Args:
+        rows: one tuple per tensor: (tensor, distribution code, parameters, seed, stream).
+
+    Returns:
+        Whether they were filled; False: nothing was written.
+
+    Raises:
+        IndexError: a tensor's elements lie outside its storage (torch's message).
+        ValueError: a descriptor that cannot be filled (e.g. misaligned data); nothing is
+            written.
+    """
+    return TENSOR_CALLS is not None and TENSOR_CALLS.fill_tensors(rows)
+
+
 def fill_tensor(data, storage_data, storage_nbytes, storage_offset, sizes, strides, dtype, dist,
                 params, seed, stream, generator) -> None:
     """Plan and fill one whole dense tensor in one native call (see

@@ -20,7 +20,7 @@ from typing import Sequence
 import torch
 
 from ..plan import Fill, pack_descriptors
-from . import check_not_capturing
+from . import check_not_capturing, overlap_order
 
 NAME = "cuda"
 
@@ -88,6 +88,11 @@ def run(fills: Sequence[Fill]) -> None:
 def _launch(index: int, fills: Sequence[Fill]) -> None:
     num_sms = torch.cuda.get_device_properties(index).multi_processor_count
     packed = pack_descriptors(fills)
+    order = overlap_order(packed, len(fills))
+    if order is not None:  # fills sharing memory: one launch per phase, in order on the stream
+        for indices in order:
+            _launch(index, [fills[i] for i in indices])
+        return
     with torch.cuda.device(index):
         stream = torch.cuda.current_stream(index)
         if len(fills) <= ARG_TABLE_CAPACITY:

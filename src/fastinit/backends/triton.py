@@ -1,4 +1,4 @@
-"""The `triton` backend: the fused Triton fill of kernels/ (installed as fastinit.kernels).
+"""The `triton` backend: the fused Triton fill of fastinit.kernels (src/fastinit/kernels/).
 
 One launch per (device, dtype) group for the whole list of tensors (one kernel per variant
 present: distribution and contiguous or strided path). Here fills become the kernels' packed
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..plan import Fill, has_real_storage, pack_descriptors
-from . import check_not_capturing, natively_packed
+from . import check_not_capturing, natively_packed, overlap_order
 
 NAME = "triton"
 
@@ -104,12 +104,29 @@ def fill(fills: Sequence[Fill], config=None) -> int:
     if not fills:
         return 0
     config = _launch_table.DEFAULT_CONFIG if config is None else config
-    return _fill.fill([f.tensor for f in fills], check_fills(fills), config)
+    targets = [f.tensor for f in fills]
+    desc = check_fills(fills)
+    order = overlap_order(_addressed(desc, targets), len(fills)) if len(fills) > 1 else None
+    if order is None:
+        return _fill.fill(targets, desc, config)
+    # fills sharing memory: one launch per phase, in order on the stream
+    return sum(_fill.fill([targets[i] for i in indices], desc[indices], config)
+               for indices in order)
+
+
+def _addressed(desc: np.ndarray, targets: Sequence[torch.Tensor]) -> bytes:
+    """`desc`'s rows packed with addresses (each row's element offset from its own tensor made
+    that element's address), as `overlap_order` reads them."""
+    rows = desc.copy()
+    rows[:, DESC_BASE_OFFSET.value] = (
+        np.array([t.data_ptr() for t in targets], dtype=np.int64)
+        + rows[:, DESC_BASE_OFFSET.value] * targets[0].element_size())
+    return rows.tobytes()
 
 
 def run(fills: Sequence[Fill], config=None) -> None:
     """Fill `fills` (one device, one dtype, any layouts): one launch for the list, through
-    the op ``torch.ops.fastinit.triton_fill`` (kernels/fill.py)."""
+    the op ``torch.ops.fastinit.triton_fill`` (src/fastinit/kernels/fill.py)."""
     fills = [f for f in fills if f.tensor.numel()]
     if not fills:
         return

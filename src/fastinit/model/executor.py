@@ -10,6 +10,7 @@ are initialised once, under their first name.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Callable, Optional, Union
 
 import torch
@@ -22,7 +23,7 @@ from ..recorder import storage_key
 from ..registry import BY_SPEC_KIND
 from ..plan import DTYPE_CODES, make_fill
 from ..sharding import local_index, local_tensor
-from .names import named_tensors, own_tensors, stream_name, walk
+from .names import named_tensors, stream_name, walk
 from .rules import Rules, TensorInit, collect, default_rules_for, user_rules
 
 
@@ -75,19 +76,19 @@ def plan_all(inits: list[TensorInit], dense_ok: Union[bool, Callable[[torch.Tens
         planned = plans.get(key)
         if planned is None:
             plan = ti.spec.plan(t, ti.name)
-            planned = (plan, _dense_row(t, code, plan))
+            planned = (plan, _dense_row(t, plan))
             if ti.spec.kind not in _PLANNED_PER_TENSOR:
                 plans[key] = planned
         ti.plan, ti.dense = planned
 
 
-def _dense_row(tensor: torch.Tensor, code: int, plan: Optional[tuple]) -> Optional[tuple]:
-    """(dtype code, dist, params) of `tensor`'s plan as make_fill checks it, for the native call;
-    None for a plan it does not take (a structured init, a host-only distribution)."""
+def _dense_row(tensor: torch.Tensor, plan: Optional[tuple]) -> Optional[tuple]:
+    """(dist, params) of `tensor`'s plan as make_fill checks it, for the native call; None for a
+    plan it does not take (a structured init, a host-only distribution)."""
     if plan is None or plan[0] in HOST_DISTRIBUTIONS:
         return None
     fill = make_fill(tensor, plan[0], plan[1], 0)
-    return code, int(fill.dist), fill.params
+    return int(fill.dist), fill.params
 
 
 def stream_of(name: str) -> int:
@@ -110,8 +111,8 @@ def execute_inits(inits: list[TensorInit], seed: int, result: InitResult) -> Non
     with torch._C.DisableTorchFunction():  # fastinit's own look at the tensors' metadata
         for ti in inits:
             if ti.dense is not None:
-                code, dist, params = ti.dense
-                dense.append((ti.tensor, code, dist, params, seed, stream_of(ti.name)))
+                dist, params = ti.dense
+                dense.append((ti.tensor, dist, params, seed, stream_of(ti.name)))
                 result.fused.append(ti.name)
                 continue
             if ti.tensor.is_meta:
@@ -155,9 +156,14 @@ def own_init_modules(modules: list[tuple[str, nn.Module]], covered: set[int]
     reset them."""
     out = []
     for name, mod in modules:
-        own = own_tensors(mod)
-        if own and any(id(t) not in covered for t in own) and callable(getattr(mod, "reset_parameters", None)):
-            out.append((name, mod))
+        params, buffers = mod._parameters, mod._buffers
+        if not params and not buffers:
+            continue  # a container
+        for t in chain(params.values(), buffers.values()):
+            if t is not None and id(t) not in covered:
+                if callable(getattr(mod, "reset_parameters", None)):
+                    out.append((name, mod))
+                break
     return out
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 from torch import nn
@@ -12,7 +12,7 @@ from ..contract import seeds_from
 from ..errors import InitValueError
 from ..fused import active_recorder, fused
 from .executor import InitResult, resolve_seed, run_pass
-from .names import lookup, named_tensors, tied_aliases
+from .names import lookup, named_tensors, tied_aliases, walk
 from .hugging_face import is_hugging_face_model
 from .own_init import InitArg, select_model_init
 from .recipes import NotReplayable
@@ -27,20 +27,70 @@ def _empty_on(t: torch.Tensor, device) -> torch.Tensor:
     return torch.empty_like(t, device=device)
 
 
-def _allocate(module: nn.Module, device, dtype: Optional[torch.dtype], reinit: bool) -> list[str]:
+def _allocate(module: nn.Module, modules: list, tensors: dict[str, torch.Tensor], device,
+              dtype: Optional[torch.dtype], reinit: bool) -> list[str]:
     """Allocate every meta tensor (and with `reinit` every parameter) uninitialised on `device`
-    (what to_empty does); a tensor that already holds a value moves there and keeps it. Returns
-    the kept tensors' names."""
+    (what to_empty does); a tensor that already holds a value moves there and keeps it.
+    `modules`: `walk(module)`; `tensors`: `named_tensors(module)` as it is now. Returns the kept
+    tensors' names."""
     if dtype is not None:
-        module.to(dtype)  # on meta: only metadata changes
+        module.to(dtype)  # on meta: only metadata changes (buffers are new tensors)
+        tensors = named_tensors(module, "", modules)
     missing = (lambda t: t.is_meta or isinstance(t, nn.Parameter)) if reinit else \
         (lambda t: t.is_meta)
-    kept = [name for name, t in named_tensors(module).items() if not missing(t)]
-    aliases = tied_aliases(module)
-    module._apply(lambda t: _empty_on(t, device) if missing(t) else t.to(device))
-    for owner, slot, local, first in aliases:  # _apply unties tied tensors: tie them again
-        getattr(owner, slot)[local] = lookup(module, first)
+    kept = [name for name, t in tensors.items() if not missing(t)]
+    if not _allocate_directly(modules, device, missing):
+        aliases = tied_aliases(module)
+        module._apply(lambda t: _empty_on(t, device) if missing(t) else t.to(device))
+        for owner, slot, local, first in aliases:  # _apply unties tied tensors: tie them again
+            getattr(owner, slot)[local] = lookup(module, first)
     return kept
+
+
+_MODULE_APPLY = nn.Module._apply
+
+
+def _allocate_directly(modules: list, device, missing: Callable[[torch.Tensor], bool]) -> bool:
+    """What `module._apply(lambda t: _empty_on(t, device) if missing(t) else t.to(device))`
+    does to a model (`modules`: its `walk`) whose missing tensors are all plain meta tensors and
+    parameters without gradients and whose other tensors are plain ones already on `device`
+    (which `.to` leaves as they are), without _apply's per-tensor layers, tied tensors kept
+    tied. Where any module has an `_apply` of its own (an RNN's flattens its weights), a tensor
+    is of another type or elsewhere, or torch's conversion futures (`torch.__future__`:
+    overwrite or swap module params) are set, it changes nothing and returns False.
+
+    Returns:
+        Whether the tensors were allocated."""
+    if torch.__future__.get_overwrite_module_params_on_conversion() or \
+            torch.__future__.get_swap_module_params_on_conversion():
+        return False
+    target = torch.device(device)
+    slots = []
+    for _, mod in modules:
+        if type(mod)._apply is not _MODULE_APPLY:
+            return False
+        for holder, kind in ((mod._parameters, nn.Parameter), (mod._buffers, torch.Tensor)):
+            for local, t in holder.items():
+                if t is None:
+                    continue
+                if type(t) is not kind or (kind is nn.Parameter and t.grad is not None):
+                    return False
+                if missing(t):
+                    if not t.is_meta:
+                        return False
+                    slots.append((holder, local, t))
+                elif t.device != target:
+                    return False
+    allocated: dict[int, torch.Tensor] = {}  # id(meta tensor) -> its allocation (ties kept)
+    for slot, local, t in slots:
+        new = allocated.get(id(t))
+        if new is None:
+            new = _empty_on(t, device)
+            if type(t) is nn.Parameter:  # as _apply makes it
+                new = nn.Parameter(new, t.requires_grad)
+            allocated[id(t)] = new
+        slot[local] = new
+    return True
 
 
 @contextlib.contextmanager
@@ -81,11 +131,12 @@ def _generators_from(seed: int, device) -> Iterator[None]:
             yield
 
 
-def _replay_constructors(module: nn.Module, recipes: dict, seed: int) -> tuple[list, list]:
-    """Replay the constructor init recorded under `meta_init()` on the allocated tensors, in one
-    fused block of its own. A recipe that starts from its layer's default gets fastinit's
-    default fill first. Returns (replayed names, names that could not be replayed)."""
-    tensors = named_tensors(module)
+def _replay_constructors(module: nn.Module, tensors: dict[str, torch.Tensor], recipes: dict,
+                         seed: int) -> tuple[list, list]:
+    """Replay the constructor init recorded under `meta_init()` on the allocated tensors
+    (`tensors`: `named_tensors(module)`), in one fused block of its own. A recipe that starts
+    from its layer's default gets fastinit's default fill first. Returns (replayed names, names
+    that could not be replayed)."""
     todo = {n: r for n, r in recipes.items() if n in tensors and r.makes_values}
     replayed, failed = [], []
     if not todo:
@@ -167,15 +218,16 @@ def materialize(module: nn.Module, device=None, dtype: Optional[torch.dtype] = N
     seed = resolve_seed(seed)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    recorded = {n: getattr(t, "_fastinit_recipe", None) for n, t in named_tensors(module).items()
-                if t.is_meta}
-    kept_names = _allocate(module, device, dtype, reinit)
-    tensors = named_tensors(module)
+    modules = walk(module)  # allocating changes tensors, not modules
+    before = named_tensors(module, "", modules)
+    recorded = {n: getattr(t, "_fastinit_recipe", None) for n, t in before.items() if t.is_meta}
+    kept_names = _allocate(module, modules, before, device, dtype, reinit)
+    tensors = named_tensors(module, "", modules)
     kept = frozenset(id(tensors[name]) for name in kept_names)
     kept_params = [t for t in tensors.values() if id(t) in kept and isinstance(t, nn.Parameter)]
     recipes = {n: r for n, r in recorded.items() if r is not None and id(tensors[n]) not in kept}
     with torch.no_grad(), _generators_from(seed, device):
-        replayed, not_replayable = _replay_constructors(module, recipes, seed)
+        replayed, not_replayable = _replay_constructors(module, tensors, recipes, seed)
     own_block = active_recorder() is None  # not inside a block of the caller's
     with fused() as recorder, torch.no_grad(), _generators_from(seed, device):
         written = kept | {id(tensors[n]) for n in replayed}
@@ -198,6 +250,9 @@ def materialize(module: nn.Module, device=None, dtype: Optional[torch.dtype] = N
             result = run_pass(module, seed, "", lambda mod, _: default_rules_for(mod),
                               call_own=True, initialised=written | rule_covered,
                               own_block=own_block)
+        # the pass saw the kept parameters' stand-ins, which nothing needs to write
+        kept_set = set(kept_names)
+        result.untouched = [n for n in result.untouched if n not in kept_set]
         by_default = result.fused + result.structured
         if rules_for is not None:  # after the defaults: the rules win over a module's own reset
             by_rules = run_pass(module, seed, "", rules_for, call_own=False, initialised=kept,

@@ -95,12 +95,6 @@ def named_tensors(module: nn.Module, prefix: str = "",
     return params
 
 
-def own_tensors(module: nn.Module) -> list[torch.Tensor]:
-    """The parameters and buffers `module` holds itself (not its submodules')."""
-    return [t for t in module._parameters.values() if t is not None] + \
-        [t for t in module._buffers.values() if t is not None]
-
-
 def tied_aliases(module: nn.Module) -> list[tuple[nn.Module, str, str, str]]:
     """(owner module, "_parameters" or "_buffers", local name, first fully qualified name) of
     every later name of a tensor held under more than one name."""

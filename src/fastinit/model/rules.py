@@ -102,7 +102,7 @@ def _weight_shape_and_bias(m) -> tuple:
         weight = m.weight
     bias = params["bias"] if "bias" in params and plain_attribute(cls, "bias") else \
         getattr(m, "bias", None)
-    return tuple(weight.shape), bias is None
+    return weight.shape, bias is None  # a torch.Size: hashed and compared as the tuple
 
 
 # What each default rule reads of its module: modules of one layer type with equal inputs get
