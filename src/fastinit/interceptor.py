@@ -83,14 +83,15 @@ class Interceptor(TorchFunctionMode):
             fn: (self._init_constant if fn.__name__ in CONSTANT_FILLS else self._init_function, ours)
             for fn, ours in init_functions.items()}
         self._handlers.update({
-            torch.Tensor.normal_: (self._normal_, None),
-            torch.Tensor.uniform_: (self._uniform_, None),
-            torch.Tensor.fill_: (self._fill_, None),
-            torch.Tensor.zero_: (self._zero_, None),
+            torch.Tensor.normal_: (self._normal_, _Op("normal_")),
+            torch.Tensor.uniform_: (self._uniform_, _Op("uniform_")),
+            torch.Tensor.fill_: (self._fill_, _Op("fill_")),
+            torch.Tensor.zero_: (self._zero_, _Op("zero_")),
             torch.linalg.qr: (self._qr, _Op("linalg_qr")),
             torch.empty: (self._empty, _Op("empty")),
         })
-        self._handlers.update({fn: (self._factory, name) for fn, name in FACTORIES.items()})
+        self._handlers.update({fn: (self._factory, (fill_name, _Op(fn.__name__)))
+                               for fn, fill_name in FACTORIES.items()})
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         entry = self._handlers.get(func, self)
@@ -242,9 +243,9 @@ class Interceptor(TorchFunctionMode):
                 rec.flush(touched)
 
     # -- tensor methods ----------------------------------------------------------------------
-    def _normal_(self, func, info, args, kwargs):
+    def _normal_(self, func, op, args, kwargs):
         if not _is_fillable(args[0]):
-            return self._classified_other(func, args, kwargs)
+            return self._other(func, op, args, kwargs)
         return self._normal(_caller_frame(), *args, **kwargs)
 
     def _normal(self, caller, t, mean=0.0, std=1.0, *, generator=None):
@@ -252,9 +253,9 @@ class Interceptor(TorchFunctionMode):
             return t
         return self.by_name["normal_"](t, mean, std, generator)
 
-    def _uniform_(self, func, info, args, kwargs):
+    def _uniform_(self, func, op, args, kwargs):
         if not _is_fillable(args[0]):
-            return self._classified_other(func, args, kwargs)
+            return self._other(func, op, args, kwargs)
         return self._uniform(_caller_frame(), *args, **kwargs)
 
     def _uniform(self, caller, t, *args, generator=None, **kwargs):
@@ -269,19 +270,19 @@ class Interceptor(TorchFunctionMode):
         b = kwargs.get("to", args[1] if len(args) > 1 else 1.0)
         return self.by_name["uniform_"](t, a, b, generator)
 
-    def _fill_(self, func, info, args, kwargs):
+    def _fill_(self, func, op, args, kwargs):
         if not _is_fillable(args[0]):
-            return self._classified_other(func, args, kwargs)
+            return self._other(func, op, args, kwargs)
         t, value = args[0], args[1] if len(args) > 1 else kwargs["value"]
         if not _scalar(value) or not math.isfinite(value):
-            return self._classified_other(func, args, kwargs)
+            return self._other(func, op, args, kwargs)
         if self._record_constant(t, value):
             return t
         return self.by_name["constant_"](t, value)
 
-    def _zero_(self, func, info, args, kwargs):
+    def _zero_(self, func, op, args, kwargs):
         if not _is_fillable(args[0]):
-            return self._classified_other(func, args, kwargs)
+            return self._other(func, op, args, kwargs)
         if self._record_constant(args[0], 0.0):
             return args[0]
         return self.by_name["zeros_"](args[0])
@@ -319,9 +320,6 @@ class Interceptor(TorchFunctionMode):
         self.recorder.add([Fill(t, Distribution.CONSTANT, params, 0)])
         return True
 
-    def _classified_other(self, func, args, kwargs):
-        return self._other(func, _Op(func.__name__), args, kwargs)
-
     # -- routines made of tensor operations --------------------------------------------------
     def _done_target(self, frame) -> Optional[torch.Tensor]:
         """The target of a recognised routine running in `frame` whose fill is recorded."""
@@ -347,11 +345,12 @@ class Interceptor(TorchFunctionMode):
         return True
 
     # -- factories ---------------------------------------------------------------------------
-    def _factory(self, func, fill_name, args, kwargs):
+    def _factory(self, func, info, args, kwargs):
+        fill_name, op = info
         made = self._made_by_fill(fill_name, args, kwargs)
         if made is not None:
             return made
-        return self._classified_other(func, args, kwargs)
+        return self._other(func, op, args, kwargs)
 
     def _made_by_fill(self, fill_name, args, kwargs):
         """A constructor's ``torch.randn(...)``: an empty tensor with a recorded fill, or None
