@@ -109,7 +109,7 @@ def test_dtensor_is_recognised_once_its_module_is_imported():
 def test_checkout_root_holds_no_python_package():
     """`python -m pytest`, `python -c` and scripts run from the checkout put its root first on
     sys.path, where a package folder shadows an installed package of that name (a top-level
-    kernels/ once stood for Hugging Face's `kernels`, which transformers imports, and broke
+    kernels/ would stand for Hugging Face's `kernels`, which transformers imports, and break
     `import transformers`): fastinit's packages live under src/ only."""
     packages = sorted(name for name in os.listdir(ROOT)
                       if os.path.isfile(os.path.join(ROOT, name, "__init__.py")))
