@@ -241,6 +241,7 @@ def test_demo_repeats_fast_phases_and_gives_a_verdict():
     assert re.search(r"^std check over (\d+) random parameters: .*; all \1 within 1%: ok$", out,
                      re.M), out
     assert "module's own init" not in out
+    assert "Warning" not in proc.stderr, proc.stderr  # the demo asks for the layer defaults
     assert re.search(r"^speedup: [0-9.]+x \(torch way over fastinit's median; [0-9.]+-[0-9.]+x",
                      out, re.M), out
 
