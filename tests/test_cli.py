@@ -124,6 +124,25 @@ def test_explain_finds_modules_in_the_current_folder(tmp_path):
     assert rows == ["0.weight", "0.bias", "2.weight", "2.bias"], proc.stdout
 
 
+def test_explain_shows_a_factorys_constructor_init(tmp_path):
+    """The model is built under meta_init(): explain shows the init its constructor does, as
+    materialize replays it, and says nothing about layer defaults."""
+    (tmp_path / "initmodels.py").write_text(
+        "from torch import nn\n"
+        "def with_constructor_init():\n"
+        "    model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))\n"
+        "    nn.init.normal_(model[0].weight, std=0.02)\n"
+        "    nn.init.zeros_(model[0].bias)\n"
+        "    return model\n")
+    proc = run_cli("explain", "initmodels:with_constructor_init", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Warning" not in proc.stderr, proc.stderr
+    rows = {line.split()[0]: line for line in proc.stdout.splitlines()[2:]}
+    assert re.search(r"\bnormal\s.*mean=0, std=0\.02\s+constructor$", rows["0.weight"]), proc.stdout
+    assert re.search(r"\bconstant\s.*\b0\s+constructor$", rows["0.bias"]), proc.stdout
+    assert re.search(r"kaiming_uniform.*\sdefault$", rows["2.weight"]), proc.stdout
+
+
 @pytest.mark.parametrize("text,count", [
     ("100M", 100_000_000), ("1.3B", 1_300_000_000), ("7e9", 7_000_000_000), ("350k", 350_000),
     ("1_000", 1000), ("2G", 2_000_000_000), ("1.5e3K", 1_500_000), ("20000000", 20_000_000),

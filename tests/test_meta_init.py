@@ -149,6 +149,55 @@ def test_meta_init_replay_reports_and_draws_from_the_seed():
         assert not torch.equal(a[name], c[name]), name
 
 
+def test_explain_shows_the_replayed_constructor_init():
+    """explain() of a model built under meta_init() says what materialize writes: the
+    constructor's init, replayed; a layer default only where materialize gives one."""
+    with fastinit.meta_init():
+        model = ConstructorInit()
+    rows = {r.name: r for r in fastinit.explain(model)}
+    result = fastinit.materialize(model, "cpu", seed=0)
+    replayed = {n for n, r in rows.items() if "constructor" in r.source}
+    assert replayed == set(result.replayed)
+    assert {n for n, r in rows.items() if r.source == "default"} == set(result.fused)
+    assert {n for n, r in rows.items() if r.source == "kept"} == set(result.kept)
+    expected = {  # name: (distribution, parameters, source)
+        "cls": ("normal", "mean=0, std=0.02", "constructor"),
+        "fc.weight": ("trunc_normal", "mean=0, std=0.02, a=-2, b=2", "constructor"),
+        "fc.bias": ("constant", "0", "constructor"),
+        "norm.weight": ("constant", "0.5", "constructor"),
+        "pos": ("zeros", "-", "constructor"),
+        "rot": ("orthogonal_", "-", "constructor"),
+        "emb.weight": ("normal", "mean=0, std=1; then constant(7) on part",
+                       "default, then constructor"),
+        "norm.bias": ("constant", "0", "default"),
+    }
+    assert {n: (rows[n].distribution, rows[n].parameters, rows[n].source)
+            for n in expected} == expected
+    # a layer default scaled in the constructor: the default, then the constructor's op
+    with fastinit.meta_init():
+        scaled = nn.Linear(8, 8)
+        scaled.weight.data.mul_(0.5)
+    row = fastinit.explain(scaled)[0]
+    assert (row.distribution, row.parameters, row.source) == (
+        "uniform (kaiming_uniform)", "-0.353553, 0.353553; then mul_", "default, then constructor")
+    fastinit.materialize(scaled, "cpu", seed=0)
+    assert 0.1 < scaled.weight.abs().max().item() <= 0.5 * 0.353553
+    # the values agree with the rows
+    assert abs(model.cls.std().item() - 0.02) < 0.002 and (model.norm.weight == 0.5).all()
+    assert (model.emb.weight[3] == 7).all() and abs(model.emb.weight[4:].std().item() - 1) < 0.1
+
+
+def test_explain_of_a_plain_meta_model_shows_layer_defaults():
+    """Negative control: built on plain meta, nothing is recorded, and explain() and
+    materialize() both give the layer defaults."""
+    with torch.device("meta"):
+        model = ConstructorInit()
+    rows = {r.name: r for r in fastinit.explain(model)}
+    assert rows["fc.weight"].source == "default"
+    assert rows["fc.weight"].distribution == "uniform (kaiming_uniform)"
+    assert not any("constructor" in r.source for r in rows.values())
+
+
 def test_negative_controls_fail_the_same_checks():
     ref = built(ConstructorInit, "plain")
     empty = mismatches(built(ConstructorInit, "to_empty"), ref)

@@ -138,7 +138,8 @@ def device_label(device: torch.device) -> str:
 
 
 def load_model(target: str) -> torch.nn.Module:
-    """The module `target` (``PACKAGE.MODULE:FACTORY``) builds, built on the meta device.
+    """The module `target` (``PACKAGE.MODULE:FACTORY``) builds, built on the meta device under
+    `fastinit.meta_init()` (its constructor's init is recorded, for `explain` and `materialize`).
 
     The current folder is searched first, as ``python -m`` would, so ``mymodels:small`` finds
     ``./mymodels.py``. FACTORY is a class or function called without arguments.
@@ -170,8 +171,10 @@ def load_model(target: str) -> torch.nn.Module:
         factory = getattr(factory, part)
     if not callable(factory):
         raise CommandError(f"{target!r} is a {type(factory).__name__}, not a class or function")
+    from .model import meta_init
+
     try:
-        with torch.device("meta"):
+        with meta_init():
             model = factory()
     except Exception as exc:
         raise CommandError(f"calling {target}() failed (the factory must build the model "

@@ -13,6 +13,7 @@ from ..fused import fused
 from ..gains import _calculate_fan_in_and_fan_out
 from .names import named_tensors
 from .own_init import InitArg, select_model_init
+from .recipes import EMPTY_FACTORIES, NotReplayable, Recipe
 from .rules import Rules, collect, default_rules_for, user_rules
 
 
@@ -28,7 +29,8 @@ class ExplainRow:
     fan_out: Optional[int]
     gain: Optional[float]
     parameters: str  # describe_parameters: "lo, hi", "mean=0, std=0.02", ...; or "-"
-    source: str = ""  # "rule", "default", "model init", "<Module>.reset_parameters()", "kept"
+    source: str = ""  # "rule", "default", "model init", "constructor",
+    #                   "default, then constructor", "<Module>.reset_parameters()", "kept"
 
 
 class Explanation(list):
@@ -70,15 +72,63 @@ def _dry_run_model_init(module: nn.Module, model_init, tensors: dict[str, torch.
     return {name: d for name, t in tensors.items() if (d := recorder.describe(t)) is not None}
 
 
+def _dry_run_constructors(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, str], set[str]]:
+    """The constructor init recorded under `meta_init()` that `materialize` replays, found by
+    replaying it in a dry run: ({name: its writes, as `Recorder.describe` gives them}, names
+    whose recipe starts from the layer's default and builds on it: writes parts of the tensor,
+    or changes it in place (``mul_``), before any fill of all of it). A recipe that cannot be
+    replayed is left out (`materialize` gives that tensor its layer's default)."""
+    recipes = {n: r for n, t in tensors.items()
+               if t.is_meta and (r := getattr(t, "_fastinit_recipe", None)) is not None
+               and r.makes_values}
+    if not recipes:
+        return {}, set()
+    replayed = []
+    with seeds_from(torch.Generator()), fused(dry_run=True) as recorder, torch.no_grad():
+        for name, recipe in recipes.items():
+            try:
+                recipe.replay(tensors[name])
+            except NotReplayable:
+                continue
+            replayed.append(name)
+    written = {name: _recipe_words(recipes[name], recorder.describe(tensors[name]))
+               for name in replayed}
+    return written, {name for name, d in written.items()
+                     if recipes[name].default and _builds_on(d.partition("; then ")[0])}
+
+
+def _builds_on(first_write: str) -> bool:
+    """Whether a first write, in `Recorder.describe`'s words, keeps what was there: a write to
+    part of the tensor, or an in-place op other than a copy (a fill is "normal(...)")."""
+    return first_write.endswith(" on part") or ("(" not in first_write and first_write != "copy_")
+
+
+def _recipe_words(recipe: Recipe, recorded: Optional[str]) -> str:
+    """A replayed recipe in words: the dry run's record of its writes, with the replay's own
+    copy of the tensor it makes named by the op that makes it ("zeros", "arange", "mul"); the
+    name of its last op where the dry run records no write (a structured init such as
+    ``orthogonal_`` on meta)."""
+    func = getattr(recipe.make[0], "__name__", "") if recipe.make is not None else ""
+    made = "a given tensor" if recipe.value is not None else \
+        func if func and func not in EMPTY_FACTORIES and not recipe.default else None
+    if recorded is None:
+        return getattr(recipe.steps[-1].func, "__name__", "an in-place op") if recipe.steps \
+            else made or "-"
+    if made is not None and recorded.startswith("copy_"):
+        return made + recorded[len("copy_"):]
+    return recorded
+
+
 def explain(module: nn.Module, rules: Optional[Rules] = None, prefix: str = "", *,
             init: InitArg = "auto", reinit: bool = False) -> Explanation:
     """What `materialize(module, init=init, rules=rules, reinit=reinit)` writes to each
     parameter and buffer.
 
-    The model's own init is found by a dry run inside `fastinit.fused(dry_run=True)`, which
-    records the writes without executing them (build the model on meta: nothing is allocated),
-    and leaves torch's generator as it was; rules and PyTorch's layer defaults are read from
-    their specs. A tensor nothing writes is listed as ``NOT INITIALISED`` (`materialize` would
+    The model's own init, and the constructor init recorded under `fastinit.meta_init()`
+    (which `materialize` replays), are found by a dry run inside `fastinit.fused(dry_run=True)`,
+    which records the writes without executing them (build the model on meta: nothing is
+    allocated), and leaves torch's generator as it was; rules and PyTorch's layer defaults are
+    read from their specs. A tensor nothing writes is listed as ``NOT INITIALISED`` (`materialize` would
     raise).
 
     Args:
@@ -98,6 +148,7 @@ def explain(module: nn.Module, rules: Optional[Rules] = None, prefix: str = "", 
     model_init = select_model_init(module, init)
     tensors = named_tensors(module, prefix)
     by_model = {} if model_init is None else _dry_run_model_init(module, model_init, tensors)
+    by_constructor, after_default = _dry_run_constructors(tensors)
     by_rule = {} if rules is None else \
         {ti.name: ti for ti in collect(module, prefix, user_rules(rules, module, prefix))[0]}
     defaults = collect(module, prefix, lambda mod, _: default_rules_for(mod))[0]
@@ -108,16 +159,24 @@ def explain(module: nn.Module, rules: Optional[Rules] = None, prefix: str = "", 
         head = (name, tuple(t.shape), str(t.dtype).replace("torch.", ""))
         kept = not t.is_meta and not (reinit and isinstance(t, nn.Parameter))  # holds values
         ti = None if kept else by_rule.get(name)
-        if ti is None and name not in by_model and not kept:
+        replayed = name in by_constructor and name not in by_model
+        if ti is None and name not in by_model and not kept and (
+                not replayed or name in after_default):
             ti = by_default.get(name)
         if ti is not None:
             dist, detail = _describe(ti.spec.plan(t, name), ti.spec)
             label = f"{dist} ({ti.spec.kind})" if ti.spec.kind != dist else dist
-            rows.append(ExplainRow(*head, label, *fans, ti.spec.gain(), detail,
-                                   "rule" if name in by_rule else "default"))
+            source = "rule" if name in by_rule else "default"
+            if source == "default" and replayed:  # the constructor's later writes
+                detail, source = f"{detail}; then {by_constructor[name]}", \
+                    "default, then constructor"
+            rows.append(ExplainRow(*head, label, *fans, ti.spec.gain(), detail, source))
         elif name in by_model:
             kind, detail = _recorded_write(by_model[name])
             rows.append(ExplainRow(*head, kind, *fans, None, detail, "model init"))
+        elif replayed and name not in after_default:
+            kind, detail = _recorded_write(by_constructor[name])
+            rows.append(ExplainRow(*head, kind, *fans, None, detail, "constructor"))
         elif kept:
             rows.append(ExplainRow(*head, "kept", *fans, None, "-", "kept"))
         else:
