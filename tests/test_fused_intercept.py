@@ -546,6 +546,21 @@ def test_a_tensor_whose_memory_moves_keeps_the_record_of_its_write():
 # --- the write log: queries look at the writes near the queried bytes ---------------------------
 
 
+def test_describe_keeps_what_an_in_place_op_builds_on():
+    """An in-place op that reads the tensor (mul_) follows the fill it changes; one that
+    overwrites it (copy_) replaces what was there."""
+    w = torch.empty(4, 4)
+    with fastinit.fused() as recorder:
+        fastinit.normal_(w, std=0.02, seed=0)
+        w.mul_(0.5)
+        assert recorder.describe(w) == "normal(mean=0, std=0.02); then mul_"
+        w.copy_(torch.ones(4, 4))
+        assert recorder.describe(w) == "copy_"
+        w[0].add_(1.0)
+        assert recorder.describe(w) == "copy_; then add_ on part"
+    assert torch.equal(w[1:], torch.ones(3, 4)) and torch.equal(w[0], torch.full((4,), 2.0))
+
+
 def test_write_log_queries_on_a_flat_buffer_of_many_parameters(monkeypatch):
     """1000 parameters as views of one flat buffer, one write over all of it, then a fill of
     most views and a few other writes: wrote / describe / by_fastinit give the answers of
@@ -573,7 +588,9 @@ def test_write_log_queries_on_a_flat_buffer_of_many_parameters(monkeypatch):
     normal = "normal(mean=0, std=1)"
     for i, v in enumerate(views):
         full = normal if i % 3 else "constant(0.5)"
-        want = {7: ("add_", False), 250: ("mul_", False), 251: ("mul_", False),
+        # an in-place op that reads the view (add_, mul_) builds on its fill
+        want = {7: (f"{full}; then add_", False), 250: (f"{full}; then mul_", False),
+                251: (f"{full}; then mul_", False),
                 252: (f"{full}; then mul_ on part", False),
                 400: (f"{full}; then constant(0) on part", True)}.get(i, (full, True))
         compared.clear()

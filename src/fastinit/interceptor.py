@@ -20,7 +20,7 @@ from .contract import DTYPE_CODES, Distribution, constant_params
 from .errors import InitValueError
 from .plan import PLAIN_TENSOR_TYPES, Fill, check_storage
 from .qr import qr_on_one_thread
-from .recorder import Footprint, Recorder
+from .recorder import OVERWRITE_OPS, Footprint, Recorder
 from .routines import ONE_THREAD_QR_ROUTINES, SKIPPED, follow_up, recognise, routine
 from .sharding import index_part, indexed, indexed_mirrors, is_dtensor, is_sharded, spans_shards
 
@@ -33,9 +33,6 @@ METADATA_OPS = frozenset({
     "detach", "view", "view_as", "requires_grad_", "new_tensor", "new_empty", "new_zeros",
     "new_ones", "new_full", "empty_like", "zeros_like", "ones_like", "full_like", "_set_grad_enabled",
 })
-
-# In-place operations that overwrite every element of their first argument without reading it.
-OVERWRITE_OPS = frozenset({"copy_", "fill_", "zero_"})
 
 # Factories of a new tensor whose values a fill gives: the torch.nn.init function of that fill.
 FACTORIES = {torch.randn: "normal_", torch.rand: "uniform_", torch.zeros: "zeros_",

@@ -26,6 +26,9 @@ from .plan import PLAIN_TENSOR_TYPES, Fill, fill_params
 from .sharding import is_dtensor, local_tensor
 from .storage_index import StorageFills, StorageWrites
 
+# In-place operations that overwrite every element of their first argument without reading it.
+OVERWRITE_OPS = frozenset({"copy_", "fill_", "zero_"})
+
 _DisableTorchFunction = torch._C.DisableTorchFunction
 _CPU = torch.device("cpu")  # the device of the storage keys of natively recorded fills
 
@@ -477,8 +480,10 @@ class Recorder:
         return result
 
     def describe(self, tensor: torch.Tensor) -> Optional[str]:
-        """The last write that covered all of `tensor`, followed by any later partial writes,
-        e.g. "normal(mean=0, std=0.02); then zero_ on part"; None when nothing wrote it."""
+        """The last write that replaced all of `tensor`, followed by the later writes that
+        build on it (to part of it, or an in-place operation that reads it, such as ``mul_``),
+        e.g. "normal(mean=0, std=0.02); then mul_; then zero_ on part"; None when nothing
+        wrote it."""
         footprint = Footprint.of(tensor)
         if footprint is None:
             return None
@@ -486,7 +491,8 @@ class Recorder:
         for i in self._overlapping_writes(footprint):
             w = self._log[i]
             if w.covers(footprint):
-                text = _words(w.what)
+                reads = not w.ours and w.what not in OVERWRITE_OPS
+                text = f"{text}; then {_words(w.what)}" if text and reads else _words(w.what)
             else:
                 text = f"{text}; then {_words(w.what)} on part" if text else f"{_words(w.what)} on part"
         return text

@@ -9,7 +9,8 @@ from torch import nn
 
 from .. import spec
 from ..contract import describe_parameters, distribution_name, seeds_from
-from ..fused import fused
+from ..fused import fused, submit
+from ..plan import make_fill
 from ..gains import _calculate_fan_in_and_fan_out
 from .names import named_tensors
 from .own_init import InitArg, select_model_init
@@ -72,35 +73,35 @@ def _dry_run_model_init(module: nn.Module, model_init, tensors: dict[str, torch.
     return {name: d for name, t in tensors.items() if (d := recorder.describe(t)) is not None}
 
 
-def _dry_run_constructors(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, str], set[str]]:
+def _dry_run_constructors(tensors: dict[str, torch.Tensor], defaults: dict
+                          ) -> dict[str, tuple[str, Optional[str]]]:
     """The constructor init recorded under `meta_init()` that `materialize` replays, found by
-    replaying it in a dry run: ({name: its writes, as `Recorder.describe` gives them}, names
-    whose recipe starts from the layer's default and builds on it: writes parts of the tensor,
-    or changes it in place (``mul_``), before any fill of all of it). A recipe that cannot be
-    replayed is left out (`materialize` gives that tensor its layer's default)."""
+    replaying it in a dry run, as materialize does: a recipe that starts from its layer's
+    default (`defaults`: name -> TensorInit) gets that default's fill first. Returns
+    {name: (its writes, as `Recorder.describe` gives them; the default's words, or None)}. A
+    recipe that cannot be replayed is left out (`materialize` gives that tensor its layer's
+    default)."""
     recipes = {n: r for n, t in tensors.items()
                if t.is_meta and (r := getattr(t, "_fastinit_recipe", None)) is not None
                and r.makes_values}
+    out = {}
     if not recipes:
-        return {}, set()
-    replayed = []
+        return out
     with seeds_from(torch.Generator()), fused(dry_run=True) as recorder, torch.no_grad():
         for name, recipe in recipes.items():
+            t, ti = tensors[name], defaults.get(name)
+            default_words = None
+            if recipe.default and ti is not None:
+                plan = ti.spec.plan(t, name)
+                if plan is not None:
+                    submit([make_fill(t, plan[0], plan[1], 0)])
+                    default_words = recorder.describe(t)
             try:
-                recipe.replay(tensors[name])
+                recipe.replay(t)
             except NotReplayable:
                 continue
-            replayed.append(name)
-    written = {name: _recipe_words(recipes[name], recorder.describe(tensors[name]))
-               for name in replayed}
-    return written, {name for name, d in written.items()
-                     if recipes[name].default and _builds_on(d.partition("; then ")[0])}
-
-
-def _builds_on(first_write: str) -> bool:
-    """Whether a first write, in `Recorder.describe`'s words, keeps what was there: a write to
-    part of the tensor, or an in-place op other than a copy (a fill is "normal(...)")."""
-    return first_write.endswith(" on part") or ("(" not in first_write and first_write != "copy_")
+            out[name] = (_recipe_words(recipe, recorder.describe(t)), default_words)
+    return out
 
 
 def _recipe_words(recipe: Recipe, recorded: Optional[str]) -> str:
@@ -148,34 +149,37 @@ def explain(module: nn.Module, rules: Optional[Rules] = None, prefix: str = "", 
     model_init = select_model_init(module, init)
     tensors = named_tensors(module, prefix)
     by_model = {} if model_init is None else _dry_run_model_init(module, model_init, tensors)
-    by_constructor, after_default = _dry_run_constructors(tensors)
     by_rule = {} if rules is None else \
         {ti.name: ti for ti in collect(module, prefix, user_rules(rules, module, prefix))[0]}
     defaults = collect(module, prefix, lambda mod, _: default_rules_for(mod))[0]
     by_default = {ti.name: ti for ti in defaults}
+    by_constructor = _dry_run_constructors(tensors, by_default)
     rows = Explanation()
     for name, t in tensors.items():
         fans = _calculate_fan_in_and_fan_out(t) if t.dim() >= 2 else (None, None)
         head = (name, tuple(t.shape), str(t.dtype).replace("torch.", ""))
         kept = not t.is_meta and not (reinit and isinstance(t, nn.Parameter))  # holds values
         ti = None if kept else by_rule.get(name)
-        replayed = name in by_constructor and name not in by_model
+        written, default_words = by_constructor.get(name, (None, None)) \
+            if name not in by_model else (None, None)
+        # the constructor's writes build on the layer's default: the default's row, then them
+        builds_on_default = default_words is not None and written.startswith(default_words + ";")
         if ti is None and name not in by_model and not kept and (
-                not replayed or name in after_default):
+                written is None or builds_on_default):
             ti = by_default.get(name)
         if ti is not None:
             dist, detail = _describe(ti.spec.plan(t, name), ti.spec)
             label = f"{dist} ({ti.spec.kind})" if ti.spec.kind != dist else dist
             source = "rule" if name in by_rule else "default"
-            if source == "default" and replayed:  # the constructor's later writes
-                detail, source = f"{detail}; then {by_constructor[name]}", \
-                    "default, then constructor"
+            if source == "default" and builds_on_default:
+                detail += written[len(default_words):]
+                source = "default, then constructor"
             rows.append(ExplainRow(*head, label, *fans, ti.spec.gain(), detail, source))
         elif name in by_model:
             kind, detail = _recorded_write(by_model[name])
             rows.append(ExplainRow(*head, kind, *fans, None, detail, "model init"))
-        elif replayed and name not in after_default:
-            kind, detail = _recorded_write(by_constructor[name])
+        elif written is not None:
+            kind, detail = _recorded_write(written)
             rows.append(ExplainRow(*head, kind, *fans, None, detail, "constructor"))
         elif kept:
             rows.append(ExplainRow(*head, "kept", *fans, None, "-", "kept"))
