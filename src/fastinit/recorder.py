@@ -239,13 +239,9 @@ class Recorder:
         with the fill's seed: no draw)."""
         for f in fills:
             t = f.tensor
-            if type(t) in PLAIN_TENSOR_TYPES and f.layout is None and not f.first_index:
-                found = backends.record_whole_natively(t, f.seed, None)
-                if found is not None:
-                    storage, lo, hi, dense, _, memory = found
-                    self._record(Pending((_CPU, storage), lo, hi, dense, t, f.dist, f.params,
-                                         f.seed, f.stream, 0, None, memory))
-                    continue
+            if type(t) in PLAIN_TENSOR_TYPES and f.layout is None and not f.first_index and \
+                    self._record_natively(t, f.dist, f.params, f.seed, f.stream, None):
+                continue
             local = t if type(t) in PLAIN_TENSOR_TYPES else local_tensor(t)
             with _DisableTorchFunction():
                 fp = _footprint(local)
@@ -274,12 +270,20 @@ class Recorder:
                 message); nothing is drawn or recorded.
         """
         dist, params = fill_params(dist, params)
+        return self._record_natively(tensor, dist, tuple(params), seed, 0, generator)
+
+    def _record_natively(self, tensor: torch.Tensor, dist, params: tuple, seed: Optional[int],
+                         stream: int, generator: Optional[torch.Generator]) -> bool:
+        """Record the fill of all of the plain `tensor` from contract index 0, its footprint,
+        memory and seed (`seed`, else one draw from `generator`) from one native call
+        (`backends.record_whole_natively`); False, with nothing drawn or recorded, when that
+        call does not take it."""
         found = backends.record_whole_natively(tensor, seed, generator)
         if found is None:
             return False
         storage, lo, hi, dense, seed, memory = found
-        self._record(Pending((_CPU, storage), lo, hi, dense, tensor, dist, tuple(params), seed,
-                             0, 0, None, memory))
+        self._record(Pending((_CPU, storage), lo, hi, dense, tensor, dist, params, seed,
+                             stream, 0, None, memory))
         return True
 
     def _record(self, p: Pending) -> None:
@@ -311,7 +315,7 @@ class Recorder:
         if index is None or not footprint.dense:
             return
         if type(index) is Pending:
-            dropped = [index] if footprint.lo <= index.lo and index.hi <= footprint.hi else []
+            dropped = [index] if footprint.covers(index) else []
             if dropped:
                 del by_storage[footprint.key]
         else:

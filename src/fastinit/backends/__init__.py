@@ -418,12 +418,10 @@ def _fill_rows_natively(rows: Sequence[tuple]) -> bool:
     native_rows = []
     with torch._C.DisableTorchFunction():  # fastinit's own look at the metadata
         for (t, dist, params, seed, stream), code in zip(rows, codes):
-            storage = t.untyped_storage()
-            data = storage.data_ptr()
-            if not data:  # freed storage: execute raises its error
+            row = _native_row(t, code, dist, params, seed, stream)
+            if not row[1]:  # freed storage: execute raises its error
                 return False
-            native_rows.append((t.data_ptr(), data, storage.nbytes(), t.storage_offset(), t.shape,
-                                t.stride(), code, int(dist), params, seed, stream))
+            native_rows.append(row)
     if native_rows:
         _fill_rows(native_rows)
         _increment_version(tuple(row[0] for row in rows))
@@ -449,10 +447,8 @@ def _fill_whole_tensors(rows: list) -> None:
             return
     except IndexError as exc:  # a storage's bounds, in torch's words
         raise UnsafeTargetError(str(exc)) from None
-    _fill_rows([(t.data_ptr(), storage.data_ptr(), storage.nbytes(), t.storage_offset(), t.shape,
-                 t.stride(), _NATIVE_DTYPE_CODES[t.dtype], int(dist), params, seed, stream)
-                for t, dist, params, seed, stream in rows
-                for storage in (t.untyped_storage(),)])  # _native_row, inlined
+    _fill_rows([_native_row(t, _NATIVE_DTYPE_CODES[t.dtype], dist, params, seed, stream)
+                for t, dist, params, seed, stream in rows])
     _increment_version(tuple(row[0] for row in rows))
 
 
